@@ -1,0 +1,61 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Spool",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SpoolCore", targets: ["SpoolCore"]),
+        .library(name: "SpoolSQLite", targets: ["SpoolSQLite"]),
+        .executable(name: "spool", targets: ["spool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    ],
+    targets: [
+        // The job model, the store interface and the worker engine. No database code.
+        .target(
+            name: "SpoolCore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The embedded store: one SQLite file in WAL mode, with group commit.
+        .target(
+            name: "SpoolSQLite",
+            dependencies: [
+                "SpoolCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // Job kinds for the quick start and the benchmark. Not for production use.
+        .target(name: "SpoolDemoJobs", dependencies: ["SpoolCore"]),
+        // The `spool` command line: serve, worker, enqueue, ..., bench.
+        .executableTarget(
+            name: "spool",
+            dependencies: [
+                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // A minimal program that embeds Spool as a Swift library.
+        .executableTarget(
+            name: "HelloSpool",
+            dependencies: ["SpoolCore", "SpoolSQLite"],
+            path: "Examples/HelloSpool"
+        ),
+        .testTarget(
+            name: "SpoolTests",
+            dependencies: ["SpoolCore", "SpoolSQLite", "SpoolDemoJobs"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

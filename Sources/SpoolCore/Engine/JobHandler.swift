@@ -1,0 +1,94 @@
+import Foundation
+import Logging
+
+/// A kind of job: its payload type and the code that runs it.
+///
+/// ```swift
+/// struct SendWelcomeEmail: JobHandler {
+///     struct Payload: Codable, Sendable { var userID: Int }
+///     static let kind = "email.welcome"
+///     func run(_ payload: Payload, context: JobContext) async throws -> String {
+///         try await context.progress(50, "rendering")
+///         return "sent"
+///     }
+/// }
+/// spool.register(SendWelcomeEmail())
+/// ```
+///
+/// A handler may run more than once for one job (at-least-once): make it idempotent.
+/// Throw ``JobFailure/nonRetryable(_:)`` for errors a retry cannot fix; any other error is
+/// retried with backoff until the job's attempts are used up.
+public protocol JobHandler: Sendable {
+    associatedtype Payload: Decodable & Sendable
+    associatedtype Output: Encodable & Sendable
+    /// The name clients use to ask for this handler, e.g. `"pdf.render"`.
+    static var kind: String { get }
+    func run(_ payload: Payload, context: JobContext) async throws -> Output
+}
+
+/// A handler with its types erased, as the engine stores it.
+public struct AnyJobHandler: Sendable {
+    public let kind: String
+    /// Decodes the payload, runs, and encodes the result (`nil` for no result).
+    public let run: @Sendable (Data, JobContext) async throws -> Data?
+
+    public init(kind: String, run: @escaping @Sendable (Data, JobContext) async throws -> Data?) {
+        self.kind = kind
+        self.run = run
+    }
+
+    public init<H: JobHandler>(_ handler: H) {
+        self.init(kind: H.kind) { data, context in
+            let payload: H.Payload
+            do {
+                payload = try JSON.decode(H.Payload.self, from: data)
+            } catch {
+                // A payload the handler cannot read will not become readable on retry.
+                throw JobFailure.nonRetryable("payload does not match \(H.kind): \(error)")
+            }
+            let output = try await handler.run(payload, context: context)
+            if output is Void || output is NoResult { return nil }
+            return try JSON.encode(output)
+        }
+    }
+}
+
+/// The result of a handler that has nothing to return.
+public struct NoResult: Codable, Sendable, Hashable {
+    public init() {}
+}
+
+/// What a running handler knows about its job and how it talks back.
+public final class JobContext: Sendable {
+    public let job: Job
+    public let lease: LeaseToken
+    public let logger: Logger
+    private let store: any JobStore
+
+    init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
+        self.job = job
+        self.lease = lease
+        self.store = store
+        var logger = logger
+        logger[metadataKey: "job"] = "\(job.id)"
+        logger[metadataKey: "kind"] = "\(job.kind)"
+        logger[metadataKey: "attempt"] = "\(job.attempt)"
+        self.logger = logger
+    }
+
+    public var id: JobID { job.id }
+    /// 1 on the first attempt.
+    public var attempt: Int { job.attempt }
+    public var maxAttempts: Int { job.maxAttempts }
+    public var isLastAttempt: Bool { job.attempt >= job.maxAttempts }
+
+    /// Records progress (0-100) and an optional message, visible to clients at once.
+    /// Throws ``SpoolError/leaseLost(_:)`` if this worker no longer holds the job.
+    public func progress(_ percent: Double, _ message: String? = nil) async throws {
+        try await store.reportProgress(job.id, lease: lease, progress: JobProgress(percent: percent, message: message))
+    }
+
+    /// Whether the job was cancelled, timed out or lost its lease. Long loops should check it
+    /// (or call `try Task.checkCancellation()`).
+    public var isCancelled: Bool { Task.isCancelled }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The entry point for Swift code: enqueue jobs, follow and steer them, and run workers.
+///
+/// ```swift
+/// let spool = Spool(store: try SQLiteJobStore(path: "spool.sqlite"))
+/// try await spool.store.migrate()
+/// spool.register(SendWelcomeEmail())
+/// let job = try await spool.enqueue(SendWelcomeEmail.self, .init(userID: 42))
+/// try await ServiceGroup(services: [spool.worker()], logger: logger).run()
+/// ```
+public final class Spool: Sendable {
+    public let store: any JobStore
+    public let configuration: EngineConfiguration
+    public let logger: Logger
+    private let handlers = Mutex<[String: AnyJobHandler]>([:])
+
+    public init(store: any JobStore, configuration: EngineConfiguration = EngineConfiguration(), logger: Logger = Logger(label: "spool")) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: Handlers
+
+    public func register<H: JobHandler>(_ handler: H) {
+        register(AnyJobHandler(handler))
+    }
+
+    public func register(_ handler: AnyJobHandler) {
+        handlers.withLock { $0[handler.kind] = handler }
+    }
+
+    /// Registers a handler written as a closure that returns nothing.
+    public func register<P: Decodable & Sendable>(kind: String, payload: P.Type, _ run: @escaping @Sendable (P, JobContext) async throws -> Void) {
+        register(AnyJobHandler(kind: kind) { data, context in
+            let payload: P
+            do { payload = try JSON.decode(P.self, from: data) } catch {
+                throw JobFailure.nonRetryable("payload does not match \(kind): \(error)")
+            }
+            try await run(payload, context)
+            return nil
+        })
+    }
+
+    public func handler(for kind: String) -> AnyJobHandler? { handlers.withLock { $0[kind] } }
+    public var registeredKinds: [String] { handlers.withLock { $0.keys.sorted() } }
+
+    // MARK: Enqueue
+
+    /// Enqueues one job. Returns once it is durably stored.
+    @discardableResult
+    public func enqueue(_ job: NewJob) async throws -> EnqueueResult {
+        try await enqueue([job])[0]
+    }
+
+    /// Enqueues jobs atomically: all or none.
+    public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueResult] {
+        var defaults: [String: JobDefaults] = [:]
+        var limits: [String: Int] = [:]
+        for job in jobs {
+            try job.validate()
+            let queue = configuration.queue(job.queue)
+            defaults[job.queue] = JobDefaults(queue)
+            if let limit = queue.depthLimit { limits[job.queue] = limit }
+        }
+        return try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
+    }
+
+    /// Enqueues a job for a handler type, with a typed payload.
+    @discardableResult
+    public func enqueue<H: JobHandler>(
+        _ handler: H.Type, _ payload: some Encodable, queue: String = "default", priority: Int = 0, runAt: Date? = nil,
+        maxAttempts: Int? = nil, timeout: Duration? = nil, idempotencyKey: String? = nil
+    ) async throws -> Job {
+        let job = try NewJob(
+            queue: queue, kind: H.kind, payload: payload, priority: priority, runAt: runAt,
+            maxAttempts: maxAttempts, timeout: timeout, idempotencyKey: idempotencyKey)
+        return try await enqueue(job).job
+    }
+
+    // MARK: Follow and steer
+
+    public func job(_ id: JobID, tenant: String? = nil) async throws -> Job? { try await store.job(id, tenant: tenant) }
+    public func list(_ filter: JobFilter) async throws -> JobPage { try await store.list(filter) }
+    public func cancel(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.cancel(id, tenant: tenant) }
+    public func retry(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.retry(id, tenant: tenant) }
+    public func pause(queue: String) async throws { try await store.setPaused(true, queue: queue) }
+    public func resume(queue: String) async throws { try await store.setPaused(false, queue: queue) }
+    public func queueStats() async throws -> [QueueStats] { try await store.queueStats() }
+
+    /// Waits until the job reaches a terminal state (polling the store), or `timeout` passes.
+    public func waitUntilFinished(_ id: JobID, timeout: Duration = .seconds(60), pollEvery: Duration = .milliseconds(20)) async throws -> Job {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            guard let job = try await store.job(id, tenant: nil) else { throw SpoolError.notFound(id) }
+            if job.state.isFinished || ContinuousClock.now >= deadline { return job }
+            try await Task.sleep(for: pollEvery)
+        }
+    }
+
+    // MARK: Workers
+
+    /// A service that runs this process's workers for `queues` (every configured queue and
+    /// `default` when `nil`) plus the maintenance duties (lease rescue, pruning).
+    public func worker(queues: [String]? = nil) -> SpoolWorker {
+        let names = queues ?? Array(Set(configuration.queues.keys).union(["default"])).sorted()
+        return SpoolWorker(spool: self, queues: names)
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+
+/// A request to enqueue one job.
+public struct NewJob: Sendable, Hashable {
+    /// The tenant used when none is given (the embedded, single-tenant default).
+    public static let defaultTenant = "default"
+
+    public var queue: String
+    public var kind: String
+    /// The job's input as JSON text.
+    public var payload: Data
+    public var priority: Int
+    /// Run no earlier than this; `nil` runs as soon as a worker is free.
+    public var runAt: Date?
+    /// Overrides the queue's `maxAttempts`.
+    public var maxAttempts: Int?
+    /// Overrides the queue's timeout.
+    public var timeout: Duration?
+    /// The same key (per tenant) returns the existing job instead of making another.
+    public var idempotencyKey: String?
+    public var callbackURL: String?
+    public var tags: [String]
+    public var tenant: String
+
+    public init(
+        queue: String = "default", kind: String, payload: Data = Data("{}".utf8), priority: Int = 0,
+        runAt: Date? = nil, maxAttempts: Int? = nil, timeout: Duration? = nil,
+        idempotencyKey: String? = nil, callbackURL: String? = nil, tags: [String] = [],
+        tenant: String = NewJob.defaultTenant
+    ) {
+        self.queue = queue; self.kind = kind; self.payload = payload; self.priority = priority
+        self.runAt = runAt; self.maxAttempts = maxAttempts; self.timeout = timeout
+        self.idempotencyKey = idempotencyKey; self.callbackURL = callbackURL
+        self.tags = tags; self.tenant = tenant
+    }
+
+    /// A job whose payload is any `Encodable` value.
+    public init<P: Encodable>(
+        queue: String = "default", kind: String, payload: P, priority: Int = 0, runAt: Date? = nil,
+        maxAttempts: Int? = nil, timeout: Duration? = nil, idempotencyKey: String? = nil,
+        tenant: String = NewJob.defaultTenant
+    ) throws {
+        self.init(
+            queue: queue, kind: kind, payload: try JSON.encode(payload), priority: priority, runAt: runAt,
+            maxAttempts: maxAttempts, timeout: timeout, idempotencyKey: idempotencyKey, tenant: tenant)
+    }
+
+    /// Checks the request on its own (queue settings are checked by the engine).
+    public func validate() throws(SpoolError) {
+        func invalid(_ field: String, _ why: String) -> SpoolError { .invalid(field: field, reason: why) }
+        guard Self.isValidName(queue) else { throw invalid("queue", "must be 1-64 characters of A-Z a-z 0-9 _ . - :") }
+        guard Self.isValidName(kind, maxLength: 128) else { throw invalid("kind", "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
+        guard Self.priorityRange.contains(priority) else { throw invalid("priority", "must be between \(Self.priorityRange.lowerBound) and \(Self.priorityRange.upperBound)") }
+        if let maxAttempts, !(1...1000).contains(maxAttempts) { throw invalid("max_attempts", "must be between 1 and 1000") }
+        if let timeout, timeout <= .zero || timeout > .seconds(7 * 86_400) { throw invalid("timeout_seconds", "must be more than 0 and at most 7 days") }
+        if let key = idempotencyKey, key.isEmpty || key.utf8.count > 255 { throw invalid("idempotency_key", "must be 1-255 bytes") }
+        guard Self.isValidName(tenant, maxLength: 128) else { throw invalid("tenant", "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
+        if tags.count > 32 || tags.contains(where: { $0.isEmpty || $0.utf8.count > 64 }) { throw invalid("tags", "at most 32 tags of 1-64 bytes") }
+        if let url = callbackURL {
+            guard let u = URL(string: url), let scheme = u.scheme?.lowercased(), scheme == "http" || scheme == "https", u.host != nil
+            else { throw invalid("callback_url", "must be an absolute http or https URL") }
+        }
+        guard (try? JSONSerialization.jsonObject(with: payload, options: [.fragmentsAllowed])) != nil else {
+            throw invalid("payload", "must be valid JSON")
+        }
+    }
+
+    public static let priorityRange = -1000...1000
+
+    static func isValidName(_ s: String, maxLength: Int = 64) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= maxLength else { return false }
+        return s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || c == 0x5F || c == 0x2E || c == 0x2D || c == 0x3A
+        }
+    }
+}
+
+/// What an enqueue gave back: the job, and whether it already existed under its idempotency key.
+public struct EnqueueResult: Sendable, Hashable {
+    public var job: Job
+    /// `true` when the idempotency key matched an existing job and nothing new was written.
+    public var replayed: Bool
+    public init(job: Job, replayed: Bool) { self.job = job; self.replayed = replayed }
+}
+
+/// JSON helpers shared by the engine and the stores.
+public enum JSON {
+    public static func encode<T: Encodable>(_ value: T) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(value)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(type, from: data)
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+
+/// The durable home of jobs. The engine, the gateway and the CLI talk only to this protocol;
+/// each database has its own implementation, and every one passes the same contract suite
+/// (`Tests/SpoolTests/StoreContractTests.swift`).
+///
+/// Rules every implementation keeps:
+/// - A method returns only after its change is committed (and, for enqueue and for terminal
+///   states, synced to disk as the store's durability setting says).
+/// - Calls that carry a ``LeaseToken`` change nothing and throw ``SpoolError/leaseLost(_:)``
+///   unless the job is `processing` under that very token (fencing).
+/// - Methods that take a `tenant` act only on that tenant's jobs; `nil` means every tenant
+///   (operators). Another tenant's job looks exactly like a missing one.
+public protocol JobStore: Sendable {
+    /// Signals the store raises after commits, so that workers wake up without polling.
+    var signals: StoreSignals { get }
+
+    /// Creates or upgrades the schema. Safe to call from several processes at once.
+    func migrate() async throws
+
+    /// Enqueues jobs atomically: all are written or none. A job whose idempotency key already
+    /// exists (for its tenant) is not written again; its existing job is returned with
+    /// `replayed == true`, or ``SpoolError/idempotencyConflict(key:existing:)`` is thrown when
+    /// the existing job came from a different request (queue, kind, payload or priority).
+    /// Throws ``SpoolError/queueFull(queue:limit:retryAfter:)`` when a queue in
+    /// `depthLimits` would hold more waiting jobs than its limit.
+    func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult]
+
+    /// Leases up to `limit` ready jobs of `queue`, highest priority first, then oldest first.
+    /// Due scheduled jobs become ready first. A paused queue hands out nothing.
+    func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch
+
+    /// Renews leases. Returns the ids whose lease is no longer held (expired and taken over,
+    /// or the job was cancelled): their workers must stop.
+    func heartbeat(_ leases: [(JobID, LeaseToken)], leaseDuration: Duration) async throws -> Set<JobID>
+
+    /// Records a running job's progress (fenced).
+    func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws
+
+    /// Marks a running job `completed` with its result (fenced).
+    func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws
+
+    /// Records a failed attempt (fenced): the job goes to `scheduled`/`pending` for a retry at
+    /// `retryAt`, or to `failed` when `retryAt` is `nil`.
+    func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws
+
+    /// Gives a running job back to the queue without counting the attempt (graceful shutdown).
+    func release(_ id: JobID, lease: LeaseToken) async throws
+
+    /// Cancels a job that has not finished. A running job loses its lease at once.
+    func cancel(_ id: JobID, tenant: String?) async throws -> Job
+
+    /// Puts a `failed` or `cancelled` job back in its queue with a fresh set of attempts.
+    func retry(_ id: JobID, tenant: String?) async throws -> Job
+
+    /// Deletes a finished job.
+    func delete(_ id: JobID, tenant: String?) async throws
+
+    func job(_ id: JobID, tenant: String?) async throws -> Job?
+
+    /// Jobs matching `filter`, newest first, one page at a time.
+    func list(_ filter: JobFilter) async throws -> JobPage
+
+    /// Returns every `processing` job whose lease expired to its queue (or to `failed` if it
+    /// was on its last attempt), recording the lost attempt. Returns how many were rescued.
+    func rescueExpiredLeases() async throws -> Int
+
+    /// Deletes finished jobs older than the cut-offs, at most `limit` per call. Returns how many.
+    func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int
+
+    func setPaused(_ paused: Bool, queue: String) async throws
+
+    /// Every queue that has jobs or was ever paused, with counts per state.
+    func queueStats() async throws -> [QueueStats]
+
+    /// Moves every `failed` job of a queue back to `pending` (redrive the dead letters).
+    func retryFailed(queue: String, tenant: String?) async throws -> Int
+
+    /// Deletes every `pending` and `scheduled` job of a queue.
+    func purge(queue: String, tenant: String?) async throws -> Int
+
+    /// Releases connections and files.
+    func close() async throws
+}
+
+/// Values a job takes from its queue's settings when its request does not name them.
+public struct JobDefaults: Sendable, Hashable {
+    public var maxAttempts: Int
+    public var timeout: Duration
+    public init(maxAttempts: Int, timeout: Duration) { self.maxAttempts = maxAttempts; self.timeout = timeout }
+    public init(_ queue: QueueConfiguration) { self.init(maxAttempts: queue.maxAttempts, timeout: queue.timeout) }
+}
+
+/// What one lease call handed out.
+public struct LeaseBatch: Sendable {
+    public var jobs: [LeasedJob]
+    /// The earliest run-at of the queue's scheduled jobs, so an idle worker knows when to look again.
+    public var nextRunAt: Date?
+    public init(jobs: [LeasedJob], nextRunAt: Date?) { self.jobs = jobs; self.nextRunAt = nextRunAt }
+}
+
+/// A filter for listing jobs.
+public struct JobFilter: Sendable, Hashable {
+    public var tenant: String?
+    public var queue: String?
+    public var state: JobState?
+    public var kind: String?
+    /// At most 1000.
+    public var limit: Int
+    /// The `nextCursor` of the previous page.
+    public var cursor: String?
+
+    public init(tenant: String? = nil, queue: String? = nil, state: JobState? = nil, kind: String? = nil, limit: Int = 50, cursor: String? = nil) {
+        self.tenant = tenant; self.queue = queue; self.state = state; self.kind = kind
+        self.limit = limit; self.cursor = cursor
+    }
+}
+
+/// One page of a job listing.
+public struct JobPage: Sendable {
+    public var jobs: [Job]
+    /// Pass as `cursor` to get the next page; `nil` on the last page.
+    public var nextCursor: String?
+    public init(jobs: [Job], nextCursor: String?) { self.jobs = jobs; self.nextCursor = nextCursor }
+}
+
+/// A queue's counts per state and its health at a glance.
+public struct QueueStats: Sendable, Hashable {
+    public var name: String
+    public var paused: Bool
+    public var counts: [JobState: Int]
+    /// How long the oldest ready job has waited, if any.
+    public var oldestPendingAge: Duration?
+    public init(name: String, paused: Bool, counts: [JobState: Int], oldestPendingAge: Duration?) {
+        self.name = name; self.paused = paused; self.counts = counts; self.oldestPendingAge = oldestPendingAge
+    }
+    /// Jobs waiting to run (`pending` + `scheduled`): what the depth limit counts.
+    public var depth: Int { (counts[.pending] ?? 0) + (counts[.scheduled] ?? 0) }
+}

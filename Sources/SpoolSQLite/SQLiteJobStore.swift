@@ -1,0 +1,414 @@
+import Foundation
+import GRDB
+import SpoolCore
+
+/// The embedded store: one SQLite file in WAL mode.
+///
+/// Writes go through a single ``GroupCommitWriter``; reads run concurrently on a pool of
+/// read connections. Several processes may open the same file (a CLI next to `spool serve`);
+/// SQLite's file lock serialises their writes.
+public final class SQLiteJobStore: JobStore {
+    /// How hard a commit is pushed to disk before enqueue and completion calls return.
+    public enum Durability: String, Sendable, CaseIterable {
+        /// fsync on every group commit (the default): a job accepted survives power loss.
+        case full = "FULL"
+        /// fsync at checkpoints only: survives a crash of the process, not of the machine.
+        case normal = "NORMAL"
+        /// No fsync at all (benchmarks and throwaway data).
+        case off = "OFF"
+    }
+
+    public let signals = StoreSignals()
+    public let path: String
+    private let pool: DatabasePool
+    private let writer: GroupCommitWriter
+
+    /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
+    public init(path: String, durability: Durability = .full) throws {
+        self.path = path
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.maximumReaderCount = 8
+        config.label = "spool"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
+            // Workers and the gateway read while the writer commits: keep checkpoints small.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 4000")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch {
+            throw SQLiteJobStore.map(error)
+        }
+        writer = GroupCommitWriter(pool: pool, durableSync: durability.rawValue, signals: signals)
+    }
+
+    public func migrate() async throws {
+        do {
+            try Schema.migrator.migrate(pool)
+        } catch { throw Self.map(error) }
+    }
+
+    public func close() async throws {
+        try pool.close()
+    }
+
+    // MARK: Enqueue
+
+    public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
+        if jobs.isEmpty { return [] }
+        return try await writer.write { db, batch in
+            let now = Date()
+            var results: [EnqueueResult?] = Array(repeating: nil, count: jobs.count)
+            var toInsert: [(Int, Job)] = []
+            var keysInBatch: [String: Int] = [:]  // "tenant\0key" -> index in results
+            for (i, request) in jobs.enumerated() {
+                if let key = request.idempotencyKey {
+                    let mapKey = request.tenant + "\u{0}" + key
+                    if let earlier = keysInBatch[mapKey], let job = results[earlier]?.job {
+                        try Self.checkSameRequest(job, request, key: key)
+                        results[i] = EnqueueResult(job: job, replayed: true)
+                        continue
+                    }
+                    if let existing = try Row.fetchOne(
+                        db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE tenant = ? AND idempotency_key = ?"),
+                        arguments: [request.tenant, key]
+                    ) {
+                        let job = try Rows.job(existing)
+                        try Self.checkSameRequest(job, request, key: key)
+                        results[i] = EnqueueResult(job: job, replayed: true)
+                        continue
+                    }
+                    keysInBatch[mapKey] = i
+                }
+                let d = defaults[request.queue] ?? JobDefaults(QueueConfiguration())
+                let runAt = request.runAt ?? now
+                let job = Job(
+                    id: JobID.make(now: now), tenant: request.tenant, queue: request.queue, kind: request.kind,
+                    payload: request.payload, priority: request.priority,
+                    state: runAt > now ? .scheduled : .pending, attempt: 0,
+                    maxAttempts: request.maxAttempts ?? d.maxAttempts, runAt: runAt,
+                    timeout: request.timeout ?? d.timeout, createdAt: now,
+                    idempotencyKey: request.idempotencyKey, callbackURL: request.callbackURL, tags: request.tags)
+                results[i] = EnqueueResult(job: job, replayed: false)
+                toInsert.append((i, job))
+            }
+            // Backpressure: refuse the whole request if any queue would pass its limit.
+            var adding: [String: Int] = [:]
+            for (_, job) in toInsert { adding[job.queue, default: 0] += 1 }
+            for (queue, n) in adding {
+                guard let limit = depthLimits[queue] else { continue }
+                let depth = try Int.fetchOne(
+                    db.cachedStatement(sql: "SELECT coalesce(sum(n), 0) FROM queue_counts WHERE queue = ? AND state IN ('pending', 'scheduled')"),
+                    arguments: [queue]) ?? 0
+                if depth + n > limit {
+                    throw SpoolError.queueFull(queue: queue, limit: limit, retryAfter: .seconds(1))
+                }
+            }
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO jobs (id, tenant, queue, kind, payload, priority, state, attempt, max_attempts,
+                                  run_at, timeout_ms, created_at, idempotency_key, callback_url, tags)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for (_, job) in toInsert {
+                try insert.execute(arguments: [
+                    job.id.description, job.tenant, job.queue, job.kind, String(decoding: job.payload, as: UTF8.self),
+                    job.priority, job.state.rawValue, job.maxAttempts, Rows.micros(job.runAt),
+                    Int64(job.timeout.seconds * 1000), Rows.micros(job.createdAt), job.idempotencyKey,
+                    job.callbackURL, Rows.jsonText(job.tags),
+                ])
+                batch.signal(.workAvailable(queue: job.queue))
+            }
+            return results.map { $0! }
+        }
+    }
+
+    private static func checkSameRequest(_ job: Job, _ request: NewJob, key: String) throws {
+        let same = job.queue == request.queue && job.kind == request.kind && job.priority == request.priority
+            && Rows.sameJSON(job.payload, request.payload)
+        if !same { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
+    }
+
+    // MARK: Workers
+
+    public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+        try await writer.write(durable: false) { db, _ in
+            let now = Rows.micros(Date())
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT paused FROM queues WHERE name = ?"), arguments: [queue]) == true {
+                return LeaseBatch(jobs: [], nextRunAt: nil)
+            }
+            try db.cachedStatement(sql: "UPDATE jobs SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND run_at <= ?")
+                .execute(arguments: [queue, now])
+            let token = LeaseToken.make()
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_token = ?, lease_expires_at = ?,
+                                    worker_id = ?, started_at = ?
+                    WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND state = 'pending' ORDER BY priority DESC, seq LIMIT ?)
+                    RETURNING \(Rows.columns)
+                    """),
+                arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit])
+            let jobs = try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }
+                .sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+            let next = try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'scheduled'"), arguments: [queue])
+            return LeaseBatch(jobs: jobs, nextRunAt: next.map(Rows.date))
+        }
+    }
+
+    public func heartbeat(_ leases: [(JobID, LeaseToken)], leaseDuration: Duration) async throws -> Set<JobID> {
+        if leases.isEmpty { return [] }
+        return try await writer.write(durable: false) { db, _ in
+            let expires = Rows.micros(Date()) + Int64(leaseDuration.seconds * 1e6)
+            let statement = try db.cachedStatement(sql: "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND state = 'processing' AND lease_token = ?")
+            var lost = Set<JobID>()
+            for (id, token) in leases {
+                try statement.execute(arguments: [expires, id.description, token.value])
+                if db.changesCount == 0 { lost.insert(id) }
+            }
+            return lost
+        }
+    }
+
+    public func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws {
+        try await writer.write(durable: false) { db, _ in
+            try db.cachedStatement(sql: "UPDATE jobs SET progress_percent = ?, progress_message = ? WHERE id = ? AND state = 'processing' AND lease_token = ?")
+                .execute(arguments: [progress.percent, progress.message, id.description, lease.value])
+            if db.changesCount == 0 { throw SpoolError.leaseLost(id) }
+        }
+    }
+
+    public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
+        try await writer.write { db, _ in
+            try db.cachedStatement(sql: """
+                UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL
+                WHERE id = ? AND state = 'processing' AND lease_token = ?
+                """).execute(arguments: [result.map { String(decoding: $0, as: UTF8.self) }, Rows.micros(Date()), id.description, lease.value])
+            if db.changesCount == 0 { throw SpoolError.leaseLost(id) }
+        }
+    }
+
+    public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {
+        let errorJSON = String(decoding: try JSON.encode(error), as: UTF8.self)
+        try await writer.write { db, batch in
+            let now = Date()
+            let state: JobState = retryAt.map { $0 > now ? .scheduled : .pending } ?? .failed
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), finished_at = ?, lease_token = NULL,
+                                    lease_expires_at = NULL, errors = json_insert(errors, '$[#]', json(?))
+                    WHERE id = ? AND state = 'processing' AND lease_token = ?
+                    RETURNING queue
+                    """),
+                arguments: [state.rawValue, retryAt.map(Rows.micros), state == .failed ? Rows.micros(now) : nil,
+                            errorJSON, id.description, lease.value])
+            guard let row else { throw SpoolError.leaseLost(id) }
+            if state != .failed { batch.signal(.workAvailable(queue: row["queue"])) }
+        }
+    }
+
+    public func release(_ id: JobID, lease: LeaseToken) async throws {
+        try await writer.write { db, batch in
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET state = 'pending', attempt = max(0, attempt - 1), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
+                    WHERE id = ? AND state = 'processing' AND lease_token = ?
+                    RETURNING queue
+                    """),
+                arguments: [id.description, lease.value])
+            guard let row else { throw SpoolError.leaseLost(id) }
+            batch.signal(.workAvailable(queue: row["queue"]))
+        }
+    }
+
+    public func rescueExpiredLeases() async throws -> Int {
+        try await writer.write { db, batch in
+            let now = Rows.micros(Date())
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET
+                        state = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
+                        finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?1 END,
+                        errors = json_insert(errors, '$[#]', json_object(
+                            'attempt', attempt,
+                            'message', 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
+                            'at', strftime('%Y-%m-%dT%H:%M:%SZ', ?1 / 1000000, 'unixepoch'),
+                            'reason', 'lease_expired')),
+                        lease_token = NULL, lease_expires_at = NULL
+                    WHERE state = 'processing' AND lease_expires_at < ?1
+                    RETURNING queue, state
+                    """),
+                arguments: [now])
+            for row in rows where (row["state"] as String) == "pending" {
+                batch.signal(.workAvailable(queue: row["queue"]))
+            }
+            return rows.count
+        }
+    }
+
+    // MARK: Operators and clients
+
+    public func cancel(_ id: JobID, tenant: String?) async throws -> Job {
+        try await writer.write { db, batch in
+            let job = try Self.fetchJob(db, id, tenant: tenant)
+            guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
+            try db.cachedStatement(sql: """
+                UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL WHERE id = ?
+                """).execute(arguments: [Rows.micros(Date()), id.description])
+            if job.state == .processing { batch.signal(.jobCancelled(id)) }
+            return try Self.fetchJob(db, id, tenant: tenant)
+        }
+    }
+
+    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
+        try await writer.write { db, batch in
+            let job = try Self.fetchJob(db, id, tenant: tenant)
+            guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
+            try db.cachedStatement(sql: """
+                UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
+                                progress_percent = NULL, progress_message = NULL, worker_id = NULL
+                WHERE id = ?
+                """).execute(arguments: [Rows.micros(Date()), id.description])
+            batch.signal(.workAvailable(queue: job.queue))
+            return try Self.fetchJob(db, id, tenant: tenant)
+        }
+    }
+
+    public func delete(_ id: JobID, tenant: String?) async throws {
+        try await writer.write { db, _ in
+            let job = try Self.fetchJob(db, id, tenant: tenant)
+            guard job.state.isFinished else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "delete") }
+            try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id.description])
+        }
+    }
+
+    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+        try await writer.write { db, batch in
+            try db.execute(
+                sql: """
+                    UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
+                    WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?)
+                    """,
+                arguments: [Rows.micros(Date()), queue, tenant, tenant])
+            let n = db.changesCount
+            if n > 0 { batch.signal(.workAvailable(queue: queue)) }
+            return n
+        }
+    }
+
+    public func purge(queue: String, tenant: String?) async throws -> Int {
+        try await writer.write { db, _ in
+            try db.execute(
+                sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?)",
+                arguments: [queue, tenant, tenant])
+            return db.changesCount
+        }
+    }
+
+    public func setPaused(_ paused: Bool, queue: String) async throws {
+        try await writer.write { db, batch in
+            try db.execute(
+                sql: "INSERT INTO queues(name, paused) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET paused = excluded.paused",
+                arguments: [queue, paused])
+            if !paused { batch.signal(.queueResumed(queue: queue)) }
+        }
+    }
+
+    public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
+        try await writer.write(durable: false) { db, _ in
+            var deleted = 0
+            let plan: [(String, Date?)] = [("completed", completedBefore), ("cancelled", completedBefore), ("failed", failedBefore)]
+            for (state, cutoff) in plan {
+                guard let cutoff, deleted < limit else { continue }
+                try db.cachedStatement(sql: """
+                    DELETE FROM jobs WHERE seq IN (
+                        SELECT seq FROM jobs WHERE state = ? AND finished_at IS NOT NULL AND finished_at < ? LIMIT ?)
+                    """).execute(arguments: [state, Rows.micros(cutoff), limit - deleted])
+                deleted += db.changesCount
+            }
+            return deleted
+        }
+    }
+
+    // MARK: Reads
+
+    public func job(_ id: JobID, tenant: String?) async throws -> Job? {
+        try await read { db in
+            do { return try Self.fetchJob(db, id, tenant: tenant) } catch SpoolError.notFound { return nil }
+        }
+    }
+
+    public func list(_ filter: JobFilter) async throws -> JobPage {
+        let limit = max(1, min(filter.limit, 1000))
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let tenant = filter.tenant { conditions.append("tenant = ?"); arguments += [tenant] }
+        if let queue = filter.queue { conditions.append("queue = ?"); arguments += [queue] }
+        if let state = filter.state { conditions.append("state = ?"); arguments += [state.rawValue] }
+        if let kind = filter.kind { conditions.append("kind = ?"); arguments += [kind] }
+        if let cursor = filter.cursor {
+            guard let seq = Int64(cursor), seq > 0 else { throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page") }
+            conditions.append("seq < ?"); arguments += [seq]
+        }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let sql = "SELECT seq, \(Rows.columns) FROM jobs \(whereClause) ORDER BY seq DESC LIMIT \(limit + 1)"
+        let finalArguments = arguments
+        return try await read { db in
+            let rows = try Row.fetchAll(db, sql: sql, arguments: finalArguments)
+            let page = rows.prefix(limit)
+            let jobs = try page.map(Rows.job)
+            let next: String? = rows.count > limit ? String(page.last!["seq"] as Int64) : nil
+            return JobPage(jobs: jobs, nextCursor: next)
+        }
+    }
+
+    public func queueStats() async throws -> [QueueStats] {
+        try await read { db in
+            var stats: [String: QueueStats] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT queue, state, sum(n) AS n FROM queue_counts GROUP BY queue, state") {
+                let name: String = row["queue"]
+                guard let state = JobState(rawValue: row["state"]) else { continue }
+                stats[name, default: QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)].counts[state] = row["n"]
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT name, paused FROM queues") {
+                let name: String = row["name"]
+                stats[name, default: QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)].paused = row["paused"]
+            }
+            let now = Date()
+            for name in stats.keys where (stats[name]!.counts[.pending] ?? 0) > 0 {
+                if let oldest = try Int64.fetchOne(
+                    db, sql: "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'pending'", arguments: [name]) {
+                    stats[name]!.oldestPendingAge = .seconds(fractional: max(0, now.timeIntervalSince(Rows.date(oldest))))
+                }
+            }
+            return stats.values.sorted { $0.name < $1.name }
+        }
+    }
+
+    // MARK: Helpers
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do { return try await pool.read(body) } catch { throw Self.map(error) }
+    }
+
+    private static func fetchJob(_ db: Database, _ id: JobID, tenant: String?) throws -> Job {
+        guard let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE id = ?"), arguments: [id.description])
+        else { throw SpoolError.notFound(id) }
+        let job = try Rows.job(row)
+        if let tenant, job.tenant != tenant { throw SpoolError.notFound(id) }
+        return job
+    }
+
+    /// Turns SQLite's errors into the store's: a busy, full or unreachable database is
+    /// `unavailable` (the gateway answers 503), everything else passes through.
+    static func map(_ error: any Error) -> any Error {
+        guard let dbError = error as? DatabaseError else { return error }
+        switch dbError.resultCode {
+        case .SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_FULL, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PROTOCOL:
+            return SpoolError.unavailable(reason: dbError.message ?? "\(dbError.resultCode)")
+        default:
+            return error
+        }
+    }
+}

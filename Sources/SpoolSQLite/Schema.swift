@@ -1,0 +1,76 @@
+import GRDB
+
+/// The versioned schema. Migrations are append-only: never edit one that has shipped.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: jobs, queues, queue_counts") { db in
+            try db.execute(sql: """
+                CREATE TABLE jobs (
+                    seq INTEGER PRIMARY KEY,          -- insertion order: FIFO and cursors
+                    id TEXT NOT NULL UNIQUE,          -- UUIDv7
+                    tenant TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    payload TEXT NOT NULL,            -- JSON
+                    priority INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    max_attempts INTEGER NOT NULL,
+                    run_at INTEGER NOT NULL,          -- microseconds since 1970
+                    timeout_ms INTEGER NOT NULL,
+                    progress_percent REAL,
+                    progress_message TEXT,
+                    result TEXT,                      -- JSON
+                    errors TEXT NOT NULL DEFAULT '[]',-- JSON array of attempt errors
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    idempotency_key TEXT,
+                    callback_url TEXT,
+                    tags TEXT NOT NULL DEFAULT '[]',
+                    worker_id TEXT,
+                    lease_token TEXT,
+                    lease_expires_at INTEGER
+                );
+                -- Leasing reads only ready jobs: this index never holds finished ones, so the
+                -- cost of a lease does not grow with the history kept in the table.
+                CREATE INDEX jobs_ready ON jobs(queue, priority DESC, seq) WHERE state = 'pending';
+                CREATE INDEX jobs_scheduled ON jobs(queue, run_at) WHERE state = 'scheduled';
+                CREATE INDEX jobs_leases ON jobs(lease_expires_at) WHERE state = 'processing';
+                CREATE INDEX jobs_finished ON jobs(state, finished_at) WHERE finished_at IS NOT NULL;
+                CREATE INDEX jobs_by_queue_state ON jobs(queue, state, seq);
+                CREATE INDEX jobs_by_state ON jobs(state, seq);
+                CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+                CREATE TABLE queues (
+                    name TEXT PRIMARY KEY,
+                    paused INTEGER NOT NULL DEFAULT 0
+                ) WITHOUT ROWID;
+
+                -- Counts per queue, tenant and state, kept by triggers: depth checks and queue
+                -- statistics are O(1) however many jobs the table holds.
+                CREATE TABLE queue_counts (
+                    queue TEXT NOT NULL,
+                    tenant TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    n INTEGER NOT NULL,
+                    PRIMARY KEY (queue, tenant, state)
+                ) WITHOUT ROWID;
+                CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+                    INSERT INTO queue_counts(queue, tenant, state, n) VALUES (NEW.queue, NEW.tenant, NEW.state, 1)
+                    ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + 1;
+                END;
+                CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+                    UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND tenant = OLD.tenant AND state = OLD.state;
+                    INSERT INTO queue_counts(queue, tenant, state, n) VALUES (NEW.queue, NEW.tenant, NEW.state, 1)
+                    ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + 1;
+                END;
+                CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+                    UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND tenant = OLD.tenant AND state = OLD.state;
+                END;
+                """)
+        }
+        return migrator
+    }
+}
