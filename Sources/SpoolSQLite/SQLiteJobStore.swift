@@ -232,7 +232,7 @@ public final class SQLiteJobStore: JobStore {
                         errors = json_insert(errors, '$[#]', json_object(
                             'attempt', attempt,
                             'message', 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
-                            'at', strftime('%Y-%m-%dT%H:%M:%SZ', ?1 / 1000000, 'unixepoch'),
+                            'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'),
                             'reason', 'lease_expired')),
                         lease_token = NULL, lease_expires_at = NULL
                     WHERE state = 'processing' AND lease_expires_at < ?1

@@ -1,0 +1,119 @@
+import Foundation
+
+/// Any JSON value. Payloads and results are stored as JSON text; this type carries them inside
+/// documents (the status document, API bodies) without a schema.
+public enum JSONValue: Sendable, Hashable, Codable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else if let o = try? c.decode([String: JSONValue].self) { self = .object(o) }
+        else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "not a JSON value") }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n):
+            if n.rounded() == n, abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    /// Parses JSON text; `nil` if it is not JSON.
+    public init?(json: Data) {
+        guard let v = try? JSONDecoder().decode(JSONValue.self, from: json) else { return nil }
+        self = v
+    }
+
+    /// Canonical JSON text (sorted keys).
+    public var jsonData: Data { (try? JSON.encode(self)) ?? Data("null".utf8) }
+}
+
+/// The status document of a job: what `spool get` prints and `GET /v1/jobs/{id}` answers.
+public struct JobDocument: Sendable, Codable, Hashable {
+    public struct Progress: Sendable, Codable, Hashable {
+        public var percent: Double
+        public var message: String?
+    }
+    public struct AttemptErrorDocument: Sendable, Codable, Hashable {
+        public var attempt: Int
+        public var message: String
+        public var reason: String
+        public var at: String
+    }
+
+    public var id: String
+    public var tenant: String
+    public var queue: String
+    public var kind: String
+    public var state: JobState
+    public var priority: Int
+    public var attempt: Int
+    public var max_attempts: Int
+    public var payload: JSONValue
+    public var result: JSONValue?
+    public var progress: Progress?
+    public var errors: [AttemptErrorDocument]
+    public var run_at: String
+    public var timeout_seconds: Double
+    public var created_at: String
+    public var started_at: String?
+    public var finished_at: String?
+    public var idempotency_key: String?
+    public var callback_url: String?
+    public var tags: [String]
+    public var worker_id: String?
+    public var lease_expires_at: String?
+
+    public init(_ job: Job) {
+        id = job.id.description
+        tenant = job.tenant
+        queue = job.queue
+        kind = job.kind
+        state = job.state
+        priority = job.priority
+        attempt = job.attempt
+        max_attempts = job.maxAttempts
+        payload = JSONValue(json: job.payload) ?? .null
+        result = job.result.flatMap { JSONValue(json: $0) }
+        progress = job.progress.map { Progress(percent: $0.percent, message: $0.message) }
+        errors = job.errors.map { AttemptErrorDocument(attempt: $0.attempt, message: $0.message, reason: $0.reason, at: Timestamp.format($0.at)) }
+        run_at = Timestamp.format(job.runAt)
+        timeout_seconds = job.timeout.seconds
+        created_at = Timestamp.format(job.createdAt)
+        started_at = job.startedAt.map(Timestamp.format)
+        finished_at = job.finishedAt.map(Timestamp.format)
+        idempotency_key = job.idempotencyKey
+        callback_url = job.callbackURL
+        tags = job.tags
+        worker_id = job.state == .processing ? job.workerID : nil
+        lease_expires_at = job.state == .processing ? job.leaseExpiresAt.map(Timestamp.format) : nil
+    }
+}
+
+/// RFC 3339 timestamps with milliseconds, in UTC.
+public enum Timestamp {
+    public static func format(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted))
+    }
+
+    public static func parse(_ string: String) -> Date? {
+        if let d = try? Date(string, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted)) { return d }
+        return try? Date(string, strategy: .iso8601)
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import SpoolCore
+
+struct Enqueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Enqueue a job; prints its status document.")
+    @OptionGroup var store: StoreOptions
+    @Option(help: "Queue name.") var queue = "default"
+    @Option(help: "Job kind (which handler runs it), e.g. demo.sleep.") var kind: String
+    @Option(help: "Payload as JSON text.") var payload = "{}"
+    @Option(help: "Priority, -1000 to 1000; higher runs first.") var priority = 0
+    @Option(help: "Run no earlier than this many seconds from now.") var delay: Double?
+    @Option(help: "Attempts before the job fails for good.") var maxAttempts: Int?
+    @Option(help: "Timeout of one attempt, in seconds.") var timeout: Double?
+    @Option(help: "Idempotency key: the same key returns the same job.") var idempotencyKey: String?
+    @Option(help: "Tenant that owns the job.") var tenant = NewJob.defaultTenant
+    @Option(help: "Tag (repeatable).") var tag: [String] = []
+
+    func run() async throws {
+        let spool = try await store.open()
+        defer { Task { try? await spool.store.close() } }
+        let job = NewJob(
+            queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority,
+            runAt: delay.map { Date().addingTimeInterval($0) }, maxAttempts: maxAttempts,
+            timeout: timeout.map { .seconds(fractional: $0) }, idempotencyKey: idempotencyKey,
+            tags: tag, tenant: tenant)
+        do {
+            let result = try await spool.enqueue(job)
+            try printJSON(JobDocument(result.job))
+        } catch { throw explain(error) }
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a job's status document.")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "Job id.") var id: String
+    func run() async throws {
+        let id = try parseJobID(id)
+        let spool = try await store.open()
+        guard let job = try await spool.job(id) else { throw CLIError("job \(id) not found") }
+        try printJSON(JobDocument(job))
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
+    @OptionGroup var store: StoreOptions
+    @Option(help: "Only this queue.") var queue: String?
+    @Option(help: "Only this state: scheduled, pending, processing, completed, failed, cancelled.") var state: String?
+    @Option(help: "Only this kind.") var kind: String?
+    @Option(help: "Page size (1-1000).") var limit = 50
+    @Option(help: "Cursor from the previous page.") var cursor: String?
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        var jobState: JobState?
+        if let state {
+            guard let s = JobState(rawValue: state) else { throw ValidationError("unknown state '\(state)'") }
+            jobState = s
+        }
+        let spool = try await store.open()
+        let page: JobPage
+        do { page = try await spool.list(JobFilter(queue: queue, state: jobState, kind: kind, limit: limit, cursor: cursor)) }
+        catch { throw explain(error) }
+        if json {
+            struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }
+            try printJSON(Page(jobs: page.jobs.map(JobDocument.init), next_cursor: page.nextCursor))
+            return
+        }
+        print("ID                                    STATE       QUEUE            KIND                 ATTEMPT  PROGRESS  CREATED")
+        for job in page.jobs {
+            let progress = job.progress.map { String(format: "%5.1f%%", $0.percent) } ?? "     -"
+            print(
+                job.id.description.padding(toLength: 38, withPad: " ", startingAt: 0)
+                    + job.state.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
+                    + job.queue.padding(toLength: 17, withPad: " ", startingAt: 0)
+                    + job.kind.padding(toLength: 21, withPad: " ", startingAt: 0)
+                    + "\(job.attempt)/\(job.maxAttempts)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + progress.padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + Timestamp.format(job.createdAt))
+        }
+        if let next = page.nextCursor { print("more: --cursor \(next)") }
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a job that has not finished (a running one is asked to stop).")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "Job id.") var id: String
+    func run() async throws {
+        let id = try parseJobID(id)
+        let spool = try await store.open()
+        do { try printJSON(JobDocument(try await spool.cancel(id))) } catch { throw explain(error) }
+    }
+}
+
+struct Retry: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Put a failed or cancelled job back in its queue.")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "Job id.") var id: String
+    func run() async throws {
+        let id = try parseJobID(id)
+        let spool = try await store.open()
+        do { try printJSON(JobDocument(try await spool.retry(id))) } catch { throw explain(error) }
+    }
+}

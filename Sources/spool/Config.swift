@@ -1,0 +1,111 @@
+import Foundation
+import SpoolCore
+import Yams
+
+/// The config file (`spool.yaml`), as documented in README.md. Every field is optional.
+struct ConfigFile: Decodable {
+    struct BackoffFile: Decodable {
+        var initial_seconds: Double?
+        var multiplier: Double?
+        var max_seconds: Double?
+        var jitter: Double?
+    }
+    struct QueueFile: Decodable {
+        var concurrency: Int?
+        var timeout_seconds: Double?
+        var max_attempts: Int?
+        /// A number, or `none` for no limit.
+        var depth_limit: DepthLimit?
+        var backoff: BackoffFile?
+    }
+    enum DepthLimit: Decodable {
+        case limit(Int)
+        case unlimited
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let n = try? c.decode(Int.self) { self = .limit(n); return }
+            let s = try c.decode(String.self)
+            guard s == "none" || s == "unlimited" else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "depth_limit must be a number or 'none'")
+            }
+            self = .unlimited
+        }
+    }
+    struct RetentionFile: Decodable {
+        var completed_hours: Double?
+        var failed_hours: Double?
+    }
+
+    var database: String?
+    var durability: String?
+    var lease_seconds: Double?
+    var heartbeat_seconds: Double?
+    var grace_seconds: Double?
+    var poll_ms: Double?
+    var retention: RetentionFile?
+    /// Settings for every queue not listed under `queues`.
+    var defaults: QueueFile?
+    var queues: [String: QueueFile]?
+
+    static func load(path: String) throws -> ConfigFile {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        do {
+            return try YAMLDecoder().decode(ConfigFile.self, from: text)
+        } catch {
+            throw CLIError("config file \(path) is not valid: \(error)")
+        }
+    }
+
+    func apply(to config: inout EngineConfiguration) throws {
+        if let s = lease_seconds { config.leaseDuration = try positive(s, "lease_seconds") }
+        if let s = heartbeat_seconds { config.heartbeatInterval = try positive(s, "heartbeat_seconds") }
+        if let s = grace_seconds { config.shutdownGracePeriod = .seconds(fractional: max(0, s)) }
+        if let ms = poll_ms { config.pollInterval = try positive(ms / 1000, "poll_ms") }
+        if let h = retention?.completed_hours { config.completedRetention = h <= 0 ? nil : .seconds(fractional: h * 3600) }
+        if let h = retention?.failed_hours { config.failedRetention = h <= 0 ? nil : .seconds(fractional: h * 3600) }
+        if let d = defaults { config.defaultQueue = try d.apply(to: config.defaultQueue, name: "defaults") }
+        for (name, q) in queues ?? [:] {
+            config.queues[name] = try q.apply(to: config.defaultQueue, name: "queues.\(name)")
+        }
+    }
+}
+
+extension ConfigFile.QueueFile {
+    func apply(to base: QueueConfiguration, name: String) throws -> QueueConfiguration {
+        var q = base
+        if let c = concurrency {
+            guard (1...10_000).contains(c) else { throw CLIError("\(name).concurrency must be 1-10000") }
+            q.concurrency = c
+        }
+        if let t = timeout_seconds { q.timeout = try positive(t, "\(name).timeout_seconds") }
+        if let a = max_attempts {
+            guard (1...1000).contains(a) else { throw CLIError("\(name).max_attempts must be 1-1000") }
+            q.maxAttempts = a
+        }
+        switch depth_limit {
+        case .limit(let n)?:
+            guard n > 0 else { throw CLIError("\(name).depth_limit must be positive or 'none'") }
+            q.depthLimit = n
+        case .unlimited?: q.depthLimit = nil
+        case nil: break
+        }
+        if let b = backoff {
+            if let v = b.initial_seconds { q.backoff.initial = .seconds(fractional: max(0, v)) }
+            if let v = b.multiplier { q.backoff.multiplier = max(1, v) }
+            if let v = b.max_seconds { q.backoff.max = .seconds(fractional: max(0, v)) }
+            if let v = b.jitter { q.backoff.jitter = min(1, max(0, v)) }
+        }
+        return q
+    }
+}
+
+private func positive(_ seconds: Double, _ name: String) throws -> Duration {
+    guard seconds > 0, seconds.isFinite else { throw CLIError("\(name) must be a positive number") }
+    return .seconds(fractional: seconds)
+}
+
+/// A user-facing error: printed as is, exit code 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SpoolCore
+import SpoolSQLite
+
+/// Where the database is and how to open it; shared by every command.
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Database: a SQLite file path. [env: SPOOL_DATABASE; default: ./spool.sqlite]", valueName: "path"))
+    var database: String?
+
+    @Option(name: .long, help: ArgumentHelp("Config file (YAML). [env: SPOOL_CONFIG; default: ./spool.yaml if present]", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: "SQLite sync level for enqueues and completions: full (default), normal, off.")
+    var durability: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error. [env: SPOOL_LOG_LEVEL]")
+    var logLevel: String?
+
+    func loadConfigFile() throws -> ConfigFile? {
+        let env = ProcessInfo.processInfo.environment
+        if let path = config ?? env["SPOOL_CONFIG"] {
+            guard FileManager.default.fileExists(atPath: path) else { throw CLIError("config file \(path) not found") }
+            return try ConfigFile.load(path: path)
+        }
+        return FileManager.default.fileExists(atPath: "spool.yaml") ? try ConfigFile.load(path: "spool.yaml") : nil
+    }
+
+    func databasePath(_ file: ConfigFile?) -> String {
+        database ?? ProcessInfo.processInfo.environment["SPOOL_DATABASE"] ?? file?.database ?? "./spool.sqlite"
+    }
+
+    func bootstrapLogging() {
+        let name = logLevel ?? ProcessInfo.processInfo.environment["SPOOL_LOG_LEVEL"] ?? "info"
+        let level = Logger.Level(rawValue: name.lowercased()) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
+    /// Opens the store (running migrations) and builds the engine settings.
+    func open(configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
+        let file = try loadConfigFile()
+        var config = EngineConfiguration()
+        try file?.apply(to: &config)
+        try configure(&config)
+        let path = databasePath(file)
+        if path.hasPrefix("postgres://") || path.hasPrefix("postgresql://") {
+            throw CLIError("PostgreSQL is not supported by this build yet; use a SQLite file path")
+        }
+        let levelName = (durability ?? file?.durability ?? "full").uppercased()
+        guard let level = SQLiteJobStore.Durability(rawValue: levelName) else {
+            throw CLIError("--durability must be full, normal or off")
+        }
+        let store = try SQLiteJobStore(path: path, durability: level)
+        try await store.migrate()
+        return Spool(store: store, configuration: config, logger: Logger(label: "spool"))
+    }
+}
+
+/// Options of the commands that run workers.
+struct WorkerOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Queues to work, comma-separated. [default: every queue in the config file, and 'default']", valueName: "a,b"))
+    var queues: String?
+
+    @Option(name: .long, help: "Jobs run at once per queue (overrides the config file).")
+    var concurrency: Int?
+
+    @Option(name: .long, help: "Lease length in seconds; a worker silent this long loses its jobs. [default: 30]")
+    var leaseSeconds: Double?
+
+    @Option(name: .long, help: "Heartbeat interval in seconds. [default: 10]")
+    var heartbeatSeconds: Double?
+
+    @Option(name: .long, help: "Seconds running jobs get to finish on shutdown before they are given back. [default: 25]")
+    var graceSeconds: Double?
+
+    @Flag(name: .long, help: "Do not register the demo job kinds (demo.sleep, demo.flaky, demo.noop).")
+    var noDemoJobs = false
+
+    var queueList: [String]? {
+        queues.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+    }
+
+    func apply(to config: inout EngineConfiguration) throws {
+        if let s = leaseSeconds {
+            guard s > 0 else { throw CLIError("--lease-seconds must be positive") }
+            config.leaseDuration = .seconds(fractional: s)
+        }
+        if let s = heartbeatSeconds {
+            guard s > 0 else { throw CLIError("--heartbeat-seconds must be positive") }
+            config.heartbeatInterval = .seconds(fractional: s)
+        }
+        if let s = graceSeconds { config.shutdownGracePeriod = .seconds(fractional: max(0, s)) }
+        if config.heartbeatInterval >= config.leaseDuration {
+            throw CLIError("the heartbeat interval must be shorter than the lease (\(config.heartbeatInterval.seconds)s >= \(config.leaseDuration.seconds)s)")
+        }
+        if let c = concurrency {
+            guard (1...10_000).contains(c) else { throw CLIError("--concurrency must be 1-10000") }
+            config.defaultQueue.concurrency = c
+            for name in Array(config.queues.keys) + (queueList ?? []) {
+                var q = config.queue(name)
+                q.concurrency = c
+                config.queues[name] = q
+            }
+        }
+    }
+}
