@@ -1,0 +1,419 @@
+import Foundation
+import SpoolCore
+import Synchronization
+import Testing
+
+/// The contract every `JobStore` keeps. Each test runs once per store kind.
+@Suite("Store contract")
+struct StoreContractTests {
+    @Test("enqueue stores every field and get returns it", arguments: StoreKind.allCases)
+    func enqueueAndGet(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let request = NewJob(queue: "emails", kind: "send", payload: Data(#"{"to":"a@b.c","n":[1,2]}"#.utf8), priority: 5,
+                                 maxAttempts: 7, timeout: .seconds(12), idempotencyKey: "k1", callbackURL: "https://example.com/hook",
+                                 tags: ["a", "b"], tenant: "acme")
+            let result = try await store.enqueue([request], defaults: [:], depthLimits: [:])[0]
+            #expect(!result.replayed)
+            let job = try await store.mustGet(result.job.id)
+            #expect(job.state == .pending)
+            #expect(job.queue == "emails" && job.kind == "send" && job.tenant == "acme")
+            #expect(job.priority == 5 && job.maxAttempts == 7 && job.timeout == .seconds(12))
+            #expect(job.attempt == 0)
+            #expect(JSONValue(json: job.payload) == JSONValue(json: request.payload))
+            #expect(job.idempotencyKey == "k1" && job.callbackURL == "https://example.com/hook" && job.tags == ["a", "b"])
+            #expect(abs(job.createdAt.timeIntervalSinceNow) < 5)
+            #expect(job.startedAt == nil && job.finishedAt == nil && job.result == nil && job.errors.isEmpty)
+        }
+    }
+
+    @Test("ids are time-ordered UUIDv7", arguments: StoreKind.allCases)
+    func idsAreOrdered(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for _ in 0..<50 { ids.append(try await store.add().job.id) }
+            #expect(ids == ids.sorted())
+            #expect(ids.allSatisfy { $0.description.dropFirst(14).first == "7" })
+            #expect(Set(ids).count == 50)
+        }
+    }
+
+    @Test("a batch is all or nothing", arguments: StoreKind.allCases)
+    func batchIsAtomic(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let ok = try await store.enqueue((0..<3).map { _ in NewJob(queue: "q", kind: "k") }, defaults: [:], depthLimits: [:])
+            #expect(ok.count == 3)
+            // The second queue of this batch is over its limit: nothing of the batch is written.
+            await expectSpoolError({ if case .queueFull(queue: "small", limit: 1, _) = $0 { true } else { false } }) {
+                _ = try await store.enqueue(
+                    [NewJob(queue: "q", kind: "k"), NewJob(queue: "small", kind: "k"), NewJob(queue: "small", kind: "k")],
+                    defaults: [:], depthLimits: ["small": 1])
+            }
+            let all = try await store.list(JobFilter(limit: 100))
+            #expect(all.jobs.count == 3)
+        }
+    }
+
+    @Test("lease hands out highest priority first, then FIFO", arguments: StoreKind.allCases)
+    func leaseOrder(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let low1 = try await store.add(priority: 0).job.id
+            let high = try await store.add(priority: 10).job.id
+            let low2 = try await store.add(priority: 0).job.id
+            let mid = try await store.add(priority: 5).job.id
+            _ = try await store.add(queue: "other")
+            var order: [JobID] = []
+            for _ in 0..<5 { order += try await store.leaseAll(limit: 1).map(\.id) }
+            #expect(order == [high, mid, low1, low2])
+            let leased = try await store.mustGet(high)
+            #expect(leased.state == .processing && leased.attempt == 1 && leased.startedAt != nil)
+            #expect(leased.workerID == "w1" && leased.leaseExpiresAt != nil)
+        }
+    }
+
+    @Test("lease respects its limit and each job goes to one worker", arguments: StoreKind.allCases)
+    func leaseLimit(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            for _ in 0..<10 { try await store.add() }
+            let a = try await store.leaseAll(limit: 4, worker: "a")
+            let b = try await store.leaseAll(limit: 100, worker: "b")
+            let c = try await store.leaseAll(limit: 100, worker: "c")
+            #expect(a.count == 4 && b.count == 6 && c.isEmpty)
+            #expect(Set(a.map(\.id)).isDisjoint(with: b.map(\.id)))
+        }
+    }
+
+    @Test("a delayed job waits for its run_at", arguments: StoreKind.allCases)
+    func delayedJob(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let runAt = Date().addingTimeInterval(0.4)
+            let id = try await store.add(runAt: runAt).job.id
+            #expect(try await store.mustGet(id).state == .scheduled)
+            let early = try await store.lease(queue: "q", limit: 10, workerID: "w", leaseDuration: .seconds(30))
+            #expect(early.jobs.isEmpty)
+            let next = try #require(early.nextRunAt)
+            #expect(abs(next.timeIntervalSince(runAt)) < 0.01)
+            try await Task.sleep(for: .milliseconds(450))
+            #expect(try await store.leaseAll().map(\.id) == [id])
+        }
+    }
+
+    @Test("fencing: a stale lease can change nothing", arguments: StoreKind.allCases)
+    func fencing(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add().job.id
+            let first = try #require(try await store.leaseAll(lease: .milliseconds(100)).first)
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(try await store.rescueExpiredLeases() == 1)
+            let rescued = try await store.mustGet(id)
+            #expect(rescued.state == .pending)
+            #expect(rescued.errors.map(\.reason) == ["lease_expired"])
+            let second = try #require(try await store.leaseAll(worker: "w2").first)
+            #expect(second.lease != first.lease && second.job.attempt == 2)
+
+            // The first worker wakes up: every call it makes is rejected and changes nothing.
+            #expect(try await store.heartbeat([(id, first.lease)], leaseDuration: .seconds(30)) == [id])
+            await expectSpoolError({ $0 == .leaseLost(id) }) { try await store.complete(id, lease: first.lease, result: Data("1".utf8)) }
+            await expectSpoolError({ $0 == .leaseLost(id) }) {
+                try await store.fail(id, lease: first.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            }
+            await expectSpoolError({ $0 == .leaseLost(id) }) { try await store.reportProgress(id, lease: first.lease, progress: JobProgress(percent: 50)) }
+            await expectSpoolError({ $0 == .leaseLost(id) }) { try await store.release(id, lease: first.lease) }
+            let unchanged = try await store.mustGet(id)
+            #expect(unchanged.state == .processing && unchanged.workerID == "w2" && unchanged.progress == nil)
+
+            // The rightful worker completes.
+            #expect(try await store.heartbeat([(id, second.lease)], leaseDuration: .seconds(30)).isEmpty)
+            try await store.reportProgress(id, lease: second.lease, progress: JobProgress(percent: 40, message: "half"))
+            #expect(try await store.mustGet(id).progress == JobProgress(percent: 40, message: "half"))
+            try await store.complete(id, lease: second.lease, result: Data(#"{"ok":true}"#.utf8))
+            let done = try await store.mustGet(id)
+            #expect(done.state == .completed && done.finishedAt != nil)
+            #expect(JSONValue(json: try #require(done.result)) == .object(["ok": .bool(true)]))
+        }
+    }
+
+    @Test("an expired lease on the last attempt fails the job", arguments: StoreKind.allCases)
+    func rescueOnLastAttempt(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add(maxAttempts: 1).job.id
+            _ = try await store.leaseAll(lease: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try await store.rescueExpiredLeases() == 1)
+            let job = try await store.mustGet(id)
+            #expect(job.state == .failed && job.finishedAt != nil && job.errors.count == 1)
+        }
+    }
+
+    @Test("fail schedules a retry or fails for good, keeping every error", arguments: StoreKind.allCases)
+    func failAndRetry(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add().job.id
+            var leased = try #require(try await store.leaseAll().first)
+            let retryAt = Date().addingTimeInterval(0.2)
+            try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 1, message: "boom 1", at: Date()), retryAt: retryAt)
+            var job = try await store.mustGet(id)
+            #expect(job.state == .scheduled && abs(job.runAt.timeIntervalSince(retryAt)) < 0.01 && job.finishedAt == nil)
+            #expect(try await store.leaseAll().isEmpty)
+            try await Task.sleep(for: .milliseconds(250))
+            leased = try #require(try await store.leaseAll().first)
+            #expect(leased.job.attempt == 2)
+            try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 2, message: "boom 2", at: Date()), retryAt: Date())
+            #expect(try await store.mustGet(id).state == .pending)
+            leased = try #require(try await store.leaseAll().first)
+            try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 3, message: "boom 3", at: Date(), reason: "timeout"), retryAt: nil)
+            job = try await store.mustGet(id)
+            #expect(job.state == .failed && job.finishedAt != nil)
+            #expect(job.errors.map(\.message) == ["boom 1", "boom 2", "boom 3"])
+            #expect(job.errors.map(\.attempt) == [1, 2, 3])
+            #expect(job.errors.last?.reason == "timeout")
+        }
+    }
+
+    @Test("cancel: pending and running jobs, not finished ones", arguments: StoreKind.allCases)
+    func cancel(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let pending = try await store.add().job.id
+            let cancelled = try await store.cancel(pending, tenant: nil)
+            #expect(cancelled.state == .cancelled && cancelled.finishedAt != nil)
+            #expect(try await store.leaseAll().isEmpty)
+
+            let running = try await store.add().job.id
+            let leased = try #require(try await store.leaseAll().first)
+            let signalled = SignalRecorder(store)
+            _ = try await store.cancel(running, tenant: nil)
+            #expect(await eventually { signalled.contains(.jobCancelled(running)) })
+            await expectSpoolError({ $0 == .leaseLost(running) }) { try await store.complete(running, lease: leased.lease, result: nil) }
+            #expect(try await store.heartbeat([(running, leased.lease)], leaseDuration: .seconds(30)) == [running])
+            #expect(try await store.mustGet(running).state == .cancelled)
+
+            await expectSpoolError({ if case .invalidTransition(_, .cancelled, "cancel") = $0 { true } else { false } }) {
+                _ = try await store.cancel(running, tenant: nil)
+            }
+            await expectSpoolError({ $0 == .notFound(JobID.make()) || { if case .notFound = $0 { true } else { false } }($0) }) {
+                _ = try await store.cancel(JobID.make(), tenant: nil)
+            }
+        }
+    }
+
+    @Test("retry by hand: failed and cancelled only, with a fresh set of attempts", arguments: StoreKind.allCases)
+    func retryByHand(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add(maxAttempts: 1).job.id
+            let leased = try #require(try await store.leaseAll().first)
+            await expectSpoolError({ if case .invalidTransition(_, .processing, "retry") = $0 { true } else { false } }) {
+                _ = try await store.retry(id, tenant: nil)
+            }
+            try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            let retried = try await store.retry(id, tenant: nil)
+            #expect(retried.state == .pending && retried.attempt == 0 && retried.finishedAt == nil && retried.errors.count == 1)
+            let again = try #require(try await store.leaseAll().first)
+            #expect(again.job.attempt == 1)
+            try await store.complete(id, lease: again.lease, result: nil)
+            await expectSpoolError({ if case .invalidTransition(_, .completed, "retry") = $0 { true } else { false } }) {
+                _ = try await store.retry(id, tenant: nil)
+            }
+        }
+    }
+
+    @Test("release gives a job back without counting the attempt", arguments: StoreKind.allCases)
+    func release(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add().job.id
+            let leased = try #require(try await store.leaseAll().first)
+            try await store.release(id, lease: leased.lease)
+            let job = try await store.mustGet(id)
+            #expect(job.state == .pending && job.attempt == 0)
+            #expect(try await store.leaseAll().first?.job.attempt == 1)
+        }
+    }
+
+    @Test("idempotency keys: same request replays, different request conflicts, per tenant", arguments: StoreKind.allCases)
+    func idempotency(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let first = try await store.add(payload: #"{"a":1,"b":2}"#, key: "order-1")
+            #expect(!first.replayed)
+            let replay = try await store.add(payload: #"{ "b": 2, "a": 1 }"#, key: "order-1")
+            #expect(replay.replayed && replay.job.id == first.job.id)
+            await expectSpoolError({ $0 == .idempotencyConflict(key: "order-1", existing: first.job.id) }) {
+                try await store.add(payload: #"{"a":2}"#, key: "order-1")
+            }
+            let otherTenant = try await store.add(payload: #"{"a":1,"b":2}"#, key: "order-1", tenant: "other")
+            #expect(!otherTenant.replayed && otherTenant.job.id != first.job.id)
+            // Two jobs with one key in one batch: one job.
+            let batch = try await store.enqueue(
+                [NewJob(queue: "q", kind: "k", idempotencyKey: "dup"), NewJob(queue: "q", kind: "k", idempotencyKey: "dup")],
+                defaults: [:], depthLimits: [:])
+            #expect(batch[0].job.id == batch[1].job.id && !batch[0].replayed && batch[1].replayed)
+            #expect(try await store.list(JobFilter(limit: 100)).jobs.count == 3)
+        }
+    }
+
+    @Test("50 concurrent enqueues with one idempotency key make exactly one job", arguments: StoreKind.allCases)
+    func idempotencyUnderConcurrency(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let results = try await withThrowingTaskGroup(of: EnqueueResult.self) { group in
+                for _ in 0..<50 { group.addTask { try await store.add(payload: #"{"x":1}"#, key: "same") } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(results.map(\.job.id)).count == 1)
+            #expect(results.filter { !$0.replayed }.count == 1)
+            #expect(try await store.list(JobFilter(limit: 100)).jobs.count == 1)
+        }
+    }
+
+    @Test("depth limit refuses enqueues past it and writes nothing", arguments: StoreKind.allCases)
+    func depthLimit(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            for _ in 0..<3 { try await store.add(depthLimit: 3) }
+            await expectSpoolError({ if case .queueFull("q", 3, _) = $0 { true } else { false } }) { try await store.add(depthLimit: 3) }
+            #expect(try await store.queueStats().first { $0.name == "q" }?.depth == 3)
+            // Running jobs do not count towards the depth.
+            _ = try await store.leaseAll(limit: 1)
+            try await store.add(depthLimit: 3)
+            #expect(try await store.list(JobFilter(limit: 100)).jobs.count == 4)
+        }
+    }
+
+    @Test("a paused queue hands out nothing until resumed", arguments: StoreKind.allCases)
+    func pauseResume(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            try await store.add()
+            try await store.setPaused(true, queue: "q")
+            #expect(try await store.leaseAll().isEmpty)
+            #expect(try await store.queueStats().first { $0.name == "q" }?.paused == true)
+            try await store.setPaused(false, queue: "q")
+            #expect(try await store.leaseAll().count == 1)
+        }
+    }
+
+    @Test("prune deletes only finished jobs past their retention", arguments: StoreKind.allCases)
+    func prune(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var finished: [JobID] = []
+            for _ in 0..<3 {
+                let id = try await store.add().job.id
+                let l = try #require(try await store.leaseAll().first)
+                try await store.complete(id, lease: l.lease, result: nil)
+                finished.append(id)
+            }
+            let failed = try await store.add(maxAttempts: 1).job.id
+            let l = try #require(try await store.leaseAll().first)
+            try await store.fail(failed, lease: l.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            let waiting = try await store.add().job.id
+            let cutoff = Date().addingTimeInterval(1)
+            // Failed jobs have their own retention: keep them here.
+            #expect(try await store.prune(completedBefore: cutoff, failedBefore: nil, limit: 2) == 2)
+            #expect(try await store.prune(completedBefore: cutoff, failedBefore: nil, limit: 100) == 1)
+            #expect(try await store.job(failed, tenant: nil) != nil)
+            #expect(try await store.job(waiting, tenant: nil) != nil)
+            #expect(try await store.prune(completedBefore: Date().addingTimeInterval(-60), failedBefore: cutoff, limit: 100) == 1)
+            #expect(try await store.job(failed, tenant: nil) == nil)
+            for id in finished { #expect(try await store.job(id, tenant: nil) == nil) }
+            let counts = try #require(try await store.queueStats().first { $0.name == "q" }).counts
+            #expect(counts[.completed] == 0 && counts[.failed] == 0 && counts[.pending] == 1)
+        }
+    }
+
+    @Test("queue statistics count every state", arguments: StoreKind.allCases)
+    func queueStats(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            for _ in 0..<4 { try await store.add() }
+            try await store.add(runAt: Date().addingTimeInterval(60))
+            try await store.add(queue: "other")
+            let leased = try await store.leaseAll(limit: 2)
+            try await store.complete(leased[0].id, lease: leased[0].lease, result: nil)
+            let stats = try await store.queueStats()
+            let q = try #require(stats.first { $0.name == "q" })
+            #expect(q.counts[.pending] == 2 && q.counts[.scheduled] == 1 && q.counts[.processing] == 1 && q.counts[.completed] == 1)
+            #expect(q.depth == 3 && q.oldestPendingAge != nil && !q.paused)
+            #expect(stats.first { $0.name == "other" }?.counts[.pending] == 1)
+        }
+    }
+
+    @Test("list filters and pages with a cursor", arguments: StoreKind.allCases)
+    func listAndPaginate(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for i in 0..<25 { ids.append(try await store.add(queue: i % 2 == 0 ? "even" : "odd", kind: i % 3 == 0 ? "three" : "k").job.id) }
+            var seen: [JobID] = []
+            var cursor: String?
+            var pages = 0
+            repeat {
+                let page = try await store.list(JobFilter(limit: 10, cursor: cursor))
+                seen += page.jobs.map(\.id)
+                cursor = page.nextCursor
+                pages += 1
+            } while cursor != nil && pages < 10
+            #expect(pages == 3)
+            #expect(seen == ids.reversed())
+            #expect(try await store.list(JobFilter(queue: "even", limit: 100)).jobs.count == 13)
+            #expect(try await store.list(JobFilter(queue: "even", kind: "three", limit: 100)).jobs.count == 5)
+            _ = try await store.leaseAll(queue: "odd", limit: 2)
+            #expect(try await store.list(JobFilter(state: .processing, limit: 100)).jobs.count == 2)
+            #expect(try await store.list(JobFilter(queue: "odd", state: .pending, limit: 100)).jobs.count == 10)
+            await expectSpoolError({ if case .invalid(field: "cursor", _) = $0 { true } else { false } }) {
+                _ = try await store.list(JobFilter(cursor: "not-a-cursor"))
+            }
+        }
+    }
+
+    @Test("tenants see and touch only their own jobs", arguments: StoreKind.allCases)
+    func tenantIsolation(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let mine = try await store.add(tenant: "a").job.id
+            try await store.add(tenant: "b")
+            #expect(try await store.job(mine, tenant: "b") == nil)
+            #expect(try await store.job(mine, tenant: "a") != nil)
+            await expectSpoolError({ $0 == .notFound(mine) }) { _ = try await store.cancel(mine, tenant: "b") }
+            await expectSpoolError({ $0 == .notFound(mine) }) { try await store.delete(mine, tenant: "b") }
+            #expect(try await store.list(JobFilter(tenant: "b", limit: 100)).jobs.count == 1)
+            #expect(try await store.list(JobFilter(tenant: "a", limit: 100)).jobs.map(\.id) == [mine])
+            #expect(try await store.purge(queue: "q", tenant: "b") == 1)
+            #expect(try await store.job(mine, tenant: nil)?.state == .pending)
+        }
+    }
+
+    @Test("delete removes finished jobs only; purge and retry-failed act on a whole queue", arguments: StoreKind.allCases)
+    func deletePurgeRedrive(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let waiting = try await store.add().job.id
+            await expectSpoolError({ if case .invalidTransition(_, .pending, "delete") = $0 { true } else { false } }) {
+                try await store.delete(waiting, tenant: nil)
+            }
+            _ = try await store.cancel(waiting, tenant: nil)
+            try await store.delete(waiting, tenant: nil)
+            #expect(try await store.job(waiting, tenant: nil) == nil)
+
+            var dead: [JobID] = []
+            for _ in 0..<3 {
+                let id = try await store.add(maxAttempts: 1).job.id
+                let l = try #require(try await store.leaseAll().first)
+                try await store.fail(id, lease: l.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+                dead.append(id)
+            }
+            #expect(try await store.retryFailed(queue: "q", tenant: nil) == 3)
+            for id in dead { #expect(try await store.mustGet(id).state == .pending) }
+            try await store.add(runAt: Date().addingTimeInterval(60))
+            #expect(try await store.purge(queue: "q", tenant: nil) == 4)
+            #expect(try await store.list(JobFilter(limit: 100)).jobs.isEmpty)
+        }
+    }
+
+    @Test("enqueue signals waiting workers", arguments: StoreKind.allCases)
+    func signals(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let recorder = SignalRecorder(store)
+            try await store.add(queue: "wake")
+            #expect(await eventually { recorder.contains(.workAvailable(queue: "wake")) })
+        }
+    }
+}
+
+/// Records the signals a store raises.
+final class SignalRecorder: Sendable {
+    private let seen = Mutex<[StoreSignals.Signal]>([])
+    init(_ store: any JobStore) {
+        store.signals.addListener { [weak self] signal in self?.seen.withLock { $0.append(signal) } }
+    }
+    func contains(_ s: StoreSignals.Signal) -> Bool { seen.withLock { $0.contains(s) } }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import SpoolCore
+import SpoolSQLite
+import Testing
+
+/// The stores the contract suite runs against. The PostgreSQL store joins this list.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+    var testDescription: String { rawValue }
+}
+
+/// A fresh directory under the system temp dir, removed by `remove()`.
+struct TempDir {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "spool-test-" + UUID().uuidString.prefix(8).lowercased()
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs `body` with a new, migrated, empty store of `kind`.
+func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
+    switch kind {
+    case .sqlite:
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try SQLiteJobStore(path: dir.file("spool.sqlite"))
+        try await store.migrate()
+        do {
+            let result = try await body(store)
+            try await store.close()
+            return result
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
+}
+
+let testDefaults: [String: JobDefaults] = [:]
+
+extension JobStore {
+    /// Enqueues one job with test defaults (3 attempts, 60 s timeout).
+    @discardableResult
+    func add(
+        queue: String = "q", kind: String = "k", payload: String = "{}", priority: Int = 0, runAt: Date? = nil,
+        key: String? = nil, tenant: String = NewJob.defaultTenant, maxAttempts: Int? = nil, depthLimit: Int? = nil
+    ) async throws -> EnqueueResult {
+        let job = NewJob(queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority, runAt: runAt,
+                         maxAttempts: maxAttempts, idempotencyKey: key, tenant: tenant)
+        return try await enqueue(
+            [job], defaults: [queue: JobDefaults(maxAttempts: 3, timeout: .seconds(60))],
+            depthLimits: depthLimit.map { [queue: $0] } ?? [:])[0]
+    }
+
+    func leaseAll(queue: String = "q", limit: Int = 100, worker: String = "w1", lease: Duration = .seconds(30)) async throws -> [LeasedJob] {
+        try await self.lease(queue: queue, limit: limit, workerID: worker, leaseDuration: lease).jobs
+    }
+
+    func mustGet(_ id: JobID) async throws -> Job {
+        try #require(try await job(id, tenant: nil))
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return try await condition()
+}
+
+/// Expects `body` to throw a `SpoolError` matching `matches`.
+func expectSpoolError(_ matches: (SpoolError) -> Bool, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void) async {
+    do {
+        try await body()
+        Issue.record("expected a SpoolError, got success", sourceLocation: sourceLocation)
+    } catch let error as SpoolError {
+        #expect(matches(error), "unexpected error \(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected a SpoolError, got \(error)", sourceLocation: sourceLocation)
+    }
+}
