@@ -54,7 +54,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpoolTests",
-            dependencies: ["SpoolCore", "SpoolSQLite", "SpoolDemoJobs"]
+            // `spool` is built for the tests that run it as a child process.
+            dependencies: ["SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "spool"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -70,7 +70,7 @@ public final class SpoolWorker: Service, Sendable {
             do {
                 let rescued = try await spool.store.rescueExpiredLeases()
                 if rescued > 0 { spool.logger.warning("rescued jobs whose lease expired", metadata: ["count": "\(rescued)"]) }
-                if ContinuousClock.now - lastPrune > .seconds(60) {
+                if ContinuousClock.now - lastPrune >= config.pruneInterval {
                     lastPrune = ContinuousClock.now
                     let now = Date()
                     let completedBefore = config.completedRetention.map { now.addingTimeInterval(-$0.seconds) }

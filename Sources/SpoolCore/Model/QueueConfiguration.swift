@@ -69,6 +69,8 @@ public struct EngineConfiguration: Sendable {
     /// The longest a worker waits before looking for work without a wake-up (jobs enqueued by
     /// another process on the same SQLite file are found this way).
     public var pollInterval: Duration = .milliseconds(500)
+    /// How often finished jobs past their retention are deleted.
+    public var pruneInterval: Duration = .seconds(60)
     /// How long running jobs may take to finish on shutdown before they are given back.
     public var shutdownGracePeriod: Duration = .seconds(25)
     /// Completed and cancelled jobs are deleted this long after they finished; `nil` keeps them.

@@ -1,0 +1,380 @@
+import Dispatch
+import Foundation
+import SpoolCore
+import SpoolDemoJobs
+import SpoolSQLite
+import Synchronization
+import Testing
+
+/// Engine settings that make the tests quick: short leases, fast polls, tiny backoff.
+func fastConfiguration(_ tweak: (inout EngineConfiguration) -> Void = { _ in }) -> EngineConfiguration {
+    var config = EngineConfiguration()
+    config.leaseDuration = .seconds(2)
+    config.heartbeatInterval = .milliseconds(300)
+    config.maintenanceInterval = .milliseconds(100)
+    config.pollInterval = .milliseconds(100)
+    config.shutdownGracePeriod = .seconds(2)
+    config.defaultQueue = QueueConfiguration(concurrency: 4, timeout: .seconds(30), maxAttempts: 3,
+                                             backoff: Backoff(initial: .milliseconds(100), multiplier: 2, max: .seconds(1), jitter: 0))
+    tweak(&config)
+    return config
+}
+
+/// Runs `body` with a Spool engine on a fresh SQLite store, and its workers running.
+func withEngine(
+    _ configuration: EngineConfiguration = fastConfiguration(), queues: [String]? = nil,
+    register: (Spool) -> Void = { DemoJobs.register(on: $0) },
+    _ body: (Spool, SpoolWorker) async throws -> Void
+) async throws {
+    try await withStore(.sqlite) { store in
+        let spool = Spool(store: store, configuration: configuration)
+        register(spool)
+        let worker = spool.worker(queues: queues)
+        let running = Task { try await worker.run() }
+        do {
+            try await body(spool, worker)
+        } catch {
+            worker.stop()
+            _ = try? await running.value
+            throw error
+        }
+        worker.stop()
+        try await running.value
+    }
+}
+
+/// A gate a test opens to let handlers go on; waiting ignores task cancellation on purpose.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    func open() {
+        let waiters = state.withLock { s in s.open = true; defer { s.waiters = [] }; return s.waiters }
+        waiters.forEach { $0.resume() }
+    }
+    func wait() async {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s in
+                if s.open { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+}
+
+/// A thread-safe log of events for handlers to write and tests to read.
+final class Recorder<T: Sendable>: Sendable {
+    private let items = Mutex<[T]>([])
+    func append(_ item: T) { items.withLock { $0.append(item) } }
+    var all: [T] { items.withLock { $0 } }
+    var count: Int { items.withLock { $0.count } }
+}
+
+struct Empty: Codable, Sendable {}
+
+@Suite("Engine")
+struct EngineTests {
+    @Test("a flaky job retries with backoff and completes")
+    func retriesThenCompletes() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(fail_times: 2))
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .completed && done.attempt == 3)
+            #expect(done.errors.map(\.attempt) == [1, 2])
+            #expect(JSONValue(json: try #require(done.result)) == .object(["succeeded_on_attempt": .number(3)]))
+        }
+    }
+
+    @Test("retries with exponential backoff end in failed with every error kept")
+    func retriesExhausted() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true), maxAttempts: 4)
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .failed && done.attempt == 4 && done.finishedAt != nil)
+            #expect(done.errors.map(\.attempt) == [1, 2, 3, 4])
+            #expect(done.errors.allSatisfy { $0.reason == "error" && $0.message.contains("failed on purpose") })
+            // Backoff 100 ms, 200 ms, 400 ms (no jitter): the gaps between failures grow.
+            let times = done.errors.map(\.at)
+            let gaps = zip(times.dropFirst(), times).map { $0.timeIntervalSince($1) }
+            #expect(gaps[0] >= 0.09 && gaps[1] >= 0.19 && gaps[2] >= 0.39)
+        }
+    }
+
+    @Test("backoff grows exponentially, is capped, and jitters within bounds")
+    func backoffShape() {
+        let b = Backoff(initial: .seconds(1), multiplier: 2, max: .seconds(10), jitter: 0.2)
+        var rng = SystemRandomNumberGenerator()
+        for (failures, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (9, 10.0)] {
+            for _ in 0..<50 {
+                let d = b.delay(afterFailures: failures, using: &rng).seconds
+                #expect(d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9)
+            }
+        }
+        #expect(Backoff.none.delay(afterFailures: 3) == .zero)
+    }
+
+    @Test("a non-retryable error fails the job at once")
+    func nonRetryable() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true, permanent: true), maxAttempts: 5)
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .failed && done.attempt == 1)
+            #expect(done.errors.map(\.reason) == ["non_retryable"])
+        }
+    }
+
+    @Test("a payload the handler cannot decode is not retried")
+    func badPayload() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(NewJob(kind: DemoSleep.kind, payload: Data(#"{"seconds":"soon"}"#.utf8))).job
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .failed && done.attempt == 1 && done.errors.first?.reason == "non_retryable")
+        }
+    }
+
+    @Test("a job of an unknown kind fails with a clear error")
+    func unknownKind() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(NewJob(kind: "nobody.handles.this", maxAttempts: 1)).job
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .failed && done.errors.first?.reason == "no_handler")
+            #expect(done.errors.first?.message.contains("nobody.handles.this") == true)
+        }
+    }
+
+    @Test("an attempt past its timeout is stopped and counts as failed, even if the handler ignores cancellation")
+    func timeout() async throws {
+        let sawCancellation = Recorder<Bool>()
+        try await withEngine(register: { spool in
+            spool.register(kind: "stubborn", payload: Empty.self) { _, _ in
+                // Ignores cancellation: resumes only after 5 s.
+                await withCheckedContinuation { c in DispatchQueue.global().asyncAfter(deadline: .now() + 5) { c.resume() } }
+            }
+            spool.register(kind: "polite", payload: Empty.self) { _, _ in
+                do { try await Task.sleep(for: .seconds(5)) } catch { sawCancellation.append(true); throw error }
+            }
+        }) { spool, _ in
+            let started = ContinuousClock.now
+            let stubborn = try await spool.enqueue(NewJob(kind: "stubborn", maxAttempts: 2, timeout: .milliseconds(300))).job
+            let polite = try await spool.enqueue(NewJob(kind: "polite", maxAttempts: 1, timeout: .milliseconds(300))).job
+            let a = try await spool.waitUntilFinished(stubborn.id)
+            let b = try await spool.waitUntilFinished(polite.id)
+            #expect(ContinuousClock.now - started < .seconds(3))
+            #expect(a.state == .failed && a.attempt == 2 && a.errors.map(\.reason) == ["timeout", "timeout"])
+            #expect(b.state == .failed && b.errors.map(\.reason) == ["timeout"])
+            #expect(sawCancellation.count == 1)
+        }
+    }
+
+    @Test("cancelling a pending job: it never runs")
+    func cancelPending() async throws {
+        let ran = Recorder<JobID>()
+        try await withEngine(register: { $0.register(kind: "record", payload: Empty.self) { _, ctx in ran.append(ctx.id) } }) { spool, _ in
+            try await spool.pause(queue: "default")
+            let job = try await spool.enqueue(NewJob(kind: "record")).job
+            let cancelled = try await spool.cancel(job.id)
+            #expect(cancelled.state == .cancelled)
+            try await spool.resume(queue: "default")
+            let other = try await spool.enqueue(NewJob(kind: "record")).job
+            _ = try await spool.waitUntilFinished(other.id)
+            #expect(ran.all == [other.id])
+            #expect(try await spool.job(job.id)?.state == .cancelled)
+        }
+    }
+
+    @Test("cancelling a running job cancels its handler and nothing completes it")
+    func cancelRunning() async throws {
+        let started = Recorder<JobID>()
+        let cancelled = Recorder<JobID>()
+        try await withEngine(register: { spool in
+            spool.register(kind: "long", payload: Empty.self) { _, ctx in
+                started.append(ctx.id)
+                do { try await Task.sleep(for: .seconds(10)) } catch { cancelled.append(ctx.id); throw error }
+            }
+        }) { spool, worker in
+            let job = try await spool.enqueue(NewJob(kind: "long")).job
+            #expect(await eventually { started.count == 1 })
+            let after = try await spool.cancel(job.id)
+            #expect(after.state == .cancelled)
+            #expect(await eventually { cancelled.all == [job.id] })
+            #expect(await eventually { worker.runningCount == 0 })
+            let final = try await spool.job(job.id)
+            #expect(final?.state == .cancelled && final?.errors.isEmpty == true)
+        }
+    }
+
+    @Test("a worker that stops heartbeating loses its job to another; its late completion is rejected")
+    func stalledWorkerLosesLease() async throws {
+        try await withStore(.sqlite) { store in
+            let gate = Gate()
+            let runs = Recorder<String>()
+            // Worker A: leases for 500 ms and never heartbeats (a stalled process).
+            let a = Spool(store: store, configuration: fastConfiguration {
+                $0.leaseDuration = .milliseconds(500)
+                $0.heartbeatInterval = .seconds(3600)
+                $0.maintenanceInterval = .seconds(3600)
+                $0.defaultQueue.concurrency = 1
+            })
+            a.register(kind: "work", payload: Empty.self) { _, _ in
+                runs.append("A started")
+                await gate.wait()
+                runs.append("A finished")
+            }
+            let workerA = a.worker(queues: ["default"])
+            let taskA = Task { try await workerA.run() }
+            let job = try await a.enqueue(NewJob(kind: "work")).job
+            #expect(await eventually { runs.all == ["A started"] })
+
+            // Worker B: healthy; its maintenance rescues the expired lease and it runs the job.
+            let b = Spool(store: store, configuration: fastConfiguration())
+            b.register(AnyJobHandler(kind: "work") { _, _ in runs.append("B ran"); return Data(#""from B""#.utf8) })
+            let workerB = b.worker(queues: ["default"])
+            let taskB = Task { try await workerB.run() }
+            let done = try await b.waitUntilFinished(job.id)
+            #expect(done.state == .completed && done.attempt == 2)
+            #expect(done.errors.map(\.reason) == ["lease_expired"])
+
+            // A wakes up and tries to complete: rejected, the result stays B's.
+            gate.open()
+            #expect(await eventually { runs.all.contains("A finished") && workerA.runningCount == 0 })
+            let final = try #require(try await store.job(job.id, tenant: nil))
+            #expect(final.state == .completed && final.result == Data(#""from B""#.utf8))
+            #expect(runs.all == ["A started", "B ran", "A finished"])
+            workerA.stop(); workerB.stop()
+            try await taskA.value; try await taskB.value
+        }
+    }
+
+    @Test("50 concurrent enqueues with one idempotency key through the engine make one job")
+    func idempotencyThroughEngine() async throws {
+        try await withEngine(queues: []) { spool, _ in
+            let ids = try await withThrowingTaskGroup(of: JobID.self) { group in
+                for _ in 0..<50 {
+                    group.addTask { try await spool.enqueue(NewJob(kind: "demo.noop", idempotencyKey: "one")).job.id }
+                }
+                return try await group.reduce(into: Set<JobID>()) { $0.insert($1) }
+            }
+            #expect(ids.count == 1)
+            #expect(try await spool.list(JobFilter(limit: 100)).jobs.count == 1)
+        }
+    }
+
+    @Test("a full queue refuses enqueues with a typed error")
+    func depthLimit() async throws {
+        let config = fastConfiguration { $0.queues["tiny"] = QueueConfiguration(depthLimit: 2) }
+        try await withEngine(config, queues: []) { spool, _ in
+            try await spool.enqueue(NewJob(queue: "tiny", kind: "demo.noop"))
+            try await spool.enqueue(NewJob(queue: "tiny", kind: "demo.noop"))
+            await expectSpoolError({ if case .queueFull("tiny", 2, let after) = $0 { after > .zero } else { false } }) {
+                try await spool.enqueue(NewJob(queue: "tiny", kind: "demo.noop"))
+            }
+            #expect(try await spool.list(JobFilter(queue: "tiny", limit: 10)).jobs.count == 2)
+        }
+    }
+
+    @Test("invalid requests are refused before anything is written")
+    func validation() async throws {
+        try await withEngine(queues: []) { spool, _ in
+            let bad: [(NewJob, String)] = [
+                (NewJob(queue: "", kind: "k"), "queue"),
+                (NewJob(queue: "has space", kind: "k"), "queue"),
+                (NewJob(kind: ""), "kind"),
+                (NewJob(kind: "k", priority: 5000), "priority"),
+                (NewJob(kind: "k", maxAttempts: 0), "max_attempts"),
+                (NewJob(kind: "k", timeout: .zero), "timeout_seconds"),
+                (NewJob(kind: "k", payload: Data("{not json".utf8)), "payload"),
+                (NewJob(kind: "k", callbackURL: "ftp://x"), "callback_url"),
+                (NewJob(kind: "k", idempotencyKey: ""), "idempotency_key"),
+            ]
+            for (job, field) in bad {
+                await expectSpoolError({ if case .invalid(field, _) = $0 { true } else { false } }) { try await spool.enqueue(job) }
+            }
+            let written = try await spool.list(JobFilter(limit: 10)).jobs
+            #expect(written.isEmpty)
+        }
+    }
+
+    @Test("a paused queue runs nothing until resumed")
+    func pauseResume() async throws {
+        try await withEngine { spool, _ in
+            try await spool.pause(queue: "default")
+            let job = try await spool.enqueue(NewJob(kind: "demo.noop")).job
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await spool.job(job.id)?.state == .pending)
+            try await spool.resume(queue: "default")
+            #expect(try await spool.waitUntilFinished(job.id, timeout: .seconds(5)).state == .completed)
+        }
+    }
+
+    @Test("priorities, FIFO and delayed jobs run in order")
+    func priorityAndDelayOrder() async throws {
+        let order = Recorder<(String, Date)>()
+        struct Named: Codable, Sendable { var name: String }
+        var config = fastConfiguration()
+        config.defaultQueue.concurrency = 1
+        try await withEngine(config, register: { spool in
+            spool.register(kind: "named", payload: Named.self) { p, _ in order.append((p.name, Date())) }
+        }) { spool, _ in
+            try await spool.pause(queue: "default")
+            let delayedUntil = Date().addingTimeInterval(0.6)
+            let jobs: [(String, Int, Date?)] = [("a", 0, nil), ("b", 5, nil), ("late", 100, delayedUntil), ("c", 0, nil), ("d", 10, nil)]
+            for (name, priority, runAt) in jobs {
+                try await spool.enqueue(try NewJob(kind: "named", payload: Named(name: name), priority: priority, runAt: runAt))
+            }
+            try await spool.resume(queue: "default")
+            #expect(await eventually { order.count == 5 })
+            #expect(order.all.map(\.0) == ["d", "b", "a", "c", "late"])
+            let lateRan = try #require(order.all.last?.1)
+            #expect(lateRan >= delayedUntil.addingTimeInterval(-0.002))
+            #expect(lateRan.timeIntervalSince(delayedUntil) < 0.5)
+        }
+    }
+
+    @Test("handlers report progress and results")
+    func progressAndResult() async throws {
+        try await withEngine { spool, _ in
+            let job = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 0.2, steps: 4))
+            let done = try await spool.waitUntilFinished(job.id)
+            #expect(done.state == .completed)
+            #expect(done.progress == JobProgress(percent: 100, message: "step 4 of 4"))
+            #expect(JSONValue(json: try #require(done.result)) == .object(["slept_seconds": .number(0.2)]))
+        }
+    }
+
+    @Test("finished jobs are pruned after their retention")
+    func pruning() async throws {
+        let config = fastConfiguration {
+            $0.completedRetention = .milliseconds(200)
+            $0.failedRetention = nil
+            $0.pruneInterval = .milliseconds(100)
+        }
+        try await withEngine(config) { spool, _ in
+            let ok = try await spool.enqueue(NewJob(kind: "demo.noop")).job
+            let bad = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true, permanent: true))
+            #expect(try await spool.waitUntilFinished(ok.id).state == .completed)
+            #expect(try await spool.waitUntilFinished(bad.id).state == .failed)
+            #expect(await eventually { (try? await spool.job(ok.id)) == nil })
+            #expect(try await spool.job(bad.id)?.state == .failed)  // dead letters kept (no retention)
+        }
+    }
+
+    @Test("graceful shutdown lets short jobs finish and gives long ones back at once")
+    func gracefulShutdown() async throws {
+        try await withStore(.sqlite) { store in
+            let spool = Spool(store: store, configuration: fastConfiguration { $0.shutdownGracePeriod = .milliseconds(500) })
+            DemoJobs.register(on: spool)
+            let short = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 0.2, steps: 1))
+            let long = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 30, steps: 30))
+            let worker = spool.worker()
+            let task = Task { try await worker.run() }
+            #expect(await eventually { worker.runningCount == 2 })
+            let stopAt = ContinuousClock.now
+            worker.stop()
+            try await task.value
+            #expect(ContinuousClock.now - stopAt < .seconds(2))
+            #expect(try await spool.job(short.id)?.state == .completed)
+            let givenBack = try #require(try await spool.job(long.id))
+            #expect(givenBack.state == .pending && givenBack.attempt == 0 && givenBack.errors.isEmpty)
+        }
+    }
+}
