@@ -1,0 +1,152 @@
+import Foundation
+import SpoolCore
+import SpoolDemoJobs
+import SpoolSQLite
+import Testing
+
+/// The `spool` binary built next to the test bundle.
+func spoolBinary() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["SPOOL_BINARY"] { return path }
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("spool").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    throw CLIMissing(searched: dir.path)
+}
+
+struct CLIMissing: Error, CustomStringConvertible {
+    var searched: String
+    var description: String { "the spool binary was not found next to \(searched); build it or set SPOOL_BINARY" }
+}
+
+/// A `spool` child process, killed when the test is done with it.
+final class SpoolProcess {
+    let process = Process()
+    let log: String
+
+    init(_ arguments: [String], logTo log: String) throws {
+        self.log = log
+        process.executableURL = URL(fileURLWithPath: try spoolBinary())
+        process.arguments = arguments
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        var env = ProcessInfo.processInfo.environment
+        env["SPOOL_LOG_LEVEL"] = "info"
+        process.environment = env
+        try process.run()
+    }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Waits up to `timeout` for the process to exit; returns its status, or nil if it did not.
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+}
+
+@Suite("Real spool processes", .serialized)
+struct ProcessTests {
+    @Test("a worker killed with SIGKILL mid-job loses nothing: its jobs are rescued and complete")
+    func crashedWorkerLosesNothing() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("crash.sqlite")
+        let store = try SQLiteJobStore(path: db)
+        try await store.migrate()
+        let spool = Spool(store: store)
+        var ids: [JobID] = []
+        for _ in 0..<8 {
+            ids.append(try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 1.5, steps: 3)).id)
+        }
+        let workerArgs = ["worker", "--database", db, "--concurrency", "4", "--lease-seconds", "1.5", "--heartbeat-seconds", "0.3", "--grace-seconds", "5"]
+        let first = try SpoolProcess(workerArgs, logTo: dir.file("worker1.log"))
+        let running = try await eventually(timeout: .seconds(30)) {
+            try await store.list(JobFilter(state: .processing, limit: 100)).jobs.count == 4
+        }
+        #expect(running, "worker 1 never ran 4 jobs; log:\n\(first.output)")
+        first.signal(SIGKILL)
+        #expect(await first.waitForExit(timeout: .seconds(10)) != nil)
+        let orphaned = try await store.list(JobFilter(state: .processing, limit: 100)).jobs.map(\.id)
+        #expect(orphaned.count == 4)
+
+        let second = try SpoolProcess(workerArgs, logTo: dir.file("worker2.log"))
+        let allDone = try await eventually(timeout: .seconds(60)) {
+            try await ids.asyncAllSatisfy { try await store.job($0, tenant: nil)?.state == .completed }
+        }
+        #expect(allDone, "not every job completed; worker 2 log:\n\(second.output)")
+        for id in orphaned {
+            let job = try #require(try await store.job(id, tenant: nil))
+            #expect(job.state == .completed && job.attempt == 2)
+            #expect(job.errors.map(\.reason) == ["lease_expired"])
+        }
+        let stats = try #require(try await store.queueStats().first { $0.name == "default" })
+        #expect(stats.counts[.completed] == 8 && stats.depth == 0 && (stats.counts[.failed] ?? 0) == 0)
+
+        second.signal(SIGTERM)
+        #expect(await second.waitForExit(timeout: .seconds(15)) == 0)
+        try await store.close()
+    }
+
+    @Test("SIGTERM stops a worker gracefully and gives a running job back at once")
+    func sigtermGivesJobsBack() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("term.sqlite")
+        let store = try SQLiteJobStore(path: db)
+        try await store.migrate()
+        let spool = Spool(store: store)
+        let long = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 60, steps: 60))
+        let worker = try SpoolProcess(["worker", "--database", db, "--grace-seconds", "0.5"], logTo: dir.file("worker.log"))
+        #expect(try await eventually(timeout: .seconds(30)) { try await store.job(long.id, tenant: nil)?.state == .processing })
+        worker.signal(SIGTERM)
+        let status = await worker.waitForExit(timeout: .seconds(10))
+        #expect(status == 0, "worker did not exit cleanly; log:\n\(worker.output)")
+        let job = try #require(try await store.job(long.id, tenant: nil))
+        #expect(job.state == .pending && job.attempt == 0 && job.leaseExpiresAt == nil)
+        try await store.close()
+    }
+
+    @Test("the CLI enqueues, lists, pauses and reports errors with a non-zero exit")
+    func cliRoundTrip() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("cli.sqlite")
+        func run(_ args: [String]) async throws -> (Int32, String) {
+            let p = try SpoolProcess(args + ["--database", db], logTo: dir.file("cli-\(UUID().uuidString).log"))
+            let status = await p.waitForExit(timeout: .seconds(30))
+            return (status ?? -1, p.output)
+        }
+        let (s1, out1) = try await run(["enqueue", "--queue", "mail", "--kind", "demo.noop", "--priority", "3"])
+        #expect(s1 == 0, "\(out1)")
+        let doc = try JSONDecoder().decode(JobDocument.self, from: Data(out1.utf8))
+        #expect(doc.state == .pending && doc.queue == "mail" && doc.priority == 3)
+        let (s2, out2) = try await run(["get", doc.id])
+        #expect(s2 == 0 && out2.contains(doc.id))
+        let (s3, _) = try await run(["pause", "mail"])
+        #expect(s3 == 0)
+        let (s4, out4) = try await run(["queues", "--json"])
+        #expect(s4 == 0 && out4.contains("\"paused\" : true"))
+        let (s5, out5) = try await run(["enqueue", "--kind", "demo.noop", "--payload", "{oops"])
+        #expect(s5 != 0 && out5.contains("payload"))
+        let (s6, out6) = try await run(["get", "not-an-id"])
+        #expect(s6 != 0 && out6.contains("not a job id"))
+        let (s7, out7) = try await run(["retry", doc.id])
+        #expect(s7 != 0 && out7.contains("cannot retry"))
+    }
+}
+
+extension Array {
+    func asyncAllSatisfy(_ predicate: (Element) async throws -> Bool) async rethrows -> Bool {
+        for element in self where try await !predicate(element) { return false }
+        return true
+    }
+}
