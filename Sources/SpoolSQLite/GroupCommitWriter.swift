@@ -107,6 +107,9 @@ final class GroupCommitWriter: Sendable {
         }
     }
 
+    /// Forgets the sync level set last, after something else changed it on the connection.
+    func forgetSyncLevel() { state.withLock { $0.syncLevel = nil } }
+
     /// `PRAGMA synchronous` applies per connection and cannot change inside a transaction, so
     /// it is set between transactions, only when it differs from the last one.
     private func setSync(_ level: String, _ db: Database) throws {

@@ -1,2 +1,194 @@
 import ArgumentParser
-struct Bench: AsyncParsableCommand { func run() async throws {} }
+import Foundation
+import Logging
+import SpoolCore
+import SpoolSQLite
+import Synchronization
+
+/// `spool bench`: no-op jobs through the whole path on a temporary database, with figures.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure enqueue rate, end-to-end throughput and pickup latency on a temporary database.")
+
+    @Option(help: "Jobs per throughput run.") var jobs = 100_000
+    @Option(help: "Workers (jobs run at once) in the throughput runs.") var concurrency = 64
+    @Option(help: "Concurrent callers enqueueing single jobs.") var producers = 64
+    @Option(help: "Single enqueues timed one at a time for the pickup latency.") var latencySamples = 1000
+    @Option(help: "Finished jobs put in the table before the last throughput run (0 skips it).") var history = 1_000_000
+    @Option(help: "SQLite durability: full, normal, off.") var durability = "full"
+    @Option(help: "Directory for the temporary database. [default: the system temp dir]") var dir: String?
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .warning
+            return h
+        }
+        guard let level = SQLiteJobStore.Durability(rawValue: durability.uppercased()) else {
+            throw ValidationError("--durability must be full, normal or off")
+        }
+        guard jobs > 0, concurrency > 0, producers > 0, latencySamples > 0, history >= 0 else {
+            throw ValidationError("counts must be positive")
+        }
+        #if DEBUG
+        print("warning: this is a debug build; build with -c release for meaningful figures")
+        #endif
+        print("spool bench: SQLite, durability \(level.rawValue.lowercased()), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+
+        let base = (dir ?? NSTemporaryDirectory()) + "/spool-bench-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+
+        // 1. Enqueue rate.
+        try await withBench(base + "/enqueue.sqlite", level) { spool, _ in
+            let single = try await timeEnqueues(spool, count: jobs, callers: producers)
+            print(String(format: "enqueue, single jobs, %d concurrent callers:   %9.0f jobs/s", producers, single))
+            let batched = try await timeBatchEnqueues(spool, count: jobs, batchSize: 100)
+            print(String(format: "enqueue, batches of 100:                       %9.0f jobs/s", batched))
+        }
+
+        // 2. End to end on an empty table.
+        let empty = try await withBench(base + "/e2e.sqlite", level) { spool, store in
+            try await endToEnd(spool, store: store, count: jobs)
+        }
+        print(String(format: "end to end (enqueue, lease, run, complete), %d jobs, %d workers: %9.0f jobs/s", jobs, concurrency, empty))
+
+        // 3. Pickup latency with idle workers.
+        let latencies = try await withBench(base + "/latency.sqlite", level) { spool, store in
+            try await pickupLatency(spool, store: store, samples: latencySamples)
+        }
+        print(String(format: "pickup latency (enqueue call -> handler start, idle workers, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
+                     latencySamples, percentile(latencies, 0.50), percentile(latencies, 0.95), percentile(latencies, 0.99)))
+
+        // 4. End to end with a large history of finished jobs.
+        if history > 0 {
+            let withHistory = try await withBench(base + "/history.sqlite", level) { spool, store in
+                let seedStart = ContinuousClock.now
+                try await store.seedFinishedJobs(count: history, queue: "bench", kind: "bench.noop")
+                print(String(format: "  (seeded %d finished jobs in %.1f s)", history, (ContinuousClock.now - seedStart).seconds))
+                return try await endToEnd(spool, store: store, count: jobs)
+            }
+            print(String(format: "end to end with %d finished jobs in the table:  %9.0f jobs/s (%.0f%% of the empty table)",
+                         history, withHistory, withHistory / empty * 100))
+        }
+    }
+
+    /// Runs `body` on a fresh store with a no-op handler registered.
+    private func withBench<T: Sendable>(_ path: String, _ level: SQLiteJobStore.Durability, _ body: (Spool, SQLiteJobStore) async throws -> T) async throws -> T {
+        let store = try SQLiteJobStore(path: path, durability: level)
+        try await store.migrate()
+        var config = EngineConfiguration()
+        config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
+        config.leaseBatchSize = max(100, concurrency)
+        config.completedRetention = nil
+        let spool = Spool(store: store, configuration: config, logger: Logger(label: "bench"))
+        let result = try await body(spool, store)
+        try await store.close()
+        return result
+    }
+
+    private func timeEnqueues(_ spool: Spool, count: Int, callers: Int) async throws -> Double {
+        let next = Counter()
+        let start = ContinuousClock.now
+        try await withThrowingDiscardingTaskGroup { group in
+            for _ in 0..<callers {
+                group.addTask {
+                    while next.increment() <= count {
+                        try await spool.enqueue(NewJob(queue: "bench", kind: "bench.noop"))
+                    }
+                }
+            }
+        }
+        return Double(count) / (ContinuousClock.now - start).seconds
+    }
+
+    private func timeBatchEnqueues(_ spool: Spool, count: Int, batchSize: Int) async throws -> Double {
+        let start = ContinuousClock.now
+        var done = 0
+        while done < count {
+            let n = min(batchSize, count - done)
+            _ = try await spool.enqueue(Array(repeating: NewJob(queue: "bench", kind: "bench.noop"), count: n))
+            done += n
+        }
+        return Double(count) / (ContinuousClock.now - start).seconds
+    }
+
+    /// Producers enqueue `count` single jobs while workers run them; returns jobs/s from the
+    /// first enqueue to the last completion.
+    private func endToEnd(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
+        let ran = Counter()
+        spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in
+            ran.increment()
+            return nil
+        })
+        let worker = spool.worker(queues: ["bench"])
+        let workerTask = Task { try await worker.run() }
+        let before = try await completedCount(store)
+        let start = ContinuousClock.now
+        _ = try await timeEnqueues(spool, count: count, callers: producers)
+        while try await completedCount(store) - before < count {
+            if ContinuousClock.now - start > .seconds(600) { throw CLIError("end-to-end run did not finish in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let elapsed = ContinuousClock.now - start
+        worker.stop()
+        try await workerTask.value
+        return Double(count) / elapsed.seconds
+    }
+
+    private func completedCount(_ store: SQLiteJobStore) async throws -> Int {
+        try await store.queueStats().first { $0.name == "bench" }?.counts[.completed] ?? 0
+    }
+
+    /// Enqueues one job at a time with idle workers; returns enqueue-call-to-handler-start times in ms.
+    private func pickupLatency(_ spool: Spool, store: SQLiteJobStore, samples: Int) async throws -> [Double] {
+        struct Sample: Codable, Sendable { var n: Int }
+        let starts = Locked<[Int: ContinuousClock.Instant]>([:])
+        spool.register(kind: "bench.noop", payload: Sample.self) { sample, _ in
+            let now = ContinuousClock.now
+            starts.withLock { $0[sample.n] = now }
+        }
+        let worker = spool.worker(queues: ["bench"])
+        let workerTask = Task { try await worker.run() }
+        try await Task.sleep(for: .milliseconds(100))
+        var latencies: [Double] = []
+        for n in 0..<samples {
+            let t0 = ContinuousClock.now
+            try await spool.enqueue(try NewJob(queue: "bench", kind: "bench.noop", payload: Sample(n: n)))
+            var started: ContinuousClock.Instant?
+            let deadline = t0 + .seconds(10)
+            while started == nil && ContinuousClock.now < deadline {
+                started = starts.withLock { $0[n] }
+                if started == nil { await Task.yield() }
+            }
+            guard let started else { throw CLIError("job \(n) was not picked up within 10 s") }
+            latencies.append((started - t0).seconds * 1000)
+            // Let the completion commit so the next sample starts with idle workers.
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        worker.stop()
+        try await workerTask.value
+        return latencies
+    }
+
+    private func percentile(_ values: [Double], _ p: Double) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
+    }
+}
+
+/// A shared counter for benchmark tasks.
+final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+    /// Adds one and returns the new value.
+    @discardableResult
+    func increment() -> Int { value.add(1, ordering: .relaxed).newValue }
+}
+
+/// A value shared between benchmark tasks.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}
