@@ -49,7 +49,11 @@ let package = Package(
         // A minimal program that embeds Spool as a Swift library.
         .executableTarget(
             name: "HelloSpool",
-            dependencies: ["SpoolCore", "SpoolSQLite"],
+            dependencies: [
+                "SpoolCore", "SpoolSQLite",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             path: "Examples/HelloSpool"
         ),
         .testTarget(

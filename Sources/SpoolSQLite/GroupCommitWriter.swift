@@ -1,39 +1,73 @@
+import Foundation
 import GRDB
 import SpoolCore
-import Synchronization
 
 /// Collects the writes that arrive while a transaction is being committed and commits them
 /// together in the next one (group commit). One fsync then covers many enqueues and
 /// completions, so durability does not cost throughput.
 ///
-/// Each write runs in its own savepoint: one that throws is rolled back alone and its caller
-/// gets the error, while the others in the batch commit. Callers hear back only after the
-/// commit, so a success is always durable.
-final class GroupCommitWriter: Sendable {
-    /// Changes a batch made, announced after its commit.
+/// Writes run on one dedicated thread, not on Swift's cooperative pool: under load the pool is
+/// busy with workers and producers, and a commit loop that had to wait its turn there after every
+/// transaction would leave the database idle.
+///
+/// A write that may change several rows runs in its own savepoint: if it throws, it is rolled
+/// back alone and its caller gets the error, while the others in the batch commit. Callers hear
+/// back only after the commit, so a success is always durable.
+final class GroupCommitWriter: @unchecked Sendable {
+    /// What the writes of one transaction changed: signals to announce after the commit, and
+    /// the changes to the per-queue counts, written once per transaction instead of once per row.
     final class Batch {
+        struct CountKey: Hashable {
+            var queue: String
+            var tenant: String
+            var state: JobState
+        }
         var signals: Set<StoreSignals.Signal> = []
+        var counts: [CountKey: Int] = [:]
+
         func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
+
+        /// Records that one job of `queue` moved from `from` to `to` (`nil`: created or deleted).
+        func move(queue: String, tenant: String, from: JobState?, to: JobState?, count: Int = 1) {
+            if from == to { return }
+            if let from { counts[CountKey(queue: queue, tenant: tenant, state: from), default: 0] -= count }
+            if let to { counts[CountKey(queue: queue, tenant: tenant, state: to), default: 0] += count }
+        }
+
+        /// The change in waiting jobs (pending + scheduled) of `queue` not yet written.
+        func waitingDelta(queue: String) -> Int {
+            counts.reduce(0) { $0 + ($1.key.queue == queue && $1.key.state.isWaiting ? $1.value : 0) }
+        }
+
+        func writeCounts(_ db: Database) throws {
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO queue_counts(queue, tenant, state, n) VALUES (?, ?, ?, ?)
+                ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + excluded.n
+                """)
+            for (key, n) in counts where n != 0 {
+                try upsert.execute(arguments: [key.queue, key.tenant, key.state.rawValue, n])
+            }
+        }
     }
 
-    private struct Op: Sendable {
+    private struct Op {
         /// Needs the configured sync level; other writes (leases, heartbeats) may skip the
         /// fsync because losing them on power loss only makes a job run again.
         let durable: Bool
-        let run: @Sendable (Database, Batch) -> (@Sendable () -> Void)
-        let fail: @Sendable (any Error) -> Void
-    }
-
-    private struct State {
-        var queued: [Op] = []
-        var flushing = false
-        var syncLevel: String?
+        let run: (Database, Batch) -> (() -> Void)
+        let fail: (any Error) -> Void
     }
 
     private let pool: DatabasePool
     private let durableSync: String
     private let signals: StoreSignals
-    private let state = Mutex(State())
+    /// Guards `queued` and `closed`.
+    private let condition = NSCondition()
+    private var queued: [Op] = []
+    private var closed = false
+    private let finished = DispatchSemaphore(value: 0)
+    /// The sync level set last on the writer connection; touched by the writer thread only.
+    private var syncLevel: String?
     /// The most writes committed in one transaction.
     private let maxBatch = 4096
 
@@ -41,83 +75,104 @@ final class GroupCommitWriter: Sendable {
         self.pool = pool
         self.durableSync = durableSync
         self.signals = signals
+        let thread = Thread { [self] in self.loop() }
+        thread.name = "spool-sqlite-writer"
+        thread.start()
     }
 
     /// Runs `body` in the next group transaction and returns its result once committed.
-    func write<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (Database, Batch) throws -> T) async throws -> T {
+    /// Set `atomic` for a body that is one SQL statement (or only reads before one): it then
+    /// needs no savepoint of its own.
+    func write<T: Sendable>(durable: Bool = true, atomic: Bool = false, _ body: @escaping @Sendable (Database, Batch) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let op = Op(
                 durable: durable,
                 run: { db, batch in
+                    let countsBefore = batch.counts
                     do {
-                        var value: T?
-                        try db.inSavepoint {
-                            value = try body(db, batch)
-                            return .commit
+                        let result: T
+                        if atomic {
+                            result = try body(db, batch)
+                        } else {
+                            var value: T?
+                            try db.inSavepoint {
+                                value = try body(db, batch)
+                                return .commit
+                            }
+                            result = value!
                         }
-                        let result = value!
                         return { continuation.resume(returning: result) }
                     } catch {
+                        batch.counts = countsBefore  // the op's rows were rolled back
                         let mapped = SQLiteJobStore.map(error)
                         return { continuation.resume(throwing: mapped) }
                     }
                 },
                 fail: { continuation.resume(throwing: $0) })
-            let startFlushing = state.withLock { s in
-                s.queued.append(op)
-                if s.flushing { return false }
-                s.flushing = true
-                return true
+            condition.lock()
+            if closed {
+                condition.unlock()
+                continuation.resume(throwing: SpoolError.unavailable(reason: "the store is closed"))
+                return
             }
-            if startFlushing {
-                Task.detached { await self.flush() }
-            }
+            queued.append(op)
+            condition.signal()
+            condition.unlock()
         }
     }
 
-    private func flush() async {
+    /// Commits what is queued, then stops the writer thread.
+    func close() {
+        condition.lock()
+        let wasOpen = !closed
+        closed = true
+        condition.signal()
+        condition.unlock()
+        if wasOpen { finished.wait() }
+    }
+
+    private func loop() {
         while true {
-            let batch: [Op] = state.withLock { s in
-                let n = min(s.queued.count, maxBatch)
-                let b = Array(s.queued.prefix(n))
-                s.queued.removeFirst(n)
-                if b.isEmpty { s.flushing = false }
-                return b
+            condition.lock()
+            while queued.isEmpty && !closed { condition.wait() }
+            if queued.isEmpty {
+                condition.unlock()
+                finished.signal()
+                return
             }
-            if batch.isEmpty { return }
-            let sync = batch.contains(where: \.durable) ? durableSync : "NORMAL"
-            do {
-                let (deliveries, raised) = try await pool.writeWithoutTransaction { db in
-                    try self.setSync(sync, db)
-                    let group = Batch()
-                    var deliveries: [@Sendable () -> Void] = []
-                    deliveries.reserveCapacity(batch.count)
-                    try db.inTransaction(.immediate) {
-                        for op in batch { deliveries.append(op.run(db, group)) }
-                        return .commit
-                    }
-                    return (deliveries, group.signals)
-                }
-                for deliver in deliveries { deliver() }
-                for signal in raised { signals.send(signal) }
-            } catch {
-                let mapped = SQLiteJobStore.map(error)
-                for op in batch { op.fail(mapped) }
-            }
+            let n = min(queued.count, maxBatch)
+            let batch = Array(queued.prefix(n))
+            queued.removeFirst(n)
+            condition.unlock()
+            commit(batch)
         }
     }
 
-    /// Forgets the sync level set last, after something else changed it on the connection.
-    func forgetSyncLevel() { state.withLock { $0.syncLevel = nil } }
-
-    /// `PRAGMA synchronous` applies per connection and cannot change inside a transaction, so
-    /// it is set between transactions, only when it differs from the last one.
-    private func setSync(_ level: String, _ db: Database) throws {
-        let changed = state.withLock { s in
-            if s.syncLevel == level { return false }
-            s.syncLevel = level
-            return true
+    private func commit(_ batch: [Op]) {
+        let sync = batch.contains(where: \.durable) ? durableSync : "NORMAL"
+        let group = Batch()
+        var deliveries: [() -> Void] = []
+        deliveries.reserveCapacity(batch.count)
+        do {
+            try pool.writeWithoutTransaction { db in
+                // `PRAGMA synchronous` applies per connection and cannot change inside a
+                // transaction, so it is set between transactions, only when it changes.
+                if syncLevel != sync {
+                    try db.execute(sql: "PRAGMA synchronous = \(sync)")
+                    syncLevel = sync
+                }
+                try db.inTransaction(.immediate) {
+                    for op in batch { deliveries.append(op.run(db, group)) }
+                    try group.writeCounts(db)
+                    return .commit
+                }
+            }
+        } catch {
+            let mapped = SQLiteJobStore.map(error)
+            for op in batch { op.fail(mapped) }
+            return
         }
-        if changed { try db.execute(sql: "PRAGMA synchronous = \(level)") }
+        for deliver in deliveries { deliver() }
+        for signal in group.signals { signals.send(signal) }
     }
 }

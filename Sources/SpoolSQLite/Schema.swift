@@ -34,13 +34,15 @@ enum Schema {
                     lease_expires_at INTEGER
                 );
                 -- Leasing reads only ready jobs: this index never holds finished ones, so the
-                -- cost of a lease does not grow with the history kept in the table.
-                CREATE INDEX jobs_ready ON jobs(queue, priority DESC, seq) WHERE state = 'pending';
+                -- cost of a lease does not grow with the history kept in the table. (run_at makes
+                -- it cover the "oldest pending job" statistic.)
+                CREATE INDEX jobs_ready ON jobs(queue, priority DESC, seq, run_at) WHERE state = 'pending';
                 CREATE INDEX jobs_scheduled ON jobs(queue, run_at) WHERE state = 'scheduled';
                 CREATE INDEX jobs_leases ON jobs(lease_expires_at) WHERE state = 'processing';
-                CREATE INDEX jobs_finished ON jobs(state, finished_at) WHERE finished_at IS NOT NULL;
-                CREATE INDEX jobs_by_queue_state ON jobs(queue, state, seq);
-                CREATE INDEX jobs_by_state ON jobs(state, seq);
+                -- Listing a queue, and its dead letters. Neither changes when a job changes state,
+                -- which keeps the cost of a state transition down.
+                CREATE INDEX jobs_by_queue ON jobs(queue, seq);
+                CREATE INDEX jobs_dead ON jobs(seq) WHERE state = 'failed';
                 CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
                 CREATE TABLE queues (
@@ -48,8 +50,9 @@ enum Schema {
                     paused INTEGER NOT NULL DEFAULT 0
                 ) WITHOUT ROWID;
 
-                -- Counts per queue, tenant and state, kept by triggers: depth checks and queue
-                -- statistics are O(1) however many jobs the table holds.
+                -- Jobs per queue, tenant and state. The store updates them in the same transaction
+                -- as the jobs (once per group commit, not per row), so depth checks and queue
+                -- statistics cost O(1) however many jobs the table holds.
                 CREATE TABLE queue_counts (
                     queue TEXT NOT NULL,
                     tenant TEXT NOT NULL,
@@ -57,18 +60,6 @@ enum Schema {
                     n INTEGER NOT NULL,
                     PRIMARY KEY (queue, tenant, state)
                 ) WITHOUT ROWID;
-                CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
-                    INSERT INTO queue_counts(queue, tenant, state, n) VALUES (NEW.queue, NEW.tenant, NEW.state, 1)
-                    ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + 1;
-                END;
-                CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
-                    UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND tenant = OLD.tenant AND state = OLD.state;
-                    INSERT INTO queue_counts(queue, tenant, state, n) VALUES (NEW.queue, NEW.tenant, NEW.state, 1)
-                    ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + 1;
-                END;
-                CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
-                    UPDATE queue_counts SET n = n - 1 WHERE queue = OLD.queue AND tenant = OLD.tenant AND state = OLD.state;
-                END;
                 """)
         }
         return migrator

@@ -62,18 +62,23 @@ public struct NoResult: Codable, Sendable, Hashable {
 public final class JobContext: Sendable {
     public let job: Job
     public let lease: LeaseToken
-    public let logger: Logger
+    private let baseLogger: Logger
     private let store: any JobStore
 
     init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
         self.job = job
         self.lease = lease
         self.store = store
-        var logger = logger
+        self.baseLogger = logger
+    }
+
+    /// A logger whose entries carry the job id, kind and attempt.
+    public var logger: Logger {
+        var logger = baseLogger
         logger[metadataKey: "job"] = "\(job.id)"
         logger[metadataKey: "kind"] = "\(job.kind)"
         logger[metadataKey: "attempt"] = "\(job.attempt)"
-        self.logger = logger
+        return logger
     }
 
     public var id: JobID { job.id }

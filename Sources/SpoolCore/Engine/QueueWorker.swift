@@ -11,9 +11,14 @@ final class QueueWorker: Sendable {
     private let logger: Logger
     private let bell = Doorbell()
     private let heartbeatBell = Doorbell()
+    private let deadlineBell = Doorbell()
 
     private struct State {
+        /// Jobs leased and not yet reported, for heartbeats and shutdown.
         var running: [JobID: RunningJob] = [:]
+        /// Jobs whose handler has not finished: these take the queue's concurrency slots. A
+        /// job's slot is free as soon as its outcome is known, while its report commits.
+        var busySlots = 0
         var stopping = false
         var finished = false
         /// Whether a lease may find something; cleared when a lease comes back short, set
@@ -22,6 +27,8 @@ final class QueueWorker: Sendable {
         /// Counts wake-ups, so one that arrives during a lease is not lost.
         var wakeups = 0
         var nextRunAt: Date?
+        /// When the deadline loop looks next.
+        var nextDeadlineCheck = ContinuousClock.now
     }
     private let state = Mutex(State())
 
@@ -53,7 +60,7 @@ final class QueueWorker: Sendable {
     func cancelRunning(_ id: JobID) {
         if let job = state.withLock({ $0.running[id] }) {
             logger.info("cancelling running job", metadata: ["job": "\(id)"])
-            job.resolve(.cancelled)
+            stopHandler(job, .cancelled)
         }
     }
 
@@ -64,18 +71,20 @@ final class QueueWorker: Sendable {
     func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.heartbeatLoop() }
-            await leaseLoop(&group)
+            group.addTask { await self.deadlineLoop() }
+            await leaseLoop()
             await drain()
             state.withLock { $0.finished = true }
             heartbeatBell.ring()
+            deadlineBell.ring()
         }
     }
 
-    private func leaseLoop(_ group: inout DiscardingTaskGroup) async {
+    private func leaseLoop() async {
         var failures = 0
         while true {
             let (stopping, free, mayHaveWork, wakeups) = state.withLock { s in
-                (s.stopping, settings.concurrency - s.running.count, s.mayHaveWork, s.wakeups)
+                (s.stopping, settings.concurrency - s.busySlots, s.mayHaveWork, s.wakeups)
             }
             if stopping { return }
             if free > 0 && mayHaveWork {
@@ -84,12 +93,16 @@ final class QueueWorker: Sendable {
                     let batch = try await store.lease(queue: queue, limit: want, workerID: config.workerID, leaseDuration: config.leaseDuration)
                     failures = 0
                     let running = batch.jobs.map(RunningJob.init)
-                    state.withLock { s in
+                    let earliest = running.map(\.deadline).min()
+                    let wakeScanner = state.withLock { s in
                         for job in running { s.running[job.id] = job }
+                        s.busySlots += running.count
                         s.nextRunAt = batch.nextRunAt
                         if batch.jobs.count < want && s.wakeups == wakeups { s.mayHaveWork = false }
+                        return earliest.map { $0 < s.nextDeadlineCheck } ?? false
                     }
-                    for job in running { group.addTask { await self.execute(job) } }
+                    if wakeScanner { deadlineBell.ring() }
+                    for job in running { start(job) }
                     if batch.jobs.count == want { continue }
                 } catch {
                     failures += 1
@@ -116,12 +129,32 @@ final class QueueWorker: Sendable {
         while runningCount > 0 && ContinuousClock.now < deadline {
             await bell.wait(timeout: deadline - ContinuousClock.now)
         }
-        let left = state.withLock { Array($0.running.values) }
+        let left = state.withLock { Array($0.running.values) }.filter { !$0.isResolved }
         if !left.isEmpty {
             logger.warning("grace period over: giving running jobs back to the queue", metadata: ["count": "\(left.count)"])
         }
-        for job in left { job.resolve(.shutdown) }
+        for job in left { stopHandler(job, .shutdown) }
         while runningCount > 0 { await bell.wait(timeout: .milliseconds(50)) }
+    }
+
+    /// Stops attempts that ran past their timeout. Sleeps until the earliest deadline of the
+    /// running jobs (at most a second); the lease loop wakes it for a job that is due sooner.
+    private func deadlineLoop() async {
+        while true {
+            let now = ContinuousClock.now
+            let (finished, expired, next) = state.withLock { s -> (Bool, [RunningJob], ContinuousClock.Instant) in
+                var expired: [RunningJob] = []
+                var next = now + .seconds(1)
+                for job in s.running.values {
+                    if job.deadline <= now { expired.append(job) } else { next = min(next, job.deadline) }
+                }
+                s.nextDeadlineCheck = next
+                return (s.finished, expired, next)
+            }
+            if finished { return }
+            for job in expired { stopHandler(job, .timedOut(job.leased.job.timeout)) }
+            await deadlineBell.wait(timeout: next - now)
+        }
     }
 
     private func heartbeatLoop() async {
@@ -132,9 +165,11 @@ final class QueueWorker: Sendable {
             if running.isEmpty { continue }
             do {
                 let lost = try await store.heartbeat(running.map { ($0.id, $0.leased.lease) }, leaseDuration: config.leaseDuration)
-                for job in running where lost.contains(job.id) {
+                // A job whose outcome is already known may have been completed since the list
+                // was taken: resolving it again does nothing.
+                for job in running where lost.contains(job.id) && !job.isResolved {
                     logger.warning("lease lost; stopping the job here", metadata: ["job": "\(job.id)"])
-                    job.resolve(.leaseLost)
+                    stopHandler(job, .leaseLost)
                 }
             } catch {
                 logger.error("heartbeat failed", metadata: ["error": "\(error)"])
@@ -144,32 +179,41 @@ final class QueueWorker: Sendable {
 
     // MARK: One attempt
 
-    private func execute(_ running: RunningJob) async {
+    /// Runs the handler in a task of its own (not a child task: one that ignores cancellation
+    /// must not hold up shutdown), and reports its outcome unless something else ended the
+    /// attempt first.
+    private func start(_ running: RunningJob) {
         let job = running.leased.job
-        let started = ContinuousClock.now
-        if let handler = spool.handler(for: job.kind) {
-            let context = JobContext(job: job, lease: running.leased.lease, store: store, logger: logger)
-            let task = Task {
+        let task = Task {
+            let outcome: AttemptOutcome
+            if let handler = spool.handler(for: job.kind) {
+                let context = JobContext(job: job, lease: running.leased.lease, store: store, logger: logger)
                 do {
-                    let result = try await handler.run(job.payload, context)
-                    running.resolve(.succeeded(result), cancelHandler: false)
+                    outcome = .succeeded(try await handler.run(job.payload, context))
                 } catch {
-                    running.resolve(.failed(error), cancelHandler: false)
+                    outcome = .failed(error)
                 }
+            } else {
+                outcome = .failed(NoHandler(kind: job.kind))
             }
-            running.attach(task)
-            let timeout = job.timeout
-            let timer = Task {
-                try? await Task.sleep(for: timeout)
-                if !Task.isCancelled { running.resolve(.timedOut(timeout)) }
-            }
-            let outcome = await running.outcome()
-            timer.cancel()
-            await report(outcome, for: running.leased, elapsed: ContinuousClock.now - started)
-        } else {
-            await report(.failed(NoHandler(kind: job.kind)), for: running.leased, elapsed: .zero)
+            if running.resolve() { await finish(running, outcome) }
         }
-        state.withLock { _ = $0.running.removeValue(forKey: job.id) }
+        running.attach(task)
+    }
+
+    /// Ends an attempt from outside its handler: timeout, cancellation, lost lease, shutdown.
+    private func stopHandler(_ running: RunningJob, _ outcome: AttemptOutcome) {
+        guard running.resolve() else { return }
+        running.cancelHandler()
+        Task { await finish(running, outcome) }
+    }
+
+    /// Frees the job's slot, records the outcome and forgets the job.
+    private func finish(_ running: RunningJob, _ outcome: AttemptOutcome) async {
+        state.withLock { $0.busySlots -= 1 }
+        bell.ring()
+        await report(outcome, for: running.leased)
+        state.withLock { _ = $0.running.removeValue(forKey: running.id) }
         bell.ring()
     }
 
@@ -178,13 +222,12 @@ final class QueueWorker: Sendable {
         var description: String { "no handler registered for kind '\(kind)' in this worker" }
     }
 
-    private func report(_ outcome: AttemptOutcome, for leased: LeasedJob, elapsed: Duration) async {
+    private func report(_ outcome: AttemptOutcome, for leased: LeasedJob) async {
         let job = leased.job
         do {
             switch outcome {
             case .succeeded(let result):
                 try await withStoreRetries { try await self.store.complete(job.id, lease: leased.lease, result: result) }
-                logger.debug("job completed", metadata: ["job": "\(job.id)", "elapsed": "\(elapsed)"])
             case .failed(let error):
                 try await recordFailure(leased, message: "\(error)", reason: reason(of: error), retryAfter: retryDelay(of: error))
             case .timedOut(let limit):

@@ -14,53 +14,41 @@ enum AttemptOutcome: Sendable {
     case shutdown
 }
 
-/// One attempt in flight. The first outcome to arrive wins: a handler that finishes after
-/// its timeout, its cancellation or a shutdown is ignored (abandoned).
+/// One attempt in flight. The first outcome wins and is the only one reported: a handler
+/// that finishes after its timeout, its cancellation or a shutdown is ignored (abandoned).
 final class RunningJob: Sendable {
     let leased: LeasedJob
+    /// When the attempt times out.
+    let deadline: ContinuousClock.Instant
     private struct State {
-        var outcome: AttemptOutcome?
-        var waiter: CheckedContinuation<AttemptOutcome, Never>?
+        var resolved = false
         var handlerTask: Task<Void, Never>?
     }
     private let state = Mutex(State())
 
-    init(_ leased: LeasedJob) { self.leased = leased }
+    init(_ leased: LeasedJob) {
+        self.leased = leased
+        self.deadline = ContinuousClock.now + leased.job.timeout
+    }
 
     var id: JobID { leased.job.id }
+    var isResolved: Bool { state.withLock { $0.resolved } }
 
-    /// Sets the outcome if none is set yet; returns whether this call set it. Whatever ends
-    /// the attempt other than the handler itself also cancels the handler's task.
-    @discardableResult
-    func resolve(_ outcome: AttemptOutcome, cancelHandler: Bool = true) -> Bool {
-        let (waiter, task, won) = state.withLock { s -> (CheckedContinuation<AttemptOutcome, Never>?, Task<Void, Never>?, Bool) in
-            guard s.outcome == nil else { return (nil, nil, false) }
-            s.outcome = outcome
-            defer { s.waiter = nil }
-            return (s.waiter, s.handlerTask, true)
+    /// Claims the right to report an outcome; only the first caller gets `true`.
+    func resolve() -> Bool {
+        state.withLock { s in
+            if s.resolved { return false }
+            s.resolved = true
+            return true
         }
-        if won && cancelHandler { task?.cancel() }
-        waiter?.resume(returning: outcome)
-        return won
     }
 
     func attach(_ task: Task<Void, Never>) {
-        let cancelNow = state.withLock { s -> Bool in
-            s.handlerTask = task
-            return s.outcome != nil
-        }
-        if cancelNow { task.cancel() }
+        state.withLock { $0.handlerTask = task }
     }
 
-    /// Waits for the first outcome.
-    func outcome() async -> AttemptOutcome {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { s -> AttemptOutcome? in
-                if let o = s.outcome { return o }
-                s.waiter = continuation
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
+    /// Asks the handler to stop (it may not listen).
+    func cancelHandler() {
+        state.withLock { $0.handlerTask }?.cancel()
     }
 }

@@ -17,7 +17,21 @@ public struct JobID: Hashable, Sendable, Comparable, CustomStringConvertible, Co
     }
 
     /// The lowercase canonical form, as stored and shown to clients.
-    public var description: String { uuid.uuidString.lowercased() }
+    public var description: String {
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        return withUnsafeBytes(of: uuid.uuid) { bytes in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var i = 0
+                for (n, byte) in bytes.enumerated() {
+                    if n == 4 || n == 6 || n == 8 || n == 10 { out[i] = UInt8(ascii: "-"); i += 1 }
+                    out[i] = hex[Int(byte >> 4)]
+                    out[i + 1] = hex[Int(byte & 0x0F)]
+                    i += 2
+                }
+                return i
+            }
+        }
+    }
 
     /// The creation time encoded in the id (millisecond precision).
     public var timestamp: Date {
@@ -39,6 +53,18 @@ public struct JobID: Hashable, Sendable, Comparable, CustomStringConvertible, Co
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
         try c.encode(description)
+    }
+
+    /// The smallest id a job created at `date` (to the millisecond) can have: every job created
+    /// earlier has a smaller id.
+    public static func lowerBound(at date: Date) -> JobID {
+        let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
+        let bytes: uuid_t = (
+            UInt8(truncatingIfNeeded: ms >> 40), UInt8(truncatingIfNeeded: ms >> 32),
+            UInt8(truncatingIfNeeded: ms >> 24), UInt8(truncatingIfNeeded: ms >> 16),
+            UInt8(truncatingIfNeeded: ms >> 8), UInt8(truncatingIfNeeded: ms),
+            0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0)
+        return JobID(uuid: UUID(uuid: bytes))
     }
 
     private static let clock = Mutex<(ms: UInt64, counter: UInt16)>((0, 0))

@@ -53,6 +53,12 @@ struct Bench: AsyncParsableCommand {
         }
         print(String(format: "end to end (enqueue, lease, run, complete), %d jobs, %d workers: %9.0f jobs/s", jobs, concurrency, empty))
 
+        // 2b. Workers alone: the jobs are already queued.
+        let drain = try await withBench(base + "/drain.sqlite", level) { spool, store in
+            try await drainRate(spool, store: store, count: jobs)
+        }
+        print(String(format: "run only (lease, run, complete), %d jobs queued beforehand, %d workers: %9.0f jobs/s", jobs, concurrency, drain))
+
         // 3. Pickup latency with idle workers.
         let latencies = try await withBench(base + "/latency.sqlite", level) { spool, store in
             try await pickupLatency(spool, store: store, samples: latencySamples)
@@ -128,7 +134,24 @@ struct Bench: AsyncParsableCommand {
         _ = try await timeEnqueues(spool, count: count, callers: producers)
         while try await completedCount(store) - before < count {
             if ContinuousClock.now - start > .seconds(600) { throw CLIError("end-to-end run did not finish in 10 minutes") }
-            try await Task.sleep(for: .milliseconds(5))
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let elapsed = ContinuousClock.now - start
+        worker.stop()
+        try await workerTask.value
+        return Double(count) / elapsed.seconds
+    }
+
+    /// Enqueues `count` jobs in batches, then times workers running them all.
+    private func drainRate(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
+        _ = try await timeBatchEnqueues(spool, count: count, batchSize: 1000)
+        spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in nil })
+        let worker = spool.worker(queues: ["bench"])
+        let start = ContinuousClock.now
+        let workerTask = Task { try await worker.run() }
+        while try await completedCount(store) < count {
+            if ContinuousClock.now - start > .seconds(600) { throw CLIError("run did not finish in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(20))
         }
         let elapsed = ContinuousClock.now - start
         worker.stop()
