@@ -22,6 +22,7 @@ public final class SQLiteJobStore: JobStore {
     public let path: String
     private let pool: DatabasePool
     private let writer: GroupCommitWriter
+    private let completions: CompletionBatcher
 
     /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
     public init(path: String, durability: Durability = .full) throws {
@@ -41,6 +42,7 @@ public final class SQLiteJobStore: JobStore {
             throw SQLiteJobStore.map(error)
         }
         writer = GroupCommitWriter(pool: pool, durableSync: durability.rawValue, signals: signals)
+        completions = CompletionBatcher(writer: writer)
     }
 
     public func migrate() async throws {
@@ -185,17 +187,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
-        try await writer.write(atomic: true) { db, batch in
-            let row = try Row.fetchOne(
-                db.cachedStatement(sql: """
-                    UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL
-                    WHERE id = ? AND state = 'processing' AND lease_token = ?
-                    RETURNING queue, tenant
-                    """),
-                arguments: [result.map { String(decoding: $0, as: UTF8.self) }, Rows.micros(Date()), id.description, lease.value])
-            guard let row else { throw SpoolError.leaseLost(id) }
-            batch.move(queue: row[0], tenant: row[1], from: .processing, to: .completed)
-        }
+        try await completions.complete(id, lease: lease, result: result)
     }
 
     public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {
