@@ -22,7 +22,8 @@ public final class SQLiteJobStore: JobStore {
     public let path: String
     private let pool: DatabasePool
     private let writer: GroupCommitWriter
-    private let completions: CompletionBatcher
+    private let completions: Coalescer<(JobID, LeaseToken, String?), Void>
+    private let singleEnqueues: Coalescer<(Job, Int?), EnqueueResult>
 
     /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
     public init(path: String, durability: Durability = .full) throws {
@@ -42,7 +43,8 @@ public final class SQLiteJobStore: JobStore {
             throw SQLiteJobStore.map(error)
         }
         writer = GroupCommitWriter(pool: pool, durableSync: durability.rawValue, signals: signals)
-        completions = CompletionBatcher(writer: writer)
+        completions = Coalescer(writer: writer, body: Self.completeMany)
+        singleEnqueues = Coalescer(writer: writer, body: Self.insertMany)
     }
 
     public func migrate() async throws {
@@ -61,6 +63,13 @@ public final class SQLiteJobStore: JobStore {
 
     public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         if jobs.isEmpty { return [] }
+        // The common case, one job without an idempotency key, is merged with its neighbours
+        // into one multi-row insert.
+        if jobs.count == 1, jobs[0].idempotencyKey == nil {
+            let request = jobs[0]
+            let job = Self.newJob(request, defaults: defaults[request.queue], now: Date())
+            return [try await singleEnqueues.submit((job, depthLimits[request.queue]))]
+        }
         return try await writer.write(atomic: jobs.count == 1) { db, batch in
             let now = Date()
             var results: [EnqueueResult?] = Array(repeating: nil, count: jobs.count)
@@ -85,15 +94,7 @@ public final class SQLiteJobStore: JobStore {
                     }
                     keysInBatch[mapKey] = i
                 }
-                let d = defaults[request.queue] ?? JobDefaults(QueueConfiguration())
-                let runAt = request.runAt ?? now
-                let job = Job(
-                    id: JobID.make(now: now), tenant: request.tenant, queue: request.queue, kind: request.kind,
-                    payload: request.payload, priority: request.priority,
-                    state: runAt > now ? .scheduled : .pending, attempt: 0,
-                    maxAttempts: request.maxAttempts ?? d.maxAttempts, runAt: runAt,
-                    timeout: request.timeout ?? d.timeout, createdAt: now,
-                    idempotencyKey: request.idempotencyKey, callbackURL: request.callbackURL, tags: request.tags)
+                let job = Self.newJob(request, defaults: defaults[request.queue], now: now)
                 results[i] = EnqueueResult(job: job, replayed: false)
                 toInsert.append((i, job))
             }
@@ -102,30 +103,80 @@ public final class SQLiteJobStore: JobStore {
             for (_, job) in toInsert { adding[job.queue, default: 0] += 1 }
             for (queue, n) in adding {
                 guard let limit = depthLimits[queue] else { continue }
-                let depth = try Int.fetchOne(
-                    db.cachedStatement(sql: "SELECT coalesce(sum(n), 0) FROM queue_counts WHERE queue = ? AND state IN ('pending', 'scheduled')"),
-                    arguments: [queue]) ?? 0
+                let depth = try Self.waitingCount(db, queue: queue)
                 if depth + batch.waitingDelta(queue: queue) + n > limit {
                     throw SpoolError.queueFull(queue: queue, limit: limit, retryAfter: .seconds(1))
                 }
             }
-            let insert = try db.cachedStatement(sql: """
-                INSERT INTO jobs (id, tenant, queue, kind, payload, priority, state, attempt, max_attempts,
-                                  run_at, timeout_ms, created_at, idempotency_key, callback_url, tags)
-                VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for (_, job) in toInsert {
-                try insert.execute(arguments: [
+            try Self.insert(toInsert.map(\.1), db, batch)
+            return results.map { $0! }
+        }
+    }
+
+    private static func newJob(_ request: NewJob, defaults: JobDefaults?, now: Date) -> Job {
+        let d = defaults ?? JobDefaults(QueueConfiguration())
+        let runAt = request.runAt ?? now
+        return Job(
+            id: JobID.make(now: now), tenant: request.tenant, queue: request.queue, kind: request.kind,
+            payload: request.payload, priority: request.priority,
+            state: runAt > now ? .scheduled : .pending, attempt: 0,
+            maxAttempts: request.maxAttempts ?? d.maxAttempts, runAt: runAt,
+            timeout: request.timeout ?? d.timeout, createdAt: now,
+            idempotencyKey: request.idempotencyKey, callbackURL: request.callbackURL, tags: request.tags)
+    }
+
+    /// Writes new jobs with multi-row inserts (at most 500 rows per statement).
+    private static func insert(_ jobs: [Job], _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
+        for start in stride(from: 0, to: jobs.count, by: 500) {
+            let slice = jobs[start..<min(start + 500, jobs.count)]
+            var arguments = StatementArguments()
+            for job in slice {
+                arguments += [
                     job.id.description, job.tenant, job.queue, job.kind, String(decoding: job.payload, as: UTF8.self),
                     job.priority, job.state.rawValue, job.maxAttempts, Rows.micros(job.runAt),
                     Int64(job.timeout.seconds * 1000), Rows.micros(job.createdAt), job.idempotencyKey,
-                    job.callbackURL, Rows.jsonText(job.tags),
-                ])
+                    job.callbackURL, Rows.jsonText(job.tags), 0,
+                ]
                 batch.move(queue: job.queue, tenant: job.tenant, from: nil, to: job.state)
                 batch.signal(.workAvailable(queue: job.queue))
             }
-            return results.map { $0! }
+            try db.cachedStatement(sql: """
+                INSERT INTO jobs (id, tenant, queue, kind, payload, priority, state, max_attempts,
+                                  run_at, timeout_ms, created_at, idempotency_key, callback_url, tags, attempt)
+                VALUES \(placeholders(rows: slice.count, columns: 15))
+                """).execute(arguments: arguments)
         }
+    }
+
+    /// Inserts single enqueues gathered from many callers. Each is checked against its queue's
+    /// depth limit in arrival order; those past it are refused alone.
+    private static func insertMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(Job, Int?)]) throws -> [Result<EnqueueResult, SpoolError>] {
+        var depth: [String: Int] = [:]
+        var accepted: [Job] = []
+        var results: [Result<EnqueueResult, SpoolError>] = []
+        results.reserveCapacity(items.count)
+        for (job, limit) in items {
+            if let limit {
+                let current = try depth[job.queue] ?? (waitingCount(db, queue: job.queue) + batch.waitingDelta(queue: job.queue))
+                if current + 1 > limit {
+                    depth[job.queue] = current
+                    results.append(.failure(.queueFull(queue: job.queue, limit: limit, retryAfter: .seconds(1))))
+                    continue
+                }
+                depth[job.queue] = current + 1
+            }
+            accepted.append(job)
+            results.append(.success(EnqueueResult(job: job, replayed: false)))
+        }
+        try insert(accepted, db, batch)
+        return results
+    }
+
+    /// Jobs waiting in `queue` (pending + scheduled), as committed.
+    private static func waitingCount(_ db: Database, queue: String) throws -> Int {
+        try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT coalesce(sum(n), 0) FROM queue_counts WHERE queue = ? AND state IN ('pending', 'scheduled')"),
+            arguments: [queue]) ?? 0
     }
 
     private static func checkSameRequest(_ job: Job, _ request: NewJob, key: String) throws {
@@ -187,7 +238,32 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
-        try await completions.complete(id, lease: lease, result: result)
+        try await completions.submit((id, lease, result.map { String(decoding: $0, as: UTF8.self) }))
+    }
+
+    /// Completes many jobs with one statement per 500, checking each lease token (fencing).
+    private static func completeMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(JobID, LeaseToken, String?)]) throws -> [Result<Void, SpoolError>] {
+        let now = Rows.micros(Date())
+        var done = Set<JobID>()
+        for start in stride(from: 0, to: items.count, by: 500) {
+            let slice = items[start..<min(start + 500, items.count)]
+            var arguments: StatementArguments = [now]
+            for (id, lease, result) in slice { arguments += [id.description, lease.value, result] }
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET state = 'completed', result = v.column3, finished_at = ?,
+                                    lease_token = NULL, lease_expires_at = NULL
+                    FROM (VALUES \(placeholders(rows: slice.count, columns: 3))) AS v
+                    WHERE jobs.id = v.column1 AND jobs.state = 'processing' AND jobs.lease_token = v.column2
+                    RETURNING jobs.id, jobs.queue, jobs.tenant
+                    """),
+                arguments: arguments)
+            for row in rows {
+                if let id = JobID(row[0] as String) { done.insert(id) }
+                batch.move(queue: row[1], tenant: row[2], from: .processing, to: .completed)
+            }
+        }
+        return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
     }
 
     public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {

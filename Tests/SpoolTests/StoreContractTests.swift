@@ -274,6 +274,46 @@ struct StoreContractTests {
         }
     }
 
+    @Test("concurrent single enqueues never pass the depth limit", arguments: StoreKind.allCases)
+    func depthLimitUnderConcurrency(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let outcomes = await withTaskGroup(of: Bool.self) { group in
+                for _ in 0..<40 {
+                    group.addTask { (try? await store.add(queue: "busy", depthLimit: 7)) != nil }
+                }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 }.count == 7)
+            let written = try await store.list(JobFilter(queue: "busy", limit: 100)).jobs.count
+            let depth = try await store.queueStats().first { $0.name == "busy" }?.depth
+            #expect(written == 7 && depth == 7)
+        }
+    }
+
+    @Test("single enqueues from many callers keep FIFO order per caller and all land", arguments: StoreKind.allCases)
+    func concurrentSingleEnqueues(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let ids = try await withThrowingTaskGroup(of: [JobID].self) { group in
+                for caller in 0..<8 {
+                    group.addTask {
+                        var mine: [JobID] = []
+                        for n in 0..<25 { mine.append(try await store.add(payload: #"{"caller":\#(caller),"n":\#(n)}"#).job.id) }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: [[JobID]]()) { $0.append($1) }
+            }
+            #expect(ids.joined().count == 200 && Set(ids.joined()).count == 200)
+            // Leasing one at a time follows enqueue order: each caller's jobs come out in its order.
+            var order: [JobID] = []
+            for _ in 0..<200 { order += try await store.leaseAll(limit: 1).map(\.id) }
+            for mine in ids {
+                let positions = mine.map { order.firstIndex(of: $0)! }
+                #expect(positions == positions.sorted())
+            }
+        }
+    }
+
     @Test("a paused queue hands out nothing until resumed", arguments: StoreKind.allCases)
     func pauseResume(kind: StoreKind) async throws {
         try await withStore(kind) { store in
