@@ -29,7 +29,7 @@ final class SpoolProcess {
         self.log = log
         process.executableURL = URL(fileURLWithPath: try spoolBinary())
         process.arguments = arguments
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardOutput = handle
         process.standardError = handle

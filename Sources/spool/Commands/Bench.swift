@@ -122,35 +122,28 @@ struct Bench: AsyncParsableCommand {
     /// Producers enqueue `count` single jobs while workers run them; returns jobs/s from the
     /// first enqueue to the last completion.
     private func endToEnd(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
-        let ran = Counter()
-        spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in
-            ran.increment()
-            return nil
-        })
-        let worker = spool.worker(queues: ["bench"])
-        let workerTask = Task { try await worker.run() }
-        let before = try await completedCount(store)
-        let start = ContinuousClock.now
-        _ = try await timeEnqueues(spool, count: count, callers: producers)
-        while try await completedCount(store) - before < count {
-            if ContinuousClock.now - start > .seconds(600) { throw CLIError("end-to-end run did not finish in 10 minutes") }
-            try await Task.sleep(for: .milliseconds(20))
+        try await timeWorkers(spool, store: store, count: count) {
+            _ = try await timeEnqueues(spool, count: count, callers: producers)
         }
-        let elapsed = ContinuousClock.now - start
-        worker.stop()
-        try await workerTask.value
-        return Double(count) / elapsed.seconds
     }
 
     /// Enqueues `count` jobs in batches, then times workers running them all.
     private func drainRate(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
         _ = try await timeBatchEnqueues(spool, count: count, batchSize: 1000)
+        return try await timeWorkers(spool, store: store, count: count) {}
+    }
+
+    /// Starts no-op workers, runs `produce`, and returns jobs/s from the start until `count`
+    /// more jobs have completed.
+    private func timeWorkers(_ spool: Spool, store: SQLiteJobStore, count: Int, produce: () async throws -> Void) async throws -> Double {
         spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in nil })
         let worker = spool.worker(queues: ["bench"])
+        let before = try await completedCount(store)
         let start = ContinuousClock.now
         let workerTask = Task { try await worker.run() }
-        while try await completedCount(store) < count {
-            if ContinuousClock.now - start > .seconds(600) { throw CLIError("run did not finish in 10 minutes") }
+        try await produce()
+        while try await completedCount(store) - before < count {
+            if ContinuousClock.now - start > .seconds(600) { throw CLIError("the run did not finish in 10 minutes") }
             try await Task.sleep(for: .milliseconds(20))
         }
         let elapsed = ContinuousClock.now - start

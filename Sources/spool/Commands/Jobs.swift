@@ -88,20 +88,19 @@ struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a job that has not finished (a running one is asked to stop).")
     @OptionGroup var store: StoreOptions
     @Argument(help: "Job id.") var id: String
-    func run() async throws {
-        let id = try parseJobID(id)
-        let spool = try await store.open()
-        do { try printJSON(JobDocument(try await spool.cancel(id))) } catch { throw explain(error) }
-    }
+    func run() async throws { try await changeJob(id, store) { try await $0.cancel($1) } }
 }
 
 struct Retry: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Put a failed or cancelled job back in its queue.")
     @OptionGroup var store: StoreOptions
     @Argument(help: "Job id.") var id: String
-    func run() async throws {
-        let id = try parseJobID(id)
-        let spool = try await store.open()
-        do { try printJSON(JobDocument(try await spool.retry(id))) } catch { throw explain(error) }
-    }
+    func run() async throws { try await changeJob(id, store) { try await $0.retry($1) } }
+}
+
+/// Applies `change` to one job and prints the job as it is afterwards.
+private func changeJob(_ id: String, _ store: StoreOptions, _ change: (Spool, JobID) async throws -> Job) async throws {
+    let id = try parseJobID(id)
+    let spool = try await store.open()
+    do { try printJSON(JobDocument(try await change(spool, id))) } catch { throw explain(error) }
 }

@@ -35,20 +35,18 @@ struct Pause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pause a queue: workers take no new jobs from it.")
     @OptionGroup var store: StoreOptions
     @Argument(help: "Queue name.") var queue: String
-    func run() async throws {
-        let spool = try await store.open()
-        try await spool.pause(queue: queue)
-        print("paused \(queue)")
-    }
+    func run() async throws { try await setPaused(true, queue, store) }
 }
 
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Resume a paused queue.")
     @OptionGroup var store: StoreOptions
     @Argument(help: "Queue name.") var queue: String
-    func run() async throws {
-        let spool = try await store.open()
-        try await spool.resume(queue: queue)
-        print("resumed \(queue)")
-    }
+    func run() async throws { try await setPaused(false, queue, store) }
+}
+
+private func setPaused(_ paused: Bool, _ queue: String, _ store: StoreOptions) async throws {
+    let spool = try await store.open()
+    try await spool.store.setPaused(paused, queue: queue)
+    print(paused ? "paused \(queue)" : "resumed \(queue)")
 }
