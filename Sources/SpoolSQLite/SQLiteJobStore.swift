@@ -40,7 +40,7 @@ public final class SQLiteJobStore: JobStore {
         do {
             pool = try DatabasePool(path: path, configuration: config)
         } catch {
-            throw SQLiteJobStore.map(error)
+            throw SpoolError.unavailable(reason: "cannot open the SQLite database at \(path): \(error)")
         }
         writer = GroupCommitWriter(pool: pool, durableSync: durability.rawValue, signals: signals)
         completions = Coalescer(writer: writer, body: Self.completeMany)
