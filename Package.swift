@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "SpoolCore", targets: ["SpoolCore"]),
         .library(name: "SpoolSQLite", targets: ["SpoolSQLite"]),
+        .library(name: "SpoolGateway", targets: ["SpoolGateway"]),
         .executable(name: "spool", targets: ["spool"]),
     ],
     dependencies: [
@@ -15,6 +16,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // The job model, the store interface and the worker engine. No database code.
@@ -22,6 +30,7 @@ let package = Package(
             name: "SpoolCore",
             dependencies: [
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -33,14 +42,30 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The HTTP API: 202 + job id, status, queue control, auth and tenants, metrics, OpenAPI.
+        .target(
+            name: "SpoolGateway",
+            dependencies: [
+                "SpoolCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            resources: [.copy("openapi.json")]
+        ),
         // Job kinds for the quick start and the benchmark. Not for production use.
         .target(name: "SpoolDemoJobs", dependencies: ["SpoolCore"]),
         // The `spool` command line: serve, worker, enqueue, ..., bench.
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs",
+                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
@@ -59,7 +84,16 @@ let package = Package(
         .testTarget(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
-            dependencies: ["SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "spool"]
+            dependencies: [
+                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "spool",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import SpoolCore
+import Synchronization
 
 /// The embedded store: one SQLite file in WAL mode.
 ///
@@ -22,6 +23,7 @@ public final class SQLiteJobStore: JobStore {
     public let path: String
     private let pool: DatabasePool
     private let writer: GroupCommitWriter
+    private let closed = Mutex(false)
     private let completions: Coalescer<(JobID, LeaseToken, String?), Void>
     private let singleEnqueues: Coalescer<(Job, Int?), EnqueueResult>
 
@@ -55,6 +57,7 @@ public final class SQLiteJobStore: JobStore {
 
     /// Commits queued writes, stops the writer thread and closes the file.
     public func close() async throws {
+        closed.withLock { $0 = true }
         writer.close()
         try pool.close()
     }
@@ -459,10 +462,12 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func queueStats() async throws -> [QueueStats] {
+    public func queueStats(tenant: String?) async throws -> [QueueStats] {
         try await read { db in
             var stats: [String: QueueStats] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT queue, state, sum(n) AS n FROM queue_counts GROUP BY queue, state") {
+            for row in try Row.fetchAll(
+                db, sql: "SELECT queue, state, sum(n) AS n FROM queue_counts WHERE ? IS NULL OR tenant = ? GROUP BY queue, state",
+                arguments: [tenant, tenant]) {
                 let name: String = row["queue"]
                 guard let state = JobState(rawValue: row["state"]) else { continue }
                 stats[name, default: QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)].counts[state] = row["n"]
@@ -475,7 +480,7 @@ public final class SQLiteJobStore: JobStore {
             for name in stats.keys where (stats[name]!.counts[.pending] ?? 0) > 0 {
                 // Read from the ready index alone (it covers run_at).
                 if let oldest = try Int64.fetchOne(
-                    db, sql: "SELECT min(run_at) FROM jobs INDEXED BY jobs_ready WHERE queue = ? AND state = 'pending'", arguments: [name]) {
+                    db, sql: "SELECT min(run_at) FROM jobs INDEXED BY jobs_ready WHERE queue = ? AND state = 'pending' AND (? IS NULL OR tenant = ?)", arguments: [name, tenant, tenant]) {
                     stats[name]!.oldestPendingAge = .seconds(fractional: max(0, now.timeIntervalSince(Rows.date(oldest))))
                 }
             }
@@ -486,6 +491,7 @@ public final class SQLiteJobStore: JobStore {
     // MARK: Helpers
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        if closed.withLock({ $0 }) { throw SpoolError.unavailable(reason: "the store is closed") }
         do { return try await pool.read(body) } catch { throw Self.map(error) }
     }
 

@@ -11,6 +11,8 @@ struct ConfigFile: Decodable {
         var jitter: Double?
     }
     struct QueueFile: Decodable {
+        /// Kinds the gateway accepts for this queue (any registered kind when absent).
+        var kinds: [String]?
         var concurrency: Int?
         var timeout_seconds: Double?
         var max_attempts: Int?
@@ -36,8 +38,24 @@ struct ConfigFile: Decodable {
         var failed_hours: Double?
     }
 
+    struct TokenFile: Decodable {
+        var name: String?
+        var tenant: String?
+        var scopes: [String]
+        /// SHA-256 of the secret, hex (what `spool token new` prints).
+        var sha256: String
+    }
+    struct GatewayFile: Decodable {
+        var host: String?
+        var port: Int?
+        var max_body_bytes: Int?
+        var max_batch_jobs: Int?
+        var tokens: [TokenFile]?
+    }
+
     var database: String?
     var durability: String?
+    var gateway: GatewayFile?
     var lease_seconds: Double?
     var heartbeat_seconds: Double?
     var grace_seconds: Double?

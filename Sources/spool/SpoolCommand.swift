@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpoolCore
+import SpoolGateway
 
 @main
 struct SpoolCommand: AsyncParsableCommand {
@@ -10,7 +11,7 @@ struct SpoolCommand: AsyncParsableCommand {
         discussion: "Runs on an embedded SQLite file by default (./spool.sqlite, or SPOOL_DATABASE).",
         subcommands: [
             Serve.self, Worker.self, Enqueue.self, Get.self, List.self, Cancel.self, Retry.self,
-            Queues.self, Pause.self, Resume.self, Migrate.self, Bench.self,
+            Queues.self, Pause.self, Resume.self, Migrate.self, Bench.self, Token.self,
         ])
 }
 
@@ -30,5 +31,6 @@ func parseJobID(_ s: String) throws -> JobID {
 /// Maps engine errors to readable messages for the terminal.
 func explain(_ error: any Error) -> any Error {
     if let e = error as? SpoolError { return CLIError(e.description) }
+    if let e = error as? GatewayError { return CLIError(e.description) }
     return error
 }

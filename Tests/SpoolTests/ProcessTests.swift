@@ -88,7 +88,7 @@ struct ProcessTests {
             #expect(job.state == .completed && job.attempt == 2)
             #expect(job.errors.map(\.reason) == ["lease_expired"])
         }
-        let stats = try #require(try await store.queueStats().first { $0.name == "default" })
+        let stats = try #require(try await store.queueStats(tenant: nil).first { $0.name == "default" })
         #expect(stats.counts[.completed] == 8 && stats.depth == 0 && (stats.counts[.failed] ?? 0) == 0)
 
         second.signal(SIGTERM)

@@ -266,7 +266,7 @@ struct StoreContractTests {
         try await withStore(kind) { store in
             for _ in 0..<3 { try await store.add(depthLimit: 3) }
             await expectSpoolError({ if case .queueFull("q", 3, _) = $0 { true } else { false } }) { try await store.add(depthLimit: 3) }
-            #expect(try await store.queueStats().first { $0.name == "q" }?.depth == 3)
+            #expect(try await store.queueStats(tenant: nil).first { $0.name == "q" }?.depth == 3)
             // Running jobs do not count towards the depth.
             _ = try await store.leaseAll(limit: 1)
             try await store.add(depthLimit: 3)
@@ -285,7 +285,7 @@ struct StoreContractTests {
             }
             #expect(outcomes.filter { $0 }.count == 7)
             let written = try await store.list(JobFilter(queue: "busy", limit: 100)).jobs.count
-            let depth = try await store.queueStats().first { $0.name == "busy" }?.depth
+            let depth = try await store.queueStats(tenant: nil).first { $0.name == "busy" }?.depth
             #expect(written == 7 && depth == 7)
         }
     }
@@ -320,7 +320,7 @@ struct StoreContractTests {
             try await store.add()
             try await store.setPaused(true, queue: "q")
             #expect(try await store.leaseAll().isEmpty)
-            #expect(try await store.queueStats().first { $0.name == "q" }?.paused == true)
+            #expect(try await store.queueStats(tenant: nil).first { $0.name == "q" }?.paused == true)
             try await store.setPaused(false, queue: "q")
             #expect(try await store.leaseAll().count == 1)
         }
@@ -349,7 +349,7 @@ struct StoreContractTests {
             #expect(try await store.prune(completedBefore: Date().addingTimeInterval(-60), failedBefore: cutoff, limit: 100) == 1)
             #expect(try await store.job(failed, tenant: nil) == nil)
             for id in finished { #expect(try await store.job(id, tenant: nil) == nil) }
-            let counts = try #require(try await store.queueStats().first { $0.name == "q" }).counts
+            let counts = try #require(try await store.queueStats(tenant: nil).first { $0.name == "q" }).counts
             #expect(counts[.completed] == 0 && counts[.failed] == 0 && counts[.pending] == 1)
         }
     }
@@ -362,7 +362,7 @@ struct StoreContractTests {
             try await store.add(queue: "other")
             let leased = try await store.leaseAll(limit: 2)
             try await store.complete(leased[0].id, lease: leased[0].lease, result: nil)
-            let stats = try await store.queueStats()
+            let stats = try await store.queueStats(tenant: nil)
             let q = try #require(stats.first { $0.name == "q" })
             #expect(q.counts[.pending] == 2 && q.counts[.scheduled] == 1 && q.counts[.processing] == 1 && q.counts[.completed] == 1)
             #expect(q.depth == 3 && q.oldestPendingAge != nil && !q.paused)

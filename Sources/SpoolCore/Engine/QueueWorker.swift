@@ -186,6 +186,9 @@ final class QueueWorker: Sendable {
         let job = running.leased.job
         let task = Task {
             let outcome: AttemptOutcome
+            JobMetrics.pickup(job, startedAt: Date())
+            let started = ContinuousClock.now
+            defer { JobMetrics.runTime(job, ContinuousClock.now - started) }
             if let handler = spool.handler(for: job.kind) {
                 let context = JobContext(job: job, lease: running.leased.lease, store: store, logger: logger)
                 do {
@@ -228,14 +231,18 @@ final class QueueWorker: Sendable {
             switch outcome {
             case .succeeded(let result):
                 try await withStoreRetries { try await self.store.complete(job.id, lease: leased.lease, result: result) }
+                JobMetrics.finished(job, outcome: "completed")
             case .failed(let error):
                 try await recordFailure(leased, message: "\(error)", reason: reason(of: error), retryAfter: retryDelay(of: error))
             case .timedOut(let limit):
                 try await recordFailure(leased, message: "attempt timed out after \(limit.seconds)s", reason: "timeout", retryAfter: nil)
             case .shutdown:
                 try await withStoreRetries { try await self.store.release(job.id, lease: leased.lease) }
-            case .cancelled, .leaseLost:
-                break
+                JobMetrics.finished(job, outcome: "released")
+            case .cancelled:
+                JobMetrics.finished(job, outcome: "cancelled")
+            case .leaseLost:
+                JobMetrics.finished(job, outcome: "lease_lost")
             }
         } catch SpoolError.leaseLost {
             logger.warning("outcome rejected: this worker no longer holds the lease", metadata: ["job": "\(job.id)"])
@@ -267,6 +274,7 @@ final class QueueWorker: Sendable {
             nil
         }
         try await withStoreRetries { try await self.store.fail(job.id, lease: leased.lease, error: error, retryAt: retryAt) }
+        JobMetrics.finished(job, outcome: retryAt == nil ? "failed" : "retried")
         if retryAt == nil {
             logger.warning("job failed for good", metadata: ["job": "\(job.id)", "attempt": "\(job.attempt)", "error": "\(message)"])
         } else {

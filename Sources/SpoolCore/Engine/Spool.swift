@@ -66,7 +66,9 @@ public final class Spool: Sendable {
             defaults[job.queue] = JobDefaults(queue)
             if let limit = queue.depthLimit { limits[job.queue] = limit }
         }
-        return try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
+        let results = try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
+        JobMetrics.enqueued(results)
+        return results
     }
 
     /// Enqueues a job for a handler type, with a typed payload.
@@ -89,7 +91,7 @@ public final class Spool: Sendable {
     public func retry(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.retry(id, tenant: tenant) }
     public func pause(queue: String) async throws { try await store.setPaused(true, queue: queue) }
     public func resume(queue: String) async throws { try await store.setPaused(false, queue: queue) }
-    public func queueStats() async throws -> [QueueStats] { try await store.queueStats() }
+    public func queueStats() async throws -> [QueueStats] { try await store.queueStats(tenant: nil) }
 
     /// Waits until the job reaches a terminal state (polling the store), or `timeout` passes.
     public func waitUntilFinished(_ id: JobID, timeout: Duration = .seconds(60), pollEvery: Duration = .milliseconds(20)) async throws -> Job {

@@ -70,8 +70,9 @@ public protocol JobStore: Sendable {
 
     func setPaused(_ paused: Bool, queue: String) async throws
 
-    /// Every queue that has jobs or was ever paused, with counts per state.
-    func queueStats() async throws -> [QueueStats]
+    /// Every queue that has jobs or was ever paused, with counts per state (of one tenant's
+    /// jobs, or of all when `tenant` is `nil`).
+    func queueStats(tenant: String?) async throws -> [QueueStats]
 
     /// Moves every `failed` job of a queue back to `pending` (redrive the dead letters).
     func retryFailed(queue: String, tenant: String?) async throws -> Int

@@ -153,7 +153,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     private func completedCount(_ store: SQLiteJobStore) async throws -> Int {
-        try await store.queueStats().first { $0.name == "bench" }?.counts[.completed] ?? 0
+        try await store.queueStats(tenant: nil).first { $0.name == "bench" }?.counts[.completed] ?? 0
     }
 
     /// Enqueues one job at a time with idle workers; returns enqueue-call-to-handler-start times in ms.

@@ -3,34 +3,55 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SpoolCore
+import Metrics
+import Prometheus
 import SpoolDemoJobs
+import SpoolGateway
 
-/// Builds the engine and runs its workers until SIGTERM or SIGINT.
-func runWorkers(store: StoreOptions, worker: WorkerOptions, role: String) async throws {
+/// The registry `/metrics` reads; swift-metrics is bootstrapped with it once per process.
+let metricsRegistry: PrometheusCollectorRegistry = {
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}()
+
+/// Builds the engine and runs it until SIGTERM or SIGINT: workers (unless `--no-workers`),
+/// and the HTTP gateway when `gateway` is given.
+func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
+    let file = try store.loadConfigFile()
     let spool = try await store.open { try worker.apply(to: &$0) }
     if !worker.noDemoJobs { DemoJobs.register(on: spool) }
     let logger = Logger(label: "spool")
-    let database = store.databasePath(try store.loadConfigFile())
     logger.info("\(role) starting", metadata: [
-        "database": "\(database)",
+        "database": "\(store.databasePath(file))",
         "kinds": "\(spool.registeredKinds.joined(separator: ","))",
     ])
-    let group = ServiceGroup(configuration: .init(
-        services: [.init(service: spool.worker(queues: worker.queueList))],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: logger))
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if gateway?.noWorkers != true {
+        services.append(.init(service: spool.worker(queues: worker.queueList)))
+    }
+    if let gateway {
+        let config = try gateway.configuration(file)
+        let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
+        let app = try api.application(logger: logger) { port in
+            logger.info("HTTP API listening", metadata: ["address": "http://\(config.host):\(port)"])
+        }
+        services.append(.init(service: app))
+    }
+    let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
     try await spool.store.close()
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run Spool: the engine and its workers in one process (the HTTP gateway joins here).")
+        abstract: "Run Spool: the HTTP API, the workers and the metrics in one process.")
     @OptionGroup var store: StoreOptions
     @OptionGroup var worker: WorkerOptions
+    @OptionGroup var gateway: GatewayOptions
     func run() async throws {
-        do { try await runWorkers(store: store, worker: worker, role: "spool serve") } catch { throw explain(error) }
+        do { try await runSpool(store: store, worker: worker, gateway: gateway, role: "spool serve") } catch { throw explain(error) }
     }
 }
 
@@ -39,7 +60,7 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var worker: WorkerOptions
     func run() async throws {
-        do { try await runWorkers(store: store, worker: worker, role: "spool worker") } catch { throw explain(error) }
+        do { try await runSpool(store: store, worker: worker, gateway: nil, role: "spool worker") } catch { throw explain(error) }
     }
 }
 

@@ -1,0 +1,124 @@
+import Crypto
+import Foundation
+import Hummingbird
+import SpoolCore
+
+/// What a token may do.
+public enum Scope: String, Sendable, CaseIterable, Codable {
+    /// Enqueue jobs, and cancel, retry or delete the tenant's own jobs.
+    case enqueue
+    /// Read the tenant's jobs and queues.
+    case read
+    /// Lease and report jobs over HTTP (workers in other languages).
+    case worker
+    /// Everything, for every tenant: queue control, dead-letter redrive, purge.
+    case admin
+}
+
+/// An API token as the gateway keeps it: only the SHA-256 of the secret, never the secret.
+public struct APIToken: Sendable {
+    public var name: String
+    public var tenant: String
+    public var scopes: Set<Scope>
+    /// SHA-256 of the token, 32 bytes.
+    public var hash: [UInt8]
+
+    public init(name: String, tenant: String, scopes: Set<Scope>, hash: [UInt8]) {
+        self.name = name; self.tenant = tenant; self.scopes = scopes; self.hash = hash
+    }
+
+    /// Builds an entry from the secret itself (hashed at once, the secret is not kept).
+    public init(name: String, tenant: String, scopes: Set<Scope>, secret: String) {
+        self.init(name: name, tenant: tenant, scopes: scopes, hash: APIToken.hash(secret))
+    }
+
+    public static func hash(_ secret: String) -> [UInt8] { Array(SHA256.hash(data: Data(secret.utf8))) }
+
+    /// Parses a hex SHA-256 (64 characters).
+    public static func parseHex(_ hex: String) -> [UInt8]? {
+        guard hex.utf8.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        return bytes
+    }
+
+    /// A new random token: `spool_` and 43 URL-safe characters (256 bits).
+    public static func generateSecret() -> String {
+        let key = SymmetricKey(size: .bits256)
+        let raw = key.withUnsafeBytes { Data($0) }.base64EncodedString()
+        return "spool_" + raw.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+}
+
+/// Who is calling: the tenant they act for and what they may do.
+public struct Principal: Sendable {
+    public var name: String
+    public var tenant: String
+    public var scopes: Set<Scope>
+
+    /// The caller when the gateway runs without tokens (loopback only).
+    static let local = Principal(name: "local", tenant: NewJob.defaultTenant, scopes: Set(Scope.allCases))
+
+    public var isAdmin: Bool { scopes.contains(.admin) }
+    /// The tenant filter for reads and changes: `nil` (every tenant) for admins.
+    var tenantFilter: String? { isAdmin ? nil : tenant }
+}
+
+/// The request context of the gateway: the core storage plus the authenticated caller.
+public struct SpoolRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        principal = nil
+    }
+
+    /// The caller, who must hold `scope` (or `admin`).
+    func require(_ scope: Scope) throws -> Principal {
+        guard let principal else { throw Problem.unauthorized }
+        guard principal.scopes.contains(scope) || principal.isAdmin else { throw Problem.forbidden(scope) }
+        return principal
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured tokens. With no tokens
+/// configured every caller is the local admin (the gateway refuses to start that way unless it
+/// listens on loopback only).
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = SpoolRequestContext
+    let tokens: [APIToken]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        if tokens.isEmpty {
+            context.principal = .local
+        } else {
+            guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+                throw Problem.unauthorized
+            }
+            let secret = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+            guard let token = find(APIToken.hash(secret)) else { throw Problem.unauthorized }
+            context.principal = Principal(name: token.name, tenant: token.tenant, scopes: token.scopes)
+        }
+        return try await next(request, context)
+    }
+
+    /// Compares against every token in constant time, so timing tells nothing about which
+    /// bytes matched.
+    private func find(_ hash: [UInt8]) -> APIToken? {
+        var found: APIToken?
+        for token in tokens {
+            var difference: UInt8 = 0
+            for (a, b) in zip(token.hash, hash) { difference |= a ^ b }
+            if difference == 0 && token.hash.count == hash.count { found = token }
+        }
+        return found
+    }
+}

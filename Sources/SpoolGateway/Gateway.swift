@@ -1,0 +1,177 @@
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import SpoolCore
+
+/// Settings of the HTTP gateway.
+public struct GatewayConfiguration: Sendable {
+    /// Address to listen on. Without tokens only a loopback address is allowed.
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// The largest request body accepted (413 past it).
+    public var maxBodyBytes = 1 << 20
+    /// The most jobs in one `POST /v1/jobs/batch`.
+    public var maxBatchJobs = 1000
+    /// API tokens; empty means no authentication (loopback only).
+    public var tokens: [APIToken] = []
+    /// Kinds accepted per queue; a queue missing here accepts any kind the process has a
+    /// handler for (or any kind at all when the process runs no workers).
+    public var kinds: [String: Set<String>] = [:]
+
+    public init() {}
+
+    /// Whether `host` is a loopback address.
+    public var isLoopback: Bool {
+        host == "127.0.0.1" || host == "::1" || host == "localhost" || host.hasPrefix("127.")
+    }
+
+    /// Refuses to run without tokens on an address other machines can reach.
+    public func validate() throws {
+        if tokens.isEmpty && !isLoopback {
+            throw GatewayError("refusing to listen on \(host) without API tokens: anyone who can reach it could enqueue and read jobs. "
+                + "Configure tokens (gateway.tokens in the config file, or SPOOL_TOKENS), or bind to 127.0.0.1")
+        }
+    }
+}
+
+public struct GatewayError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The HTTP API over a ``Spool`` engine.
+public struct Gateway: Sendable {
+    public let spool: Spool
+    public let configuration: GatewayConfiguration
+    /// Where `/metrics` reads from; the process bootstraps swift-metrics with it.
+    public let metrics: PrometheusCollectorRegistry
+
+    public init(spool: Spool, configuration: GatewayConfiguration, metrics: PrometheusCollectorRegistry) {
+        self.spool = spool
+        self.configuration = configuration
+        self.metrics = metrics
+    }
+
+    /// Every route as `METHOD /path` with `{name}` parameters, as the OpenAPI document lists them.
+    public static let routes: [String] = [
+        "GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
+        "POST /v1/jobs", "POST /v1/jobs/batch", "GET /v1/jobs", "GET /v1/jobs/{id}",
+        "POST /v1/jobs/{id}/cancel", "POST /v1/jobs/{id}/retry", "DELETE /v1/jobs/{id}",
+        "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
+        "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
+    ]
+
+    /// The router with every route and middleware.
+    public func router() -> Router<SpoolRequestContext> {
+        let router = Router(context: SpoolRequestContext.self)
+        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: MetricsMiddleware())
+        OpsRoutes(gateway: self).register(on: router)
+        let v1 = router.group("v1")
+        v1.get("openapi.json") { _, _ in try OpsRoutes.openAPIResponse() }
+        let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens))
+        JobRoutes(gateway: self).register(on: api)
+        QueueRoutes(gateway: self).register(on: api)
+        return router
+    }
+
+    /// The Hummingbird application serving the API; run it as a service.
+    public func application(logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        try configuration.validate()
+        if configuration.tokens.isEmpty {
+            logger.warning("no API tokens configured: the API is open to every local process (listening on \(configuration.host) only)")
+        }
+        return Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "spool"),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    /// Kinds a queue accepts, or `nil` for any.
+    func acceptedKinds(queue: String) -> Set<String>? {
+        if let listed = configuration.kinds[queue] { return listed }
+        let registered = spool.registeredKinds
+        return registered.isEmpty ? nil : Set(registered)
+    }
+
+    /// Queues this gateway accepts jobs for: the configured ones and `default`.
+    func knowsQueue(_ name: String) -> Bool {
+        name == "default" || spool.configuration.queues[name] != nil || configuration.kinds[name] != nil
+    }
+}
+
+/// Turns every error a route throws into a problem document.
+struct ProblemMiddleware: RouterMiddleware {
+    typealias Context = SpoolRequestContext
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let wrapped = Problem.wrap(error)
+            if let problem = wrapped as? Problem, problem.status == .internalServerError {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            throw wrapped
+        }
+    }
+}
+
+/// JSON responses.
+enum JSONResponse {
+    static func make<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+    }
+}
+
+extension Request {
+    /// The body as JSON, enforcing the content type and the size limit.
+    func jsonBody(limit: Int) async throws -> JSONValue {
+        let type = headers[.contentType]?.lowercased() ?? ""
+        let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard mediaType == "application/json" || mediaType.hasSuffix("+json") else { throw Problem.unsupportedMediaType }
+        if let length = headers[.contentLength].flatMap({ Int($0) }), length > limit { throw Problem.tooLarge(limit) }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await body.collect(upTo: limit)
+        } catch {
+            throw Problem.tooLarge(limit)
+        }
+        guard JSONDepth.isWithin(buffer, limit: 64) else {
+            throw Problem.validation("body", "JSON nested deeper than 64 levels")
+        }
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
+            throw Problem.malformed("the body could not be parsed as JSON (\(buffer.readableBytes) bytes)")
+        }
+        return value
+    }
+}
+
+/// Refuses absurdly nested JSON before a recursive parser sees it.
+enum JSONDepth {
+    static func isWithin(_ buffer: ByteBuffer, limit: Int) -> Bool {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in buffer.readableBytesView {
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return false }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import Hummingbird
+import SpoolCore
+
+/// `/v1/jobs`: enqueue, follow, cancel, retry, delete.
+struct JobRoutes {
+    let gateway: Gateway
+    var spool: Spool { gateway.spool }
+
+    /// What `POST /v1/jobs` answers: enough to follow the job.
+    struct Accepted: Encodable {
+        struct Links: Encodable {
+            var `self`: String
+            var events: String
+        }
+        var id: String
+        var state: JobState
+        var queue: String
+        var kind: String
+        var created_at: String
+        var replayed: Bool
+        var links: Links
+
+        init(_ result: EnqueueResult) {
+            let id = result.job.id.description
+            self.id = id
+            state = result.job.state
+            queue = result.job.queue
+            kind = result.job.kind
+            created_at = Timestamp.format(result.job.createdAt)
+            replayed = result.replayed
+            links = Links(self: "/v1/jobs/\(id)", events: "/v1/jobs/\(id)/events")
+        }
+    }
+
+    func register(on api: RouterGroup<SpoolRequestContext>) {
+        api.post("jobs", use: enqueue)
+        api.post("jobs/batch", use: enqueueBatch)
+        api.get("jobs", use: list)
+        api.get("jobs/:id", use: get)
+        api.post("jobs/:id/cancel") { request, context in
+            let principal = try context.require(.enqueue)
+            return try JSONResponse.make(JobDocument(try await spool.cancel(try jobID(context), tenant: principal.tenantFilter)))
+        }
+        api.post("jobs/:id/retry") { request, context in
+            let principal = try context.require(.enqueue)
+            return try JSONResponse.make(JobDocument(try await spool.retry(try jobID(context), tenant: principal.tenantFilter)))
+        }
+        api.delete("jobs/:id") { request, context in
+            let principal = try context.require(.enqueue)
+            try await spool.store.delete(try jobID(context), tenant: principal.tenantFilter)
+            return Response(status: .noContent)
+        }
+    }
+
+    @Sendable func enqueue(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.enqueue)
+        let body = try await request.jsonBody(limit: gateway.configuration.maxBodyBytes)
+        let job = try JobRequest.parse(body, tenant: principal.tenant, headerKey: request.headers[.idempotencyKey])
+        try check(job)
+        let result = try await spool.enqueue(job)
+        let accepted = Accepted(result)
+        if result.replayed {
+            return try JSONResponse.make(accepted, status: .ok, headers: [.idempotentReplayed: "true", .location: accepted.links.`self`])
+        }
+        return try JSONResponse.make(accepted, status: .accepted, headers: [.location: accepted.links.`self`])
+    }
+
+    @Sendable func enqueueBatch(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.enqueue)
+        let body = try await request.jsonBody(limit: gateway.configuration.maxBodyBytes)
+        guard case .object(let object) = body, case .array(let items)? = object["jobs"], object.count == 1 else {
+            throw Problem.validation("jobs", "the body must be {\"jobs\": [...]}")
+        }
+        let limit = gateway.configuration.maxBatchJobs
+        guard !items.isEmpty, items.count <= limit else { throw Problem.validation("jobs", "must hold 1 to \(limit) jobs") }
+        var jobs: [NewJob] = []
+        for (index, item) in items.enumerated() {
+            do {
+                let job = try JobRequest.parse(item, tenant: principal.tenant, headerKey: nil)
+                try check(job)
+                jobs.append(job)
+            } catch var problem as Problem {
+                problem.detail = "jobs[\(index)]." + problem.detail
+                throw problem
+            }
+        }
+        struct Batch: Encodable { var jobs: [Accepted] }
+        let results = try await spool.enqueue(jobs)
+        return try JSONResponse.make(Batch(jobs: results.map(Accepted.init)), status: .accepted)
+    }
+
+    @Sendable func get(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.read)
+        let id = try jobID(context)
+        guard let job = try await spool.job(id, tenant: principal.tenantFilter) else { throw Problem.notFound("job \(id) not found") }
+        return try JSONResponse.make(JobDocument(job))
+    }
+
+    @Sendable func list(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.read)
+        let query = request.uri.queryParameters
+        var filter = JobFilter(tenant: principal.tenantFilter)
+        filter.queue = query["queue"].map(String.init)
+        filter.kind = query["kind"].map(String.init)
+        if let state = query["state"] {
+            guard let s = JobState(rawValue: String(state)) else {
+                throw Problem.validation("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            filter.state = s
+        }
+        if let limit = query["limit"] {
+            guard let n = Int(String(limit)), (1...1000).contains(n) else { throw Problem.validation("limit", "must be 1 to 1000") }
+            filter.limit = n
+        }
+        filter.cursor = query["cursor"].map(String.init)
+        let page = try await spool.list(filter)
+        struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }
+        return try JSONResponse.make(Page(jobs: page.jobs.map(JobDocument.init), next_cursor: page.nextCursor))
+    }
+
+    /// Refuses jobs this deployment would never run: unknown queues and kinds.
+    private func check(_ job: NewJob) throws {
+        guard gateway.knowsQueue(job.queue) else {
+            throw Problem.validation("queue", "unknown queue '\(job.queue)'; configure it under 'queues' in the config file")
+        }
+        if let kinds = gateway.acceptedKinds(queue: job.queue), !kinds.contains(job.kind) {
+            throw Problem.validation("kind", "unknown kind '\(job.kind)' for queue '\(job.queue)'")
+        }
+    }
+
+    private func jobID(_ context: SpoolRequestContext) throws -> JobID {
+        let raw = context.parameters.get("id") ?? ""
+        guard let id = JobID(raw.lowercased()) else { throw Problem.notFound("'\(raw.prefix(64))' is not a job id") }
+        return id
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+import SpoolCore
+
+/// `/v1/queues`: counts, and the operator's switches.
+struct QueueRoutes {
+    let gateway: Gateway
+    var spool: Spool { gateway.spool }
+
+    struct QueueDocument: Encodable {
+        var name: String
+        var paused: Bool
+        /// Jobs waiting to run (pending + scheduled): what the depth limit counts.
+        var depth: Int
+        var depth_limit: Int?
+        /// Jobs running now.
+        var running: Int
+        var counts: [String: Int]
+        var oldest_pending_age_seconds: Double?
+        var concurrency: Int
+
+        init(_ stats: QueueStats, configuration: QueueConfiguration) {
+            name = stats.name
+            paused = stats.paused
+            depth = stats.depth
+            depth_limit = configuration.depthLimit
+            running = stats.counts[.processing] ?? 0
+            counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, stats.counts[$0] ?? 0) })
+            oldest_pending_age_seconds = stats.oldestPendingAge?.seconds
+            concurrency = configuration.concurrency
+        }
+    }
+
+    func register(on api: RouterGroup<SpoolRequestContext>) {
+        api.get("queues") { request, context in
+            let principal = try context.require(.read)
+            struct List: Encodable { var queues: [QueueDocument] }
+            let stats = try await spool.store.queueStats(tenant: principal.tenantFilter)
+            var byName = Dictionary(uniqueKeysWithValues: stats.map { ($0.name, $0) })
+            for name in spool.configuration.queues.keys.sorted() + ["default"] where byName[name] == nil {
+                byName[name] = QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)
+            }
+            let queues = byName.values.sorted { $0.name < $1.name }.map { QueueDocument($0, configuration: spool.configuration.queue($0.name)) }
+            return try JSONResponse.make(List(queues: queues))
+        }
+        api.get("queues/:name") { request, context in
+            let principal = try context.require(.read)
+            return try JSONResponse.make(try await document(try name(context), tenant: principal.tenantFilter))
+        }
+        api.post("queues/:name/pause") { request, context in
+            _ = try context.require(.admin)
+            let queue = try name(context)
+            try await spool.pause(queue: queue)
+            return try JSONResponse.make(try await document(queue, tenant: nil))
+        }
+        api.post("queues/:name/resume") { request, context in
+            _ = try context.require(.admin)
+            let queue = try name(context)
+            try await spool.resume(queue: queue)
+            return try JSONResponse.make(try await document(queue, tenant: nil))
+        }
+        api.post("queues/:name/retry-failed") { request, context in
+            _ = try context.require(.admin)
+            struct Retried: Encodable { var queue: String; var retried: Int }
+            let queue = try name(context)
+            return try JSONResponse.make(Retried(queue: queue, retried: try await spool.store.retryFailed(queue: queue, tenant: nil)))
+        }
+        api.post("queues/:name/purge") { request, context in
+            _ = try context.require(.admin)
+            struct Purged: Encodable { var queue: String; var purged: Int }
+            let queue = try name(context)
+            return try JSONResponse.make(Purged(queue: queue, purged: try await spool.store.purge(queue: queue, tenant: nil)))
+        }
+    }
+
+    /// A queue the deployment knows, or one that holds jobs; 404 otherwise.
+    private func document(_ queue: String, tenant: String?) async throws -> QueueDocument {
+        let stats = try await spool.store.queueStats(tenant: tenant).first { $0.name == queue }
+        guard let stats = stats ?? (gateway.knowsQueue(queue) ? QueueStats(name: queue, paused: false, counts: [:], oldestPendingAge: nil) : nil) else {
+            throw Problem.notFound("queue '\(queue)' not found")
+        }
+        return QueueDocument(stats, configuration: spool.configuration.queue(queue))
+    }
+
+    private func name(_ context: SpoolRequestContext) throws -> String {
+        let raw = context.parameters.get("name") ?? ""
+        guard raw.utf8.count <= 64, !raw.isEmpty else { throw Problem.notFound("queue not found") }
+        return raw
+    }
+}
