@@ -7,30 +7,6 @@ struct QueueRoutes {
     let gateway: Gateway
     var spool: Spool { gateway.spool }
 
-    struct QueueDocument: Encodable {
-        var name: String
-        var paused: Bool
-        /// Jobs waiting to run (pending + scheduled): what the depth limit counts.
-        var depth: Int
-        var depth_limit: Int?
-        /// Jobs running now.
-        var running: Int
-        var counts: [String: Int]
-        var oldest_pending_age_seconds: Double?
-        var concurrency: Int
-
-        init(_ stats: QueueStats, configuration: QueueConfiguration) {
-            name = stats.name
-            paused = stats.paused
-            depth = stats.depth
-            depth_limit = configuration.depthLimit
-            running = stats.counts[.processing] ?? 0
-            counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, stats.counts[$0] ?? 0) })
-            oldest_pending_age_seconds = stats.oldestPendingAge?.seconds
-            concurrency = configuration.concurrency
-        }
-    }
-
     func register(on api: RouterGroup<SpoolRequestContext>) {
         api.get("queues") { request, context in
             let principal = try context.require(.read)

@@ -18,6 +18,22 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error. [env: SPOOL_LOG_LEVEL]")
     var logLevel: String?
 
+    @Option(name: .long, help: ArgumentHelp("Talk to a running gateway instead of a database file. [env: SPOOL_URL]", valueName: "http://host:port"))
+    var url: String?
+
+    @Option(name: .long, help: "API token for --url. [env: SPOOL_TOKEN]")
+    var token: String?
+
+    /// The gateway at `--url`/`SPOOL_URL` if given, else the database file.
+    func backend() async throws -> any Backend {
+        let env = ProcessInfo.processInfo.environment
+        if let url = url ?? env["SPOOL_URL"] {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw CLIError("--url must start with http:// or https://") }
+            return RemoteBackend(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token ?? env["SPOOL_TOKEN"])
+        }
+        return LocalBackend(spool: try await open())
+    }
+
     func loadConfigFile() throws -> ConfigFile? {
         let env = ProcessInfo.processInfo.environment
         if let path = config ?? env["SPOOL_CONFIG"] {

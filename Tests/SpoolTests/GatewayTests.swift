@@ -325,4 +325,33 @@ struct GatewayTests {
             #expect(try await gw.post("/v1/jobs", #"{"kind":"demo.noop"}"#, token: tokenA).status == 202)
         }
     }
+
+    @Test("the CLI works against a running gateway with --url and SPOOL_TOKEN")
+    func cliAgainstGateway() async throws {
+        try await TestGateway.with(tokens: testTokens, workers: false) { gw in
+            let url = "http://127.0.0.1:\(gw.port)"
+            func run(_ args: [String], token: String) async throws -> (Int32, String) {
+                let process = try SpoolProcess(args + ["--url", url, "--token", token], logTo: gw.dir.file("cli-\(UUID().uuidString).log"))
+                return (await process.waitForExit(timeout: .seconds(30)) ?? -1, process.output)
+            }
+            let (s1, out1) = try await run(["enqueue", "--kind", "demo.noop", "--priority", "4"], token: tokenA)
+            #expect(s1 == 0, "\(out1)")
+            let doc = try JSONDecoder().decode(JobDocument.self, from: Data(out1.utf8))
+            #expect(doc.tenant == "tenant-a" && doc.priority == 4 && doc.state == .pending)
+            let (s2, out2) = try await run(["list"], token: tokenA)
+            #expect(s2 == 0 && out2.contains(doc.id))
+            let (s3, out3) = try await run(["list"], token: tokenB)
+            #expect(s3 == 0 && !out3.contains(doc.id))
+            let (s4, out4) = try await run(["get", doc.id], token: tokenB)
+            #expect(s4 != 0 && out4.contains("404"))
+            let (s5, out5) = try await run(["pause", "default"], token: tokenA)
+            #expect(s5 != 0 && out5.contains("403"))
+            let (s6, _) = try await run(["pause", "default"], token: tokenOps)
+            #expect(s6 == 0)
+            let (s7, out7) = try await run(["queues", "--json"], token: tokenOps)
+            #expect(s7 == 0 && out7.contains("\"paused\" : true"))
+            let (s8, out8) = try await run(["cancel", doc.id], token: tokenA)
+            #expect(s8 == 0 && out8.contains("cancelled"))
+        }
+    }
 }

@@ -117,3 +117,29 @@ public enum Timestamp {
         return try? Date(string, strategy: .iso8601)
     }
 }
+
+/// A queue as `GET /v1/queues` and `spool queues --json` show it.
+public struct QueueDocument: Sendable, Codable, Hashable {
+    public var name: String
+    public var paused: Bool
+    /// Jobs waiting to run (pending + scheduled): what the depth limit counts.
+    public var depth: Int
+    public var depth_limit: Int?
+    /// Jobs running now.
+    public var running: Int
+    public var counts: [String: Int]
+    public var oldest_pending_age_seconds: Double?
+    /// Jobs of this queue one process runs at once.
+    public var concurrency: Int
+
+    public init(_ stats: QueueStats, configuration: QueueConfiguration) {
+        name = stats.name
+        paused = stats.paused
+        depth = stats.depth
+        depth_limit = configuration.depthLimit
+        running = stats.counts[.processing] ?? 0
+        counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, stats.counts[$0] ?? 0) })
+        oldest_pending_age_seconds = stats.oldestPendingAge?.seconds
+        concurrency = configuration.concurrency
+    }
+}

@@ -17,17 +17,12 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "Tag (repeatable).") var tag: [String] = []
 
     func run() async throws {
-        let spool = try await store.open()
-        defer { Task { try? await spool.store.close() } }
         let job = NewJob(
             queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority,
             runAt: delay.map { Date().addingTimeInterval($0) }, maxAttempts: maxAttempts,
             timeout: timeout.map { .seconds(fractional: $0) }, idempotencyKey: idempotencyKey,
             tags: tag, tenant: tenant)
-        do {
-            let result = try await spool.enqueue(job)
-            try printJSON(JobDocument(result.job))
-        } catch { throw explain(error) }
+        do { try printJSON(try await store.backend().enqueue(job)) } catch { throw explain(error) }
     }
 }
 
@@ -37,9 +32,7 @@ struct Get: AsyncParsableCommand {
     @Argument(help: "Job id.") var id: String
     func run() async throws {
         let id = try parseJobID(id)
-        let spool = try await store.open()
-        guard let job = try await spool.job(id) else { throw CLIError("job \(id) not found") }
-        try printJSON(JobDocument(job))
+        do { try printJSON(try await store.backend().job(id)) } catch { throw explain(error) }
     }
 }
 
@@ -59,28 +52,27 @@ struct List: AsyncParsableCommand {
             guard let s = JobState(rawValue: state) else { throw ValidationError("unknown state '\(state)'") }
             jobState = s
         }
-        let spool = try await store.open()
-        let page: JobPage
-        do { page = try await spool.list(JobFilter(queue: queue, state: jobState, kind: kind, limit: limit, cursor: cursor)) }
+        let page: (jobs: [JobDocument], next: String?)
+        do { page = try await store.backend().list(JobFilter(queue: queue, state: jobState, kind: kind, limit: limit, cursor: cursor)) }
         catch { throw explain(error) }
         if json {
             struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }
-            try printJSON(Page(jobs: page.jobs.map(JobDocument.init), next_cursor: page.nextCursor))
+            try printJSON(Page(jobs: page.jobs, next_cursor: page.next))
             return
         }
         print("ID                                    STATE       QUEUE            KIND                 ATTEMPT  PROGRESS  CREATED")
         for job in page.jobs {
             let progress = job.progress.map { String(format: "%5.1f%%", $0.percent) } ?? "     -"
             print(
-                job.id.description.padding(toLength: 38, withPad: " ", startingAt: 0)
+                job.id.padding(toLength: 38, withPad: " ", startingAt: 0)
                     + job.state.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
                     + job.queue.padding(toLength: 17, withPad: " ", startingAt: 0)
                     + job.kind.padding(toLength: 21, withPad: " ", startingAt: 0)
-                    + "\(job.attempt)/\(job.maxAttempts)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + "\(job.attempt)/\(job.max_attempts)".padding(toLength: 9, withPad: " ", startingAt: 0)
                     + progress.padding(toLength: 10, withPad: " ", startingAt: 0)
-                    + Timestamp.format(job.createdAt))
+                    + job.created_at)
         }
-        if let next = page.nextCursor { print("more: --cursor \(next)") }
+        if let next = page.next { print("more: --cursor \(next)") }
     }
 }
 
@@ -99,8 +91,7 @@ struct Retry: AsyncParsableCommand {
 }
 
 /// Applies `change` to one job and prints the job as it is afterwards.
-private func changeJob(_ id: String, _ store: StoreOptions, _ change: (Spool, JobID) async throws -> Job) async throws {
+private func changeJob(_ id: String, _ store: StoreOptions, _ change: (any Backend, JobID) async throws -> JobDocument) async throws {
     let id = try parseJobID(id)
-    let spool = try await store.open()
-    do { try printJSON(JobDocument(try await change(spool, id))) } catch { throw explain(error) }
+    do { try printJSON(try await change(try await store.backend(), id)) } catch { throw explain(error) }
 }

@@ -8,24 +8,17 @@ struct Queues: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func run() async throws {
-        let spool = try await store.open()
-        let stats = try await spool.queueStats()
+        let queues: [QueueDocument]
+        do { queues = try await store.backend().queues() } catch { throw explain(error) }
         if json {
-            struct Doc: Encodable {
-                var name: String; var paused: Bool; var depth: Int; var counts: [String: Int]; var oldest_pending_age_seconds: Double?
-            }
-            try printJSON(stats.map { s in
-                Doc(name: s.name, paused: s.paused, depth: s.depth,
-                    counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, s.counts[$0] ?? 0) }),
-                    oldest_pending_age_seconds: s.oldestPendingAge?.seconds)
-            })
+            try printJSON(queues)
             return
         }
         let header = ["QUEUE", "PAUSED"] + JobState.allCases.map { $0.rawValue.uppercased() } + ["OLDEST PENDING"]
         print(header.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined())
-        for s in stats {
-            let cells = [s.name, s.paused ? "yes" : "no"] + JobState.allCases.map { "\(s.counts[$0] ?? 0)" }
-                + [s.oldestPendingAge.map { String(format: "%.1fs", $0.seconds) } ?? "-"]
+        for q in queues {
+            let cells = [q.name, q.paused ? "yes" : "no"] + JobState.allCases.map { "\(q.counts[$0.rawValue] ?? 0)" }
+                + [q.oldest_pending_age_seconds.map { String(format: "%.1fs", $0) } ?? "-"]
             print(cells.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined())
         }
     }
@@ -46,7 +39,6 @@ struct Resume: AsyncParsableCommand {
 }
 
 private func setPaused(_ paused: Bool, _ queue: String, _ store: StoreOptions) async throws {
-    let spool = try await store.open()
-    try await spool.store.setPaused(paused, queue: queue)
+    do { try await store.backend().setPaused(paused, queue: queue) } catch { throw explain(error) }
     print(paused ? "paused \(queue)" : "resumed \(queue)")
 }
