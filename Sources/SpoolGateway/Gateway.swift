@@ -18,6 +18,9 @@ public struct GatewayConfiguration: Sendable {
     /// Kinds accepted per queue; a queue missing here accepts any kind the process has a
     /// handler for (or any kind at all when the process runs no workers).
     public var kinds: [String: Set<String>] = [:]
+    /// Queues accepted besides `default` and those of the engine's configuration (for example
+    /// the queues this process works, named on the command line).
+    public var queues: Set<String> = []
 
     public init() {}
 
@@ -99,6 +102,7 @@ public struct Gateway: Sendable {
     /// Queues this gateway accepts jobs for: the configured ones and `default`.
     func knowsQueue(_ name: String) -> Bool {
         name == "default" || spool.configuration.queues[name] != nil || configuration.kinds[name] != nil
+            || configuration.queues.contains(name)
     }
 }
 

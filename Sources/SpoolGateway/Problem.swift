@@ -89,7 +89,12 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         switch error {
         case let problem as Problem: problem
         case let spool as SpoolError: from(spool)
-        case let http as HTTPError where http.status == .contentTooLarge: tooLarge(0)
+        case let http as HTTPError where http.status == .notFound:
+            Problem(.notFound, type: "no-route", title: "No such endpoint", detail: "see /v1/openapi.json for the endpoints")
+        case let http as HTTPError where http.status == .contentTooLarge:
+            Problem(.contentTooLarge, type: "too-large", title: "The body is too large", detail: http.body ?? "the body is over the limit")
+        case let http as HTTPError:
+            Problem(http.status, type: "http-\(http.status.code)", title: http.status.reasonPhrase, detail: http.body ?? http.status.reasonPhrase)
         case is HTTPResponseError: error
         default: Problem(.internalServerError, type: "internal", title: "Internal error", detail: "the server failed to handle the request; see its log")
         }

@@ -32,10 +32,12 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         services.append(.init(service: spool.worker(queues: worker.queueList)))
     }
     if let gateway {
-        let config = try gateway.configuration(file)
+        var config = try gateway.configuration(file)
+        config.queues.formUnion(worker.queueList ?? [])
         let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
+        let host = config.host
         let app = try api.application(logger: logger) { port in
-            logger.info("HTTP API listening", metadata: ["address": "http://\(config.host):\(port)"])
+            logger.info("HTTP API listening", metadata: ["address": "http://\(host):\(port)"])
         }
         services.append(.init(service: app))
     }
