@@ -21,6 +21,10 @@ public struct GatewayConfiguration: Sendable {
     /// Queues accepted besides `default` and those of the engine's configuration (for example
     /// the queues this process works, named on the command line).
     public var queues: Set<String> = []
+    /// How often an idle event stream gets a keep-alive comment.
+    public var keepAlive: Duration = .seconds(15)
+    /// How many events a stream may fall behind before it is closed (the client resumes).
+    public var eventBuffer = 1000
 
     public init() {}
 
@@ -49,11 +53,14 @@ public struct Gateway: Sendable {
     public let configuration: GatewayConfiguration
     /// Where `/metrics` reads from; the process bootstraps swift-metrics with it.
     public let metrics: PrometheusCollectorRegistry
+    /// Job events for the streams.
+    public let events: EventHub
 
     public init(spool: Spool, configuration: GatewayConfiguration, metrics: PrometheusCollectorRegistry) {
         self.spool = spool
         self.configuration = configuration
         self.metrics = metrics
+        self.events = EventHub(store: spool.store)
     }
 
     /// Every route as `METHOD /path` with `{name}` parameters, as the OpenAPI document lists them.
@@ -61,6 +68,7 @@ public struct Gateway: Sendable {
         "GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
         "POST /v1/jobs", "POST /v1/jobs/batch", "GET /v1/jobs", "GET /v1/jobs/{id}",
         "POST /v1/jobs/{id}/cancel", "POST /v1/jobs/{id}/retry", "DELETE /v1/jobs/{id}",
+        "GET /v1/jobs/{id}/events", "GET /v1/events",
         "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
     ]
@@ -76,6 +84,7 @@ public struct Gateway: Sendable {
         let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens))
         JobRoutes(gateway: self).register(on: api)
         QueueRoutes(gateway: self).register(on: api)
+        EventRoutes(gateway: self).register(on: api)
         return router
     }
 

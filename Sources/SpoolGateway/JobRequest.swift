@@ -34,8 +34,8 @@ enum JobRequest {
             guard delay >= 0, delay <= 366 * 86_400 else { throw Problem.validation("delay_seconds", "must be between 0 and one year") }
             runAt = now.addingTimeInterval(delay)
         }
-        if let runAt, runAt.timeIntervalSince(now) > 366 * 86_400 {
-            throw Problem.validation("run_at", "must be within a year from now")
+        if let runAt, runAt.timeIntervalSince(now) > 366 * 86_400 || runAt.timeIntervalSince1970 < 946_684_800 {
+            throw Problem.validation("run_at", "must be after 2000-01-01 and within a year from now")
         }
         let timeout = try number(body, "timeout_seconds").map { seconds -> Duration in
             guard seconds > 0, seconds <= 7 * 86_400 else { throw Problem.validation("timeout_seconds", "must be more than 0 and at most 7 days") }
@@ -70,7 +70,7 @@ enum JobRequest {
     private static func number(_ body: [String: JSONValue], _ field: String) throws -> Double? {
         switch body[field] {
         case nil, .null?: return nil
-        case .number(let n)? where n.isFinite: return n
+        case let value? where value.doubleValue?.isFinite == true: return value.doubleValue
         default: throw Problem.validation(field, "must be a number")
         }
     }

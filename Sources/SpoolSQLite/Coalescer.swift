@@ -19,8 +19,6 @@ final class Coalescer<Item: Sendable, Output: Sendable>: Sendable {
     private let durable: Bool
     private let body: Body
     private let waiting = Mutex<[Waiting]>([])
-    /// What the write under way took from `waiting`, to fail them if its transaction fails.
-    private let inFlight = Mutex<[Waiting]>([])
 
     init(writer: GroupCommitWriter, durable: Bool = true, body: @escaping Body) {
         self.writer = writer
@@ -40,31 +38,33 @@ final class Coalescer<Item: Sendable, Output: Sendable>: Sendable {
         }
     }
 
+    /// What one flush took from `waiting`, to fail them if its transaction fails.
+    private final class Taken: Sendable {
+        let items = Mutex<[Waiting]?>(nil)
+    }
+
     private func flush() async {
+        let inFlight = Taken()
         do {
-            let delivered = try await writer.write(durable: durable, atomic: true) { db, batch -> [(Waiting, Result<Output, SpoolError>)] in
+            // Several statements for a large group: a savepoint keeps the write all or nothing.
+            let delivered = try await writer.write(durable: durable, atomic: false) { db, batch -> [(Waiting, Result<Output, SpoolError>)] in
                 let taken = self.waiting.withLock { list in
                     defer { list.removeAll(keepingCapacity: true) }
                     return list
                 }
-                self.inFlight.withLock { $0 = taken }
+                inFlight.items.withLock { $0 = taken }
                 let results = try self.body(db, batch, taken.map(\.item))
                 precondition(results.count == taken.count, "a coalesced write must answer every item")
                 return Array(zip(taken, results))
             }
-            inFlight.withLock { $0 = [] }
             for (waiting, result) in delivered { waiting.continuation.resume(with: result.mapError { $0 as any Error }) }
         } catch {
             // Nothing was written. Fail what the write took or, if it never ran, what waits.
-            var failed = inFlight.withLock { list in
-                defer { list = [] }
+            // The write took its items and failed with its transaction, or it never ran: then
+            // the items still wait, and no other flush is coming for them.
+            let failed = inFlight.items.withLock { $0 } ?? waiting.withLock { list in
+                defer { list.removeAll() }
                 return list
-            }
-            if failed.isEmpty {
-                failed = waiting.withLock { list in
-                    defer { list.removeAll() }
-                    return list
-                }
             }
             for waiting in failed { waiting.continuation.resume(throwing: error) }
         }

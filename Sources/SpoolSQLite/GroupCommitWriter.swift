@@ -24,6 +24,59 @@ final class GroupCommitWriter: @unchecked Sendable {
         }
         var signals: Set<StoreSignals.Signal> = []
         var counts: [CountKey: Int] = [:]
+        /// Events of this transaction, numbered when written.
+        var events: [JobEvent] = []
+
+        /// What identifies a job in its events.
+        struct JobKey {
+            var id: JobID
+            var queue: String
+            var tenant: String
+            var kind: String
+            var attempt: Int
+        }
+
+        /// Records a state change: the counts move and a `state` event (or `deleted`) is
+        /// written with the transaction.
+        func transition(_ job: JobKey, from: JobState?, to: JobState?, error: AttemptError? = nil, result: Data? = nil) {
+            move(queue: job.queue, tenant: job.tenant, from: from, to: to)
+            events.append(JobEvent(
+                type: to == nil ? .deleted : .state, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
+                state: to, attempt: job.attempt, error: error, result: result))
+        }
+
+        func progress(_ job: JobKey, _ progress: JobProgress) {
+            events.append(JobEvent(type: .progress, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
+                                   state: .processing, attempt: job.attempt, progress: progress))
+        }
+
+        /// Writes the events with multi-row inserts and numbers them.
+        func writeEvents(_ db: Database) throws {
+            var index = 0
+            while index < events.count {
+                let end = min(index + 400, events.count)
+                var arguments = StatementArguments()
+                for event in events[index..<end] {
+                    var data: [String: JSONValue] = [:]
+                    if let p = event.progress { data["progress"] = .object(["percent": .number(p.percent), "message": p.message.map(JSONValue.string) ?? .null]) }
+                    if let e = event.error { data["error"] = (try? JSONValue(json: JSON.encode(e))) ?? .null }
+                    if let r = event.result { data["result"] = JSONValue(json: r) ?? .null }
+                    arguments += [
+                        event.jobID.description, event.tenant, event.queue, event.kind, event.type.rawValue,
+                        event.state?.rawValue, event.attempt, data.isEmpty ? nil : String(decoding: JSONValue.object(data).jsonData, as: UTF8.self),
+                        Int64((event.at.timeIntervalSince1970 * 1e6).rounded()),
+                    ]
+                }
+                let seqs = try Int64.fetchAll(
+                    db.cachedStatement(sql: """
+                        INSERT INTO job_events (job_id, tenant, queue, kind, type, state, attempt, data, at)
+                        VALUES \(placeholders(rows: end - index, columns: 9)) RETURNING seq
+                        """),
+                    arguments: arguments)
+                for (offset, seq) in seqs.sorted().enumerated() { events[index + offset].seq = seq }
+                index = end
+            }
+        }
 
         func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
 
@@ -81,15 +134,21 @@ final class GroupCommitWriter: @unchecked Sendable {
     }
 
     /// Runs `body` in the next group transaction and returns its result once committed.
-    /// Set `atomic` for a body that is one SQL statement (or only reads before one): it then
-    /// needs no savepoint of its own.
+    /// Set `atomic` only for a body that writes with a single SQL statement (reads before it are
+    /// fine) and records its counts and events after that statement: it then needs no savepoint.
     func write<T: Sendable>(durable: Bool = true, atomic: Bool = false, _ body: @escaping @Sendable (Database, Batch) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let op = Op(
                 durable: durable,
                 run: { db, batch in
                     let countsBefore = batch.counts
+                    let eventsBefore = batch.events.count
                     do {
+                        // SQLite rolls a whole transaction back on some errors (disk full, I/O):
+                        // what follows must not run, and commit, on its own.
+                        guard db.isInsideTransaction else {
+                            throw SpoolError.unavailable(reason: "the transaction was rolled back by SQLite")
+                        }
                         let result: T
                         if atomic {
                             result = try body(db, batch)
@@ -104,6 +163,7 @@ final class GroupCommitWriter: @unchecked Sendable {
                         return { continuation.resume(returning: result) }
                     } catch {
                         batch.counts = countsBefore  // the op's rows were rolled back
+                        batch.events.removeLast(batch.events.count - eventsBefore)
                         let mapped = SQLiteJobStore.map(error)
                         return { continuation.resume(throwing: mapped) }
                     }
@@ -164,6 +224,7 @@ final class GroupCommitWriter: @unchecked Sendable {
                 try db.inTransaction(.immediate) {
                     for op in batch { deliveries.append(op.run(db, group)) }
                     try group.writeCounts(db)
+                    try group.writeEvents(db)
                     return .commit
                 }
             }
@@ -174,5 +235,12 @@ final class GroupCommitWriter: @unchecked Sendable {
         }
         for deliver in deliveries { deliver() }
         for signal in group.signals { signals.send(signal) }
+        if !group.events.isEmpty { signals.send(events: group.events) }
+    }
+}
+
+extension GroupCommitWriter.Batch.JobKey {
+    init(_ job: Job) {
+        self.init(id: job.id, queue: job.queue, tenant: job.tenant, kind: job.kind, attempt: job.attempt)
     }
 }

@@ -140,7 +140,7 @@ public final class SQLiteJobStore: JobStore {
                     Int64(job.timeout.seconds * 1000), Rows.micros(job.createdAt), job.idempotencyKey,
                     job.callbackURL, Rows.jsonText(job.tags), 0,
                 ]
-                batch.move(queue: job.queue, tenant: job.tenant, from: nil, to: job.state)
+                batch.transition(.init(job), from: nil, to: job.state)
                 batch.signal(.workAvailable(queue: job.queue))
             }
             try db.cachedStatement(sql: """
@@ -191,15 +191,15 @@ public final class SQLiteJobStore: JobStore {
     // MARK: Workers
 
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
-        try await writer.write(durable: false, atomic: true) { db, batch in
+        try await writer.write(durable: false) { db, batch in
             let now = Rows.micros(Date())
             if try Bool.fetchOne(db.cachedStatement(sql: "SELECT paused FROM queues WHERE name = ?"), arguments: [queue]) == true {
                 return LeaseBatch(jobs: [], nextRunAt: nil)
             }
-            let promoted = try String.fetchAll(
-                db.cachedStatement(sql: "UPDATE jobs SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND run_at <= ? RETURNING tenant"),
+            let promoted = try Row.fetchAll(
+                db.cachedStatement(sql: "UPDATE jobs SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND run_at <= ? RETURNING id, tenant, kind, attempt"),
                 arguments: [queue, now])
-            for tenant in promoted { batch.move(queue: queue, tenant: tenant, from: .scheduled, to: .pending) }
+            for row in promoted { batch.transition(try Rows.key(row, queue: queue), from: .scheduled, to: .pending) }
             let token = LeaseToken.make()
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
@@ -211,7 +211,7 @@ public final class SQLiteJobStore: JobStore {
                 arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit])
             let jobs = try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }
                 .sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
-            for job in jobs { batch.move(queue: queue, tenant: job.job.tenant, from: .pending, to: .processing) }
+            for job in jobs { batch.transition(.init(job.job), from: .pending, to: .processing) }
             let next = try Int64.fetchOne(
                 db.cachedStatement(sql: "SELECT min(run_at) FROM jobs WHERE queue = ? AND state = 'scheduled'"), arguments: [queue])
             return LeaseBatch(jobs: jobs, nextRunAt: next.map(Rows.date))
@@ -233,10 +233,15 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws {
-        try await writer.write(durable: false, atomic: true) { db, _ in
-            try db.cachedStatement(sql: "UPDATE jobs SET progress_percent = ?, progress_message = ? WHERE id = ? AND state = 'processing' AND lease_token = ?")
-                .execute(arguments: [progress.percent, progress.message, id.description, lease.value])
-            if db.changesCount == 0 { throw SpoolError.leaseLost(id) }
+        try await writer.write(durable: false, atomic: true) { db, batch in
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: """
+                    UPDATE jobs SET progress_percent = ?, progress_message = ? WHERE id = ? AND state = 'processing' AND lease_token = ?
+                    RETURNING id, tenant, kind, attempt, queue
+                    """),
+                arguments: [progress.percent, progress.message, id.description, lease.value])
+            guard let row else { throw SpoolError.leaseLost(id) }
+            batch.progress(try Rows.key(row, queue: row[4]), progress)
         }
     }
 
@@ -258,12 +263,13 @@ public final class SQLiteJobStore: JobStore {
                                     lease_token = NULL, lease_expires_at = NULL
                     FROM (VALUES \(placeholders(rows: slice.count, columns: 3))) AS v
                     WHERE jobs.id = v.column1 AND jobs.state = 'processing' AND jobs.lease_token = v.column2
-                    RETURNING jobs.id, jobs.queue, jobs.tenant
+                    RETURNING jobs.id, jobs.tenant, jobs.kind, jobs.attempt, jobs.queue, jobs.result
                     """),
                 arguments: arguments)
             for row in rows {
-                if let id = JobID(row[0] as String) { done.insert(id) }
-                batch.move(queue: row[1], tenant: row[2], from: .processing, to: .completed)
+                let key = try Rows.key(row, queue: row[4])
+                done.insert(key.id)
+                batch.transition(key, from: .processing, to: .completed, result: (row[5] as String?).map { Data($0.utf8) })
             }
         }
         return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
@@ -279,13 +285,14 @@ public final class SQLiteJobStore: JobStore {
                     UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), finished_at = ?, lease_token = NULL,
                                     lease_expires_at = NULL, errors = json_insert(errors, '$[#]', json(?))
                     WHERE id = ? AND state = 'processing' AND lease_token = ?
-                    RETURNING queue, tenant
+                    RETURNING id, tenant, kind, attempt, queue
                     """),
                 arguments: [state.rawValue, retryAt.map(Rows.micros), state == .failed ? Rows.micros(now) : nil,
                             errorJSON, id.description, lease.value])
             guard let row else { throw SpoolError.leaseLost(id) }
-            batch.move(queue: row[0], tenant: row[1], from: .processing, to: state)
-            if state != .failed { batch.signal(.workAvailable(queue: row[0])) }
+            let key = try Rows.key(row, queue: row[4])
+            batch.transition(key, from: .processing, to: state, error: error)
+            if state != .failed { batch.signal(.workAvailable(queue: key.queue)) }
         }
     }
 
@@ -295,12 +302,13 @@ public final class SQLiteJobStore: JobStore {
                 db.cachedStatement(sql: """
                     UPDATE jobs SET state = 'pending', attempt = max(0, attempt - 1), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
                     WHERE id = ? AND state = 'processing' AND lease_token = ?
-                    RETURNING queue, tenant
+                    RETURNING id, tenant, kind, attempt, queue
                     """),
                 arguments: [id.description, lease.value])
             guard let row else { throw SpoolError.leaseLost(id) }
-            batch.move(queue: row[0], tenant: row[1], from: .processing, to: .pending)
-            batch.signal(.workAvailable(queue: row[0]))
+            let key = try Rows.key(row, queue: row[4])
+            batch.transition(key, from: .processing, to: .pending)
+            batch.signal(.workAvailable(queue: key.queue))
         }
     }
 
@@ -319,13 +327,16 @@ public final class SQLiteJobStore: JobStore {
                             'reason', 'lease_expired')),
                         lease_token = NULL, lease_expires_at = NULL
                     WHERE state = 'processing' AND lease_expires_at < ?1
-                    RETURNING queue, tenant, state
+                    RETURNING id, tenant, kind, attempt, queue, state, worker_id
                     """),
                 arguments: [now])
             for row in rows {
-                let state: JobState = (row[2] as String) == "pending" ? .pending : .failed
-                batch.move(queue: row[0], tenant: row[1], from: .processing, to: state)
-                if state == .pending { batch.signal(.workAvailable(queue: row[0])) }
+                let key = try Rows.key(row, queue: row[4])
+                let state: JobState = (row[5] as String) == "pending" ? .pending : .failed
+                let error = AttemptError(attempt: key.attempt, message: "lease expired: worker \((row[6] as String?) ?? "?") stopped heartbeating",
+                                         at: Rows.date(now), reason: "lease_expired")
+                batch.transition(key, from: .processing, to: state, error: error)
+                if state == .pending { batch.signal(.workAvailable(queue: key.queue)) }
             }
             return rows.count
         }
@@ -340,7 +351,7 @@ public final class SQLiteJobStore: JobStore {
             try db.cachedStatement(sql: """
                 UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL WHERE id = ?
                 """).execute(arguments: [Rows.micros(Date()), id.description])
-            batch.move(queue: job.queue, tenant: job.tenant, from: job.state, to: .cancelled)
+            batch.transition(.init(job), from: job.state, to: .cancelled)
             if job.state == .processing { batch.signal(.jobCancelled(id)) }
             return try Self.fetchJob(db, id, tenant: tenant)
         }
@@ -355,7 +366,9 @@ public final class SQLiteJobStore: JobStore {
                                 progress_percent = NULL, progress_message = NULL, worker_id = NULL
                 WHERE id = ?
                 """).execute(arguments: [Rows.micros(Date()), id.description])
-            batch.move(queue: job.queue, tenant: job.tenant, from: job.state, to: .pending)
+            var key = GroupCommitWriter.Batch.JobKey(job)
+            key.attempt = 0
+            batch.transition(key, from: job.state, to: .pending)
             batch.signal(.workAvailable(queue: job.queue))
             return try Self.fetchJob(db, id, tenant: tenant)
         }
@@ -366,23 +379,23 @@ public final class SQLiteJobStore: JobStore {
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.isFinished else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "delete") }
             try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id.description])
-            batch.move(queue: job.queue, tenant: job.tenant, from: job.state, to: nil)
+            batch.transition(.init(job), from: job.state, to: nil)
         }
     }
 
     public func retryFailed(queue: String, tenant: String?) async throws -> Int {
         try await writer.write(atomic: true) { db, batch in
-            let tenants = try String.fetchAll(
+            let rows = try Row.fetchAll(
                 db,
                 sql: """
                     UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
                     WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?)
-                    RETURNING tenant
+                    RETURNING id, tenant, kind, attempt
                     """,
                 arguments: [Rows.micros(Date()), queue, tenant, tenant])
-            for t in tenants { batch.move(queue: queue, tenant: t, from: .failed, to: .pending) }
-            if !tenants.isEmpty { batch.signal(.workAvailable(queue: queue)) }
-            return tenants.count
+            for row in rows { batch.transition(try Rows.key(row, queue: queue), from: .failed, to: .pending) }
+            if !rows.isEmpty { batch.signal(.workAvailable(queue: queue)) }
+            return rows.count
         }
     }
 
@@ -390,10 +403,10 @@ public final class SQLiteJobStore: JobStore {
         try await writer.write(atomic: true) { db, batch in
             let rows = try Row.fetchAll(
                 db,
-                sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?) RETURNING tenant, state",
+                sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?) RETURNING id, tenant, kind, attempt, state",
                 arguments: [queue, tenant, tenant])
             for row in rows {
-                batch.move(queue: queue, tenant: row[0], from: JobState(rawValue: row[1]), to: nil)
+                batch.transition(try Rows.key(row, queue: queue), from: JobState(rawValue: row[4]), to: nil)
             }
             return rows.count
         }
@@ -409,7 +422,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
-        try await writer.write(durable: false, atomic: true) { db, batch in
+        try await writer.write(durable: false) { db, batch in
             var deleted = 0
             let plan: [(JobState, Date?)] = [(.completed, completedBefore), (.cancelled, completedBefore), (.failed, failedBefore)]
             for (state, cutoff) in plan {
@@ -485,6 +498,40 @@ public final class SQLiteJobStore: JobStore {
                 }
             }
             return stats.values.sorted { $0.name < $1.name }
+        }
+    }
+
+    // MARK: Events
+
+    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+        var conditions = ["seq > ?"]
+        var arguments: StatementArguments = [after]
+        if let tenant = filter.tenant { conditions.append("tenant = ?"); arguments += [tenant] }
+        if let ids = filter.jobIDs {
+            if ids.isEmpty { return [] }
+            conditions.append("job_id IN (\(Array(repeating: "?", count: ids.count).joined(separator: ", ")))")
+            for id in ids { arguments += [id.description] }
+        }
+        if let queue = filter.queue { conditions.append("queue = ?"); arguments += [queue] }
+        if let kind = filter.kind { conditions.append("kind = ?"); arguments += [kind] }
+        let sql = """
+            SELECT seq, job_id, tenant, queue, kind, type, state, attempt, data, at FROM job_events
+            WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq LIMIT \(max(1, min(limit, 10_000)))
+            """
+        let finalArguments = arguments
+        return try await read { db in try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Rows.event) }
+    }
+
+    public func lastEventSeq() async throws -> Int64 {
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(seq) FROM job_events") ?? 0 }
+    }
+
+    public func pruneEvents(before: Date, limit: Int) async throws -> Int {
+        try await writer.write(durable: false, atomic: true) { db, _ in
+            try db.execute(
+                sql: "DELETE FROM job_events WHERE seq IN (SELECT seq FROM job_events WHERE at < ? ORDER BY seq LIMIT ?)",
+                arguments: [Rows.micros(before), limit])
+            return db.changesCount
         }
     }
 

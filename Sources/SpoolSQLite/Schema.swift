@@ -62,6 +62,25 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v2: job_events") { db in
+            try db.execute(sql: """
+                -- Every state change and progress report, in commit order. AUTOINCREMENT: a seq is
+                -- never reused after pruning, so clients can resume from the last one they saw.
+                CREATE TABLE job_events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id TEXT NOT NULL,
+                    tenant TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    state TEXT,
+                    attempt INTEGER NOT NULL,
+                    data TEXT,                        -- JSON: progress, error, result
+                    at INTEGER NOT NULL               -- microseconds since 1970
+                );
+                CREATE INDEX job_events_by_job ON job_events(job_id, seq);
+                """)
+        }
         return migrator
     }
 }

@@ -46,9 +46,11 @@ final class TestGateway: Sendable {
     let store: SQLiteJobStore
     let port: Int
     let dir: TempDir
+    /// The gateway's event hub (to see how many streams are open).
+    let events: EventHub
 
-    private init(spool: Spool, store: SQLiteJobStore, port: Int, dir: TempDir) {
-        self.spool = spool; self.store = store; self.port = port; self.dir = dir
+    private init(spool: Spool, store: SQLiteJobStore, port: Int, dir: TempDir, events: EventHub) {
+        self.spool = spool; self.store = store; self.port = port; self.dir = dir; self.events = events
     }
 
     /// Starts a gateway, runs `body` against it, and shuts everything down.
@@ -82,7 +84,7 @@ final class TestGateway: Sendable {
         let running = Task { try await group.run() }
         var iterator = portStream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw GatewayError("the server did not start") }
-        let harness = TestGateway(spool: spool, store: store, port: port, dir: dir)
+        let harness = TestGateway(spool: spool, store: store, port: port, dir: dir, events: api.events)
         do {
             try await body(harness)
         } catch {

@@ -35,6 +35,16 @@ struct GatewayTests {
         }
     }
 
+    @Test("payloads keep large integers exact")
+    func payloadPrecision() async throws {
+        try await TestGateway.with(workers: false) { gw in
+            let body = #"{"kind":"demo.noop","payload":{"id":9007199254740993,"big":1234567890123456789,"f":0.1}}"#
+            let id = try #require(try await gw.post("/v1/jobs", body).string("id"))
+            let text = String(decoding: try await gw.get("/v1/jobs/\(id)").body, as: UTF8.self)
+            #expect(text.contains("9007199254740993") && text.contains("1234567890123456789") && text.contains("0.1"))
+        }
+    }
+
     @Test("a job runs to completion and its status document shows progress and result")
     func statusToCompletion() async throws {
         try await TestGateway.with { gw in
@@ -178,6 +188,7 @@ struct GatewayTests {
             expectProblem(try await gw.post("/v1/jobs", #"{"kind":"demo.noop","priority":99999}"#, token: tokenA), 422, "validation")
             expectProblem(try await gw.post("/v1/jobs", #"{"kind":"demo.noop","run_at":"tomorrow"}"#, token: tokenA), 422, "validation")
             expectProblem(try await gw.post("/v1/jobs", #"{"kind":"demo.noop","prioirty":1}"#, token: tokenA), 422, "validation")
+            expectProblem(try await gw.post("/v1/jobs", #"{"kind":"demo.noop","run_at":"1700-01-01T00:00:00Z"}"#, token: tokenA), 422, "validation")
             let id = try #require(try await gw.post("/v1/jobs", #"{"kind":"demo.noop"}"#, token: tokenA).string("id"))
             expectProblem(try await gw.request(.POST, "/v1/jobs/\(id)/retry", token: tokenA), 409, "invalid-transition")
             #expect(try await gw.store.list(JobFilter(limit: 10)).jobs.count == 1)
@@ -268,7 +279,7 @@ struct GatewayTests {
             #expect(documented.sorted() == Gateway.routes.sorted())
             // And every documented route is really served (the router's own 404 is not a problem document).
             let id = JobID.make().description
-            for route in Gateway.routes {
+            for route in Gateway.routes where route != "GET /v1/events" {  // an endless stream; see SSETests
                 let parts = route.split(separator: " ")
                 let path = String(parts[1]).replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{name}", with: "default")
                 let answer = try await gw.request(.init(rawValue: String(parts[0])), path, json: parts[0] == "POST" ? "{}" : nil)

@@ -94,13 +94,20 @@ final class QueueWorker: Sendable {
                     failures = 0
                     let running = batch.jobs.map(RunningJob.init)
                     let earliest = running.map(\.deadline).min()
+                    var superseded: [RunningJob] = []
                     let wakeScanner = state.withLock { s in
-                        for job in running { s.running[job.id] = job }
+                        for job in running {
+                            // An older attempt of the same job still tracked here has lost its
+                            // lease (the job was rescued or retried meanwhile): stop it.
+                            if let old = s.running[job.id] { superseded.append(old) }
+                            s.running[job.id] = job
+                        }
                         s.busySlots += running.count
                         s.nextRunAt = batch.nextRunAt
                         if batch.jobs.count < want && s.wakeups == wakeups { s.mayHaveWork = false }
                         return earliest.map { $0 < s.nextDeadlineCheck } ?? false
                     }
+                    for old in superseded { stopHandler(old, .leaseLost) }
                     if wakeScanner { deadlineBell.ring() }
                     for job in running { start(job) }
                     if batch.jobs.count == want { continue }
@@ -216,7 +223,10 @@ final class QueueWorker: Sendable {
         state.withLock { $0.busySlots -= 1 }
         bell.ring()
         await report(outcome, for: running.leased)
-        state.withLock { _ = $0.running.removeValue(forKey: running.id) }
+        state.withLock { s in
+            // Only this attempt: a newer one of the same job may have replaced it.
+            if s.running[running.id] === running { s.running.removeValue(forKey: running.id) }
+        }
         bell.ring()
     }
 

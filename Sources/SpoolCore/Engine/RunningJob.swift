@@ -44,7 +44,12 @@ final class RunningJob: Sendable {
     }
 
     func attach(_ task: Task<Void, Never>) {
-        state.withLock { $0.handlerTask = task }
+        let stopped = state.withLock { s in
+            s.handlerTask = task
+            return s.resolved
+        }
+        // Stopped (timeout, cancel) before the task was attached: cancel it now.
+        if stopped { task.cancel() }
     }
 
     /// Asks the handler to stop (it may not listen).

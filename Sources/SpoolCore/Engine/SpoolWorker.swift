@@ -82,6 +82,10 @@ public final class SpoolWorker: Service, Sendable {
                         if n < 1000 { break }
                     }
                     if pruned > 0 { spool.logger.info("pruned finished jobs", metadata: ["count": "\(pruned)"]) }
+                    let eventsBefore = now.addingTimeInterval(-config.eventRetention.seconds)
+                    for _ in 0..<100 {  // bounded, like the jobs above
+                        if try await spool.store.pruneEvents(before: eventsBefore, limit: 5000) < 5000 { break }
+                    }
                 }
             } catch {
                 spool.logger.error("maintenance failed", metadata: ["error": "\(error)"])

@@ -51,6 +51,9 @@ public struct NewJob: Sendable, Hashable {
         guard Self.isValidName(queue) else { throw invalid("queue", "must be 1-64 characters of A-Z a-z 0-9 _ . - :") }
         guard Self.isValidName(kind, maxLength: 128) else { throw invalid("kind", "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
         guard Self.priorityRange.contains(priority) else { throw invalid("priority", "must be between \(Self.priorityRange.lowerBound) and \(Self.priorityRange.upperBound)") }
+        if let runAt, runAt.timeIntervalSince1970 < 946_684_800 || runAt.timeIntervalSinceNow > 5 * 366 * 86_400 {
+            throw invalid("run_at", "must be after 2000-01-01 and within five years from now")
+        }
         if let maxAttempts, !(1...1000).contains(maxAttempts) { throw invalid("max_attempts", "must be between 1 and 1000") }
         if let timeout, timeout <= .zero || timeout > .seconds(7 * 86_400) { throw invalid("timeout_seconds", "must be more than 0 and at most 7 days") }
         if let key = idempotencyKey, key.isEmpty || key.utf8.count > 255 { throw invalid("idempotency_key", "must be 1-255 bytes") }

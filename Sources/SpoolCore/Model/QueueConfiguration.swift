@@ -77,6 +77,8 @@ public struct EngineConfiguration: Sendable {
     public var completedRetention: Duration? = .seconds(7 * 86_400)
     /// Failed jobs (the dead letters) are deleted this long after they failed; `nil` keeps them.
     public var failedRetention: Duration? = .seconds(30 * 86_400)
+    /// Job events are kept this long, for clients that reconnect and resume.
+    public var eventRetention: Duration = .seconds(86_400)
     /// The most jobs one worker pool leases in one round trip.
     public var leaseBatchSize: Int = 100
     /// Settings for queues not named in `queues`.
@@ -103,7 +105,10 @@ extension Duration {
     }
 
     /// A duration from a (possibly fractional) number of seconds.
+    /// A duration from a (possibly fractional) number of seconds, clamped to ±100 years.
     public static func seconds(fractional s: Double) -> Duration {
-        .nanoseconds(Int64((s * 1e9).rounded()))
+        let limit = 100 * 365.25 * 86_400.0
+        let clamped = s.isFinite ? min(limit, max(-limit, s)) : 0
+        return .nanoseconds(Int64((clamped * 1e9).rounded()))
     }
 }

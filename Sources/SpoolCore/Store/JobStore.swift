@@ -80,8 +80,34 @@ public protocol JobStore: Sendable {
     /// Deletes every `pending` and `scheduled` job of a queue.
     func purge(queue: String, tenant: String?) async throws -> Int
 
+    /// Stored events with a `seq` greater than `after`, oldest first (to resume a stream).
+    func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent]
+
+    /// The `seq` of the newest stored event, 0 when there is none.
+    func lastEventSeq() async throws -> Int64
+
+    /// Deletes events older than `before`, at most `limit`. Returns how many.
+    func pruneEvents(before: Date, limit: Int) async throws -> Int
+
     /// Releases connections and files.
     func close() async throws
+}
+
+/// Which events a subscriber wants. `nil` fields match everything.
+public struct EventFilter: Sendable, Hashable {
+    public var tenant: String?
+    public var jobIDs: Set<JobID>?
+    public var queue: String?
+    public var kind: String?
+
+    public init(tenant: String? = nil, jobIDs: Set<JobID>? = nil, queue: String? = nil, kind: String? = nil) {
+        self.tenant = tenant; self.jobIDs = jobIDs; self.queue = queue; self.kind = kind
+    }
+
+    public func matches(_ event: JobEvent) -> Bool {
+        (tenant == nil || tenant == event.tenant) && (jobIDs == nil || jobIDs!.contains(event.jobID))
+            && (queue == nil || queue == event.queue) && (kind == nil || kind == event.kind)
+    }
 }
 
 /// Values a job takes from its queue's settings when its request does not name them.

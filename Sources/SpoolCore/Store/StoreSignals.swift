@@ -15,7 +15,10 @@ public final class StoreSignals: Sendable {
         case jobCancelled(JobID)
     }
 
+    public typealias EventListener = @Sendable ([JobEvent]) -> Void
+
     private let listeners = Mutex<[Int: Listener]>([:])
+    private let eventListeners = Mutex<[Int: EventListener]>([:])
     private let nextToken = Atomic<Int>(0)
 
     public init() {}
@@ -30,6 +33,24 @@ public final class StoreSignals: Sendable {
 
     public func removeListener(_ token: Int) {
         _ = listeners.withLock { $0.removeValue(forKey: token) }
+    }
+
+    /// Adds a listener for job events, called with each committed transaction's events in
+    /// `seq` order. Returns a token for ``removeEventListener(_:)``.
+    @discardableResult
+    public func addEventListener(_ listener: @escaping EventListener) -> Int {
+        let token = nextToken.add(1, ordering: .relaxed).newValue
+        eventListeners.withLock { $0[token] = listener }
+        return token
+    }
+
+    public func removeEventListener(_ token: Int) {
+        _ = eventListeners.withLock { $0.removeValue(forKey: token) }
+    }
+
+    public func send(events: [JobEvent]) {
+        let current = eventListeners.withLock { Array($0.values) }
+        for listener in current { listener(events) }
     }
 
     public func send(_ signal: Signal) {

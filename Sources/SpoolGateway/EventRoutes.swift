@@ -1,0 +1,168 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SpoolCore
+
+/// Server-Sent Events: `GET /v1/jobs/{id}/events` follows one job to its end;
+/// `GET /v1/events?queue=&kind=` is a live feed of every event the caller may see.
+/// Both resume after `Last-Event-ID` without loss or repeat (from the stored events).
+struct EventRoutes {
+    let gateway: Gateway
+
+    func register(on api: RouterGroup<SpoolRequestContext>) {
+        api.get("jobs/:id/events", use: jobEvents)
+        api.get("events", use: feed)
+    }
+
+    @Sendable func jobEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.read)
+        let raw = context.parameters.get("id") ?? ""
+        guard let id = JobID(raw.lowercased()) else { throw Problem.notFound("'\(raw.prefix(64))' is not a job id") }
+        let resumeAfter = try lastEventID(request)
+        let filter = EventFilter(tenant: principal.tenantFilter, jobIDs: [id])
+        // Subscribe before reading, so that nothing happens unseen between the two.
+        let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
+        let snapshot: Job?
+        let snapshotSeq: Int64
+        do {
+            snapshotSeq = try await gateway.spool.store.lastEventSeq()
+            snapshot = try await gateway.spool.job(id, tenant: principal.tenantFilter)
+        } catch {
+            subscription.cancel()
+            throw error
+        }
+        guard let snapshot else {
+            subscription.cancel()
+            throw Problem.notFound("job \(id) not found")
+        }
+        let store = gateway.spool.store
+        return stream(subscription, keepAlive: gateway.configuration.keepAlive) { send in
+            if let resumeAfter {
+                for event in try await store.events(after: resumeAfter, filter: filter, limit: 10_000) {
+                    if try await send(event) { return true }
+                }
+                return snapshot.state.isFinished && snapshotSeq <= resumeAfter
+            }
+            try await send.snapshot(snapshot, seq: snapshotSeq)
+            return snapshot.state.isFinished
+        }
+    }
+
+    @Sendable func feed(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.read)
+        let query = request.uri.queryParameters
+        let filter = EventFilter(tenant: principal.tenantFilter, queue: query["queue"].map(String.init), kind: query["kind"].map(String.init))
+        let resumeAfter = try lastEventID(request)
+        let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
+        let store = gateway.spool.store
+        return stream(subscription, keepAlive: gateway.configuration.keepAlive, endsAtTerminal: false) { send in
+            if let resumeAfter {
+                for event in try await store.events(after: resumeAfter, filter: filter, limit: 10_000) {
+                    _ = try await send(event)
+                }
+            }
+            return false
+        }
+    }
+
+    private func lastEventID(_ request: Request) throws -> Int64? {
+        guard let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) else { return nil }
+        guard let seq = Int64(raw), seq >= 0 else { throw Problem.validation("Last-Event-ID", "must be the id of an event") }
+        return seq
+    }
+
+    /// Writes events as `text/event-stream`: first what `start` sends (a snapshot or a replay;
+    /// it returns whether the story already ended), then live events, with keep-alive comments.
+    private func stream(
+        _ subscription: EventHub.Subscription, keepAlive: Duration, endsAtTerminal: Bool = true,
+        start: @escaping @Sendable (EventSender) async throws -> Bool
+    ) -> Response {
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            let (items, feed) = AsyncStream.makeStream(of: StreamItem.self)
+            let forward = Task {
+                for await event in subscription.events { feed.yield(.event(event)) }
+                feed.yield(.closed)
+            }
+            let pinger = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: keepAlive)
+                    feed.yield(.ping)
+                }
+            }
+            defer {
+                subscription.cancel()
+                forward.cancel()
+                pinger.cancel()
+                feed.finish()
+            }
+            let sender = EventSender(endsAtTerminal: endsAtTerminal)
+            var done = try await start(sender)
+            try await writer.write(contentsOf: sender.take())
+            var iterator = items.makeAsyncIterator()
+            while !done {
+                guard let item = await iterator.next() else { break }
+                switch item {
+                case .event(let event):
+                    subscription.consumed()
+                    done = try await sender(event)
+                    try await writer.write(contentsOf: sender.take())
+                case .ping:
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                case .closed:
+                    // The hub dropped us (too slow) or is shutting down: the client resumes
+                    // with Last-Event-ID.
+                    done = true
+                }
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    enum StreamItem: Sendable {
+        case event(JobEvent)
+        case ping
+        case closed
+    }
+}
+
+/// Formats events for one stream, skipping any it has sent already (replay and live overlap).
+final class EventSender: @unchecked Sendable {
+    private var buffers: [ByteBuffer] = []
+    private var lastSeq: Int64 = 0
+    let endsAtTerminal: Bool
+
+    init(endsAtTerminal: Bool) { self.endsAtTerminal = endsAtTerminal }
+
+    /// Queues `event` unless already sent; returns whether the stream should end after it.
+    func callAsFunction(_ event: JobEvent) async throws -> Bool {
+        guard event.seq > lastSeq else { return false }
+        lastSeq = event.seq
+        buffers.append(Self.frame(id: event.seq, type: event.type.rawValue, data: event.document))
+        return endsAtTerminal && event.isTerminal
+    }
+
+    /// The job as it is now, as the first event of a stream.
+    func snapshot(_ job: Job, seq: Int64) async throws {
+        lastSeq = max(lastSeq, seq)
+        guard case .object(var document) = (try? JSONValue(json: JSON.encode(JobDocument(job)))) ?? .null else { return }
+        document["seq"] = .number(Double(seq))
+        buffers.append(Self.frame(id: seq, type: "snapshot", data: .object(document)))
+    }
+
+    func take() -> [ByteBuffer] {
+        defer { buffers = [] }
+        return buffers
+    }
+
+    static func frame(id: Int64, type: String, data: JSONValue) -> ByteBuffer {
+        var text = "id: \(id)\nevent: \(type)\ndata: "
+        text += String(decoding: data.jsonData, as: UTF8.self)
+        text += "\n\n"
+        return ByteBuffer(string: text)
+    }
+}
+
+extension HTTPField.Name {
+    static let lastEventID = Self("Last-Event-ID")!
+}
