@@ -45,40 +45,12 @@ final class GroupCommitWriter: @unchecked Sendable {
                 state: to, attempt: job.attempt, error: error, result: result))
         }
 
+        func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
+
         func progress(_ job: JobKey, _ progress: JobProgress) {
             events.append(JobEvent(type: .progress, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
                                    state: .processing, attempt: job.attempt, progress: progress))
         }
-
-        /// Writes the events with multi-row inserts and numbers them.
-        func writeEvents(_ db: Database) throws {
-            var index = 0
-            while index < events.count {
-                let end = min(index + 400, events.count)
-                var arguments = StatementArguments()
-                for event in events[index..<end] {
-                    var data: [String: JSONValue] = [:]
-                    if let p = event.progress { data["progress"] = .object(["percent": .number(p.percent), "message": p.message.map(JSONValue.string) ?? .null]) }
-                    if let e = event.error { data["error"] = (try? JSONValue(json: JSON.encode(e))) ?? .null }
-                    if let r = event.result { data["result"] = JSONValue(json: r) ?? .null }
-                    arguments += [
-                        event.jobID.description, event.tenant, event.queue, event.kind, event.type.rawValue,
-                        event.state?.rawValue, event.attempt, data.isEmpty ? nil : String(decoding: JSONValue.object(data).jsonData, as: UTF8.self),
-                        Int64((event.at.timeIntervalSince1970 * 1e6).rounded()),
-                    ]
-                }
-                let seqs = try Int64.fetchAll(
-                    db.cachedStatement(sql: """
-                        INSERT INTO job_events (job_id, tenant, queue, kind, type, state, attempt, data, at)
-                        VALUES \(placeholders(rows: end - index, columns: 9)) RETURNING seq
-                        """),
-                    arguments: arguments)
-                for (offset, seq) in seqs.sorted().enumerated() { events[index + offset].seq = seq }
-                index = end
-            }
-        }
-
-        func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
 
         /// Records that one job of `queue` moved from `from` to `to` (`nil`: created or deleted).
         func move(queue: String, tenant: String, from: JobState?, to: JobState?, count: Int = 1) {
@@ -99,6 +71,27 @@ final class GroupCommitWriter: @unchecked Sendable {
                 """)
             for (key, n) in counts where n != 0 {
                 try upsert.execute(arguments: [key.queue, key.tenant, key.state.rawValue, n])
+            }
+        }
+
+        /// Appends the transaction's events to the event log as one row (or one per 65,536
+        /// events) and numbers them.
+        func writeEvents(_ db: Database) throws {
+            let now = Rows.micros(Date())
+            var index = 0
+            while index < events.count {
+                let end = min(index + EventLog.perRow, events.count)
+                var text = "["
+                for (n, event) in events[index..<end].enumerated() {
+                    if n > 0 { text += "," }
+                    EventLog.append(event, to: &text)
+                }
+                text += "]"
+                let row = try Int64.fetchOne(
+                    db.cachedStatement(sql: "INSERT INTO event_log (count, at, events) VALUES (?, ?, ?) RETURNING seq"),
+                    arguments: [end - index, now, text]) ?? 0
+                for n in index..<end { events[n].seq = EventLog.seq(row: row, index: n - index) }
+                index = end
             }
         }
     }

@@ -47,26 +47,6 @@ enum Rows {
         return .init(id: id, queue: queue, tenant: row[1], kind: row[2], attempt: row[3])
     }
 
-    /// Decodes `seq, job_id, tenant, queue, kind, type, state, attempt, data, at`.
-    static func event(_ row: Row) throws -> JobEvent {
-        let idText: String = row[1]
-        guard let id = JobID(idText), let type = JobEvent.Kind(rawValue: row[5]) else {
-            throw CorruptRow(description: "bad event \(row[0] as Int64)")
-        }
-        var event = JobEvent(seq: row[0], type: type, jobID: id, tenant: row[2], queue: row[3], kind: row[4],
-                             state: (row[6] as String?).flatMap(JobState.init(rawValue:)), attempt: row[7], at: date(row[9]))
-        if let text = row[8] as String?, case .object(let data)? = JSONValue(json: Data(text.utf8)) {
-            if case .object(let p)? = data["progress"], let percent = p["percent"]?.doubleValue {
-                var message: String?
-                if case .string(let m)? = p["message"] { message = m }
-                event.progress = JobProgress(percent: percent, message: message)
-            }
-            if let e = data["error"] { event.error = try? JSON.decode(AttemptError.self, from: e.jsonData) }
-            if let r = data["result"] { event.result = r.jsonData }
-        }
-        return event
-    }
-
     static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1e6).rounded()) }
     static func date(_ micros: Int64) -> Date { Date(timeIntervalSince1970: Double(micros) / 1e6) }
 

@@ -132,14 +132,16 @@ public final class SQLiteJobStore: JobStore {
     private static func insert(_ jobs: [Job], _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
         for start in stride(from: 0, to: jobs.count, by: 500) {
             let slice = jobs[start..<min(start + 500, jobs.count)]
-            var arguments = StatementArguments()
+            // One flat array for the whole statement (GRDB's generic initialisers are slow here).
+            var values: [(any DatabaseValueConvertible)?] = []
+            values.reserveCapacity(slice.count * 15)
             for job in slice {
-                arguments += [
-                    job.id.description, job.tenant, job.queue, job.kind, String(decoding: job.payload, as: UTF8.self),
-                    job.priority, job.state.rawValue, job.maxAttempts, Rows.micros(job.runAt),
-                    Int64(job.timeout.seconds * 1000), Rows.micros(job.createdAt), job.idempotencyKey,
-                    job.callbackURL, Rows.jsonText(job.tags), 0,
-                ]
+                values.append(job.id.description); values.append(job.tenant); values.append(job.queue)
+                values.append(job.kind); values.append(String(decoding: job.payload, as: UTF8.self))
+                values.append(job.priority); values.append(job.state.rawValue); values.append(job.maxAttempts)
+                values.append(Rows.micros(job.runAt)); values.append(Int64(job.timeout.seconds * 1000))
+                values.append(Rows.micros(job.createdAt)); values.append(job.idempotencyKey); values.append(job.callbackURL)
+                values.append(Rows.jsonText(job.tags)); values.append(0)
                 batch.transition(.init(job), from: nil, to: job.state)
                 batch.signal(.workAvailable(queue: job.queue))
             }
@@ -147,7 +149,7 @@ public final class SQLiteJobStore: JobStore {
                 INSERT INTO jobs (id, tenant, queue, kind, payload, priority, state, max_attempts,
                                   run_at, timeout_ms, created_at, idempotency_key, callback_url, tags, attempt)
                 VALUES \(placeholders(rows: slice.count, columns: 15))
-                """).execute(arguments: arguments)
+                """).execute(arguments: StatementArguments(values))
         }
     }
 
@@ -255,8 +257,12 @@ public final class SQLiteJobStore: JobStore {
         var done = Set<JobID>()
         for start in stride(from: 0, to: items.count, by: 500) {
             let slice = items[start..<min(start + 500, items.count)]
-            var arguments: StatementArguments = [now]
-            for (id, lease, result) in slice { arguments += [id.description, lease.value, result] }
+            var values: [(any DatabaseValueConvertible)?] = [now]
+            values.reserveCapacity(1 + slice.count * 3)
+            for (id, lease, result) in slice {
+                values.append(id.description); values.append(lease.value); values.append(result)
+            }
+            let arguments = StatementArguments(values)
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
                     UPDATE jobs SET state = 'completed', result = v.column3, finished_at = ?,
@@ -504,32 +510,34 @@ public final class SQLiteJobStore: JobStore {
     // MARK: Events
 
     public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
-        var conditions = ["seq > ?"]
-        var arguments: StatementArguments = [after]
-        if let tenant = filter.tenant { conditions.append("tenant = ?"); arguments += [tenant] }
-        if let ids = filter.jobIDs {
-            if ids.isEmpty { return [] }
-            conditions.append("job_id IN (\(Array(repeating: "?", count: ids.count).joined(separator: ", ")))")
-            for id in ids { arguments += [id.description] }
+        let wanted = max(1, min(limit, 10_000))
+        return try await read { db in
+            var found: [JobEvent] = []
+            // Rows from the one holding `after` on; at most 10,000 rows per call.
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT seq, events FROM event_log WHERE seq >= ? ORDER BY seq LIMIT 10000",
+                arguments: [EventLog.row(of: after)])
+            while let row = try rows.next() {
+                for event in try EventLog.decode(row: row[0], text: row[1]) where event.seq > after && filter.matches(event) {
+                    found.append(event)
+                    if found.count == wanted { return found }
+                }
+            }
+            return found
         }
-        if let queue = filter.queue { conditions.append("queue = ?"); arguments += [queue] }
-        if let kind = filter.kind { conditions.append("kind = ?"); arguments += [kind] }
-        let sql = """
-            SELECT seq, job_id, tenant, queue, kind, type, state, attempt, data, at FROM job_events
-            WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq LIMIT \(max(1, min(limit, 10_000)))
-            """
-        let finalArguments = arguments
-        return try await read { db in try Row.fetchAll(db, sql: sql, arguments: finalArguments).map(Rows.event) }
     }
 
     public func lastEventSeq() async throws -> Int64 {
-        try await read { db in try Int64.fetchOne(db, sql: "SELECT max(seq) FROM job_events") ?? 0 }
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT seq, count FROM event_log ORDER BY seq DESC LIMIT 1") else { return 0 }
+            return EventLog.seq(row: row[0], index: (row[1] as Int) - 1)
+        }
     }
 
     public func pruneEvents(before: Date, limit: Int) async throws -> Int {
         try await writer.write(durable: false, atomic: true) { db, _ in
             try db.execute(
-                sql: "DELETE FROM job_events WHERE seq IN (SELECT seq FROM job_events WHERE at < ? ORDER BY seq LIMIT ?)",
+                sql: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log WHERE at < ? ORDER BY seq LIMIT ?)",
                 arguments: [Rows.micros(before), limit])
             return db.changesCount
         }

@@ -62,23 +62,19 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """)
         }
-        migrator.registerMigration("v2: job_events") { db in
+        migrator.registerMigration("v2: event_log") { db in
             try db.execute(sql: """
-                -- Every state change and progress report, in commit order. AUTOINCREMENT: a seq is
-                -- never reused after pruning, so clients can resume from the last one they saw.
-                CREATE TABLE job_events (
+                -- Job events, one row per committed transaction (its events as a JSON array):
+                -- one insert per group commit instead of one per event. An event's seq is
+                -- (row seq << 16) | its index in the row. AUTOINCREMENT: a row seq is never
+                -- reused after pruning, so clients can resume from the last seq they saw.
+                CREATE TABLE event_log (
                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    job_id TEXT NOT NULL,
-                    tenant TEXT NOT NULL,
-                    queue TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    type TEXT NOT NULL,
-                    state TEXT,
-                    attempt INTEGER NOT NULL,
-                    data TEXT,                        -- JSON: progress, error, result
-                    at INTEGER NOT NULL               -- microseconds since 1970
+                    count INTEGER NOT NULL,
+                    at INTEGER NOT NULL,              -- microseconds since 1970
+                    events TEXT NOT NULL              -- JSON array
                 );
-                CREATE INDEX job_events_by_job ON job_events(job_id, seq);
+                CREATE INDEX event_log_at ON event_log(at);
                 """)
         }
         return migrator
