@@ -132,16 +132,14 @@ public final class SQLiteJobStore: JobStore {
     private static func insert(_ jobs: [Job], _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
         for start in stride(from: 0, to: jobs.count, by: 500) {
             let slice = jobs[start..<min(start + 500, jobs.count)]
-            // One flat array for the whole statement (GRDB's generic initialisers are slow here).
-            var values: [(any DatabaseValueConvertible)?] = []
-            values.reserveCapacity(slice.count * 15)
+            var arguments = StatementArguments()
             for job in slice {
-                values.append(job.id.description); values.append(job.tenant); values.append(job.queue)
-                values.append(job.kind); values.append(String(decoding: job.payload, as: UTF8.self))
-                values.append(job.priority); values.append(job.state.rawValue); values.append(job.maxAttempts)
-                values.append(Rows.micros(job.runAt)); values.append(Int64(job.timeout.seconds * 1000))
-                values.append(Rows.micros(job.createdAt)); values.append(job.idempotencyKey); values.append(job.callbackURL)
-                values.append(Rows.jsonText(job.tags)); values.append(0)
+                arguments += [
+                    job.id.description, job.tenant, job.queue, job.kind, String(decoding: job.payload, as: UTF8.self),
+                    job.priority, job.state.rawValue, job.maxAttempts, Rows.micros(job.runAt),
+                    Int64(job.timeout.seconds * 1000), Rows.micros(job.createdAt), job.idempotencyKey,
+                    job.callbackURL, Rows.jsonText(job.tags), 0,
+                ]
                 batch.transition(.init(job), from: nil, to: job.state)
                 batch.signal(.workAvailable(queue: job.queue))
             }
@@ -149,7 +147,7 @@ public final class SQLiteJobStore: JobStore {
                 INSERT INTO jobs (id, tenant, queue, kind, payload, priority, state, max_attempts,
                                   run_at, timeout_ms, created_at, idempotency_key, callback_url, tags, attempt)
                 VALUES \(placeholders(rows: slice.count, columns: 15))
-                """).execute(arguments: StatementArguments(values))
+                """).execute(arguments: arguments)
         }
     }
 
@@ -257,12 +255,8 @@ public final class SQLiteJobStore: JobStore {
         var done = Set<JobID>()
         for start in stride(from: 0, to: items.count, by: 500) {
             let slice = items[start..<min(start + 500, items.count)]
-            var values: [(any DatabaseValueConvertible)?] = [now]
-            values.reserveCapacity(1 + slice.count * 3)
-            for (id, lease, result) in slice {
-                values.append(id.description); values.append(lease.value); values.append(result)
-            }
-            let arguments = StatementArguments(values)
+            var arguments: StatementArguments = [now]
+            for (id, lease, result) in slice { arguments += [id.description, lease.value, result] }
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
                     UPDATE jobs SET state = 'completed', result = v.column3, finished_at = ?,
