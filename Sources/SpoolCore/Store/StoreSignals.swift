@@ -1,11 +1,10 @@
 import Synchronization
 
-/// In-process notifications a store raises after a commit: work arrived in a queue, or a job
-/// was cancelled. Workers listen so they need not poll. Stores shared between processes also
-/// raise them for changes made elsewhere (PostgreSQL `LISTEN/NOTIFY`).
+/// In-process notifications a store raises after a commit: work arrived in a queue, a job was
+/// cancelled, and the job events of the transaction. Workers and event streams listen so they
+/// need not poll. Stores shared between processes also raise them for changes made elsewhere
+/// (PostgreSQL `LISTEN/NOTIFY`).
 public final class StoreSignals: Sendable {
-    public typealias Listener = @Sendable (Signal) -> Void
-
     public enum Signal: Sendable, Hashable {
         /// Jobs became ready (or scheduled) in this queue.
         case workAvailable(queue: String)
@@ -15,46 +14,39 @@ public final class StoreSignals: Sendable {
         case jobCancelled(JobID)
     }
 
-    public typealias EventListener = @Sendable ([JobEvent]) -> Void
-
-    private let listeners = Mutex<[Int: Listener]>([:])
-    private let eventListeners = Mutex<[Int: EventListener]>([:])
-    private let nextToken = Atomic<Int>(0)
+    private let signalListeners = Listeners<Signal>()
+    private let eventListeners = Listeners<[JobEvent]>()
 
     public init() {}
 
     /// Adds a listener; returns a token for ``removeListener(_:)``. Listeners must be quick.
     @discardableResult
-    public func addListener(_ listener: @escaping Listener) -> Int {
-        let token = nextToken.add(1, ordering: .relaxed).newValue
-        listeners.withLock { $0[token] = listener }
-        return token
-    }
-
-    public func removeListener(_ token: Int) {
-        _ = listeners.withLock { $0.removeValue(forKey: token) }
-    }
+    public func addListener(_ listener: @escaping @Sendable (Signal) -> Void) -> Int { signalListeners.add(listener) }
+    public func removeListener(_ token: Int) { signalListeners.remove(token) }
+    public func send(_ signal: Signal) { signalListeners.send(signal) }
 
     /// Adds a listener for job events, called with each committed transaction's events in
     /// `seq` order. Returns a token for ``removeEventListener(_:)``.
     @discardableResult
-    public func addEventListener(_ listener: @escaping EventListener) -> Int {
+    public func addEventListener(_ listener: @escaping @Sendable ([JobEvent]) -> Void) -> Int { eventListeners.add(listener) }
+    public func removeEventListener(_ token: Int) { eventListeners.remove(token) }
+    public func send(events: [JobEvent]) { eventListeners.send(events) }
+}
+
+/// A set of callbacks, each under a token.
+private final class Listeners<Value: Sendable>: Sendable {
+    private let callbacks = Mutex<[Int: @Sendable (Value) -> Void]>([:])
+    private let nextToken = Atomic<Int>(0)
+
+    func add(_ callback: @escaping @Sendable (Value) -> Void) -> Int {
         let token = nextToken.add(1, ordering: .relaxed).newValue
-        eventListeners.withLock { $0[token] = listener }
+        callbacks.withLock { $0[token] = callback }
         return token
     }
 
-    public func removeEventListener(_ token: Int) {
-        _ = eventListeners.withLock { $0.removeValue(forKey: token) }
-    }
+    func remove(_ token: Int) { _ = callbacks.withLock { $0.removeValue(forKey: token) } }
 
-    public func send(events: [JobEvent]) {
-        let current = eventListeners.withLock { Array($0.values) }
-        for listener in current { listener(events) }
-    }
-
-    public func send(_ signal: Signal) {
-        let current = listeners.withLock { Array($0.values) }
-        for listener in current { listener(signal) }
+    func send(_ value: Value) {
+        for callback in callbacks.withLock({ Array($0.values) }) { callback(value) }
     }
 }
