@@ -11,7 +11,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Measure enqueue rate, end-to-end throughput and pickup latency on a temporary database.")
 
     @Option(help: "Jobs per throughput run.") var jobs = 100_000
-    @Option(help: "Workers (jobs run at once) in the throughput runs.") var concurrency = 64
+    @Option(help: "Workers (jobs run at once) in the throughput runs.") var concurrency = 128
     @Option(help: "Concurrent callers enqueueing single jobs.") var producers = 64
     @Option(help: "Single enqueues timed one at a time for the pickup latency.") var latencySamples = 1000
     @Option(help: "Finished jobs put in the table before the last throughput run (0 skips it).") var history = 1_000_000
