@@ -41,7 +41,11 @@ struct EventRoutes {
                 for event in try await store.events(after: resumeAfter, filter: filter, limit: 10_000) {
                     if try await send(event) { return true }
                 }
-                return snapshot.state.isFinished && snapshotSeq <= resumeAfter
+                if !snapshot.state.isFinished { return false }
+                // Finished, but its terminal event is not in the log any more (pruned) or was
+                // seen already: end with the job as it is.
+                if snapshotSeq > resumeAfter { try await send.snapshot(snapshot, seq: snapshotSeq) }
+                return true
             }
             try await send.snapshot(snapshot, seq: snapshotSeq)
             return snapshot.state.isFinished
