@@ -11,13 +11,7 @@ struct QueueRoutes {
         api.get("queues") { request, context in
             let principal = try context.require(.read)
             struct List: Encodable { var queues: [QueueDocument] }
-            let stats = try await spool.store.queueStats(tenant: principal.tenantFilter)
-            var byName = Dictionary(uniqueKeysWithValues: stats.map { ($0.name, $0) })
-            for name in spool.configuration.queues.keys.sorted() + ["default"] where byName[name] == nil {
-                byName[name] = QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)
-            }
-            let queues = byName.values.sorted { $0.name < $1.name }.map { QueueDocument($0, configuration: spool.configuration.queue($0.name)) }
-            return try JSONResponse.make(List(queues: queues))
+            return try JSONResponse.make(List(queues: try await spool.queueOverview(tenant: principal.tenantFilter)))
         }
         api.get("queues/:name") { request, context in
             let principal = try context.require(.read)
@@ -52,7 +46,7 @@ struct QueueRoutes {
     /// A queue the deployment knows, or one that holds jobs; 404 otherwise.
     private func document(_ queue: String, tenant: String?) async throws -> QueueDocument {
         let stats = try await spool.store.queueStats(tenant: tenant).first { $0.name == queue }
-        guard let stats = stats ?? (gateway.knowsQueue(queue) ? QueueStats(name: queue, paused: false, counts: [:], oldestPendingAge: nil) : nil) else {
+        guard let stats = stats ?? (gateway.knowsQueue(queue) ? .empty(queue) : nil) else {
             throw Problem.notFound("queue '\(queue)' not found")
         }
         return QueueDocument(stats, configuration: spool.configuration.queue(queue))

@@ -483,11 +483,11 @@ public final class SQLiteJobStore: JobStore {
                 arguments: [tenant, tenant]) {
                 let name: String = row["queue"]
                 guard let state = JobState(rawValue: row["state"]) else { continue }
-                stats[name, default: QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)].counts[state] = row["n"]
+                stats[name, default: .empty(name)].counts[state] = row["n"]
             }
             for row in try Row.fetchAll(db, sql: "SELECT name, paused FROM queues") {
                 let name: String = row["name"]
-                stats[name, default: QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)].paused = row["paused"]
+                stats[name, default: .empty(name)].paused = row["paused"]
             }
             let now = Date()
             for name in stats.keys where (stats[name]!.counts[.pending] ?? 0) > 0 {

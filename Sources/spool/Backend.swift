@@ -30,13 +30,7 @@ struct LocalBackend: Backend {
     }
     func cancel(_ id: JobID) async throws -> JobDocument { JobDocument(try await spool.cancel(id)) }
     func retry(_ id: JobID) async throws -> JobDocument { JobDocument(try await spool.retry(id)) }
-    func queues() async throws -> [QueueDocument] {
-        var stats = Dictionary(uniqueKeysWithValues: try await spool.queueStats().map { ($0.name, $0) })
-        for name in spool.configuration.queues.keys where stats[name] == nil {
-            stats[name] = QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)
-        }
-        return stats.values.sorted { $0.name < $1.name }.map { QueueDocument($0, configuration: spool.configuration.queue($0.name)) }
-    }
+    func queues() async throws -> [QueueDocument] { try await spool.queueOverview() }
     func setPaused(_ paused: Bool, queue: String) async throws { try await spool.store.setPaused(paused, queue: queue) }
 }
 

@@ -59,7 +59,11 @@ struct StoreOptions: ParsableArguments {
 
     /// Opens the store (running migrations) and builds the engine settings.
     func open(configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
-        let file = try loadConfigFile()
+        try await open(with: try loadConfigFile(), configure: configure)
+    }
+
+    /// Like ``open(configure:)``, with the config file already read.
+    func open(with file: ConfigFile?, configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
         var config = EngineConfiguration()
         try file?.apply(to: &config)
         try configure(&config)

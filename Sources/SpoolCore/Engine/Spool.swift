@@ -93,6 +93,16 @@ public final class Spool: Sendable {
     public func resume(queue: String) async throws { try await store.setPaused(false, queue: queue) }
     public func queueStats() async throws -> [QueueStats] { try await store.queueStats(tenant: nil) }
 
+    /// Every queue a client should see, by name: those holding jobs (of `tenant`, or of all),
+    /// the configured ones and `default`, each with its counts and settings.
+    public func queueOverview(tenant: String? = nil) async throws -> [QueueDocument] {
+        var byName = Dictionary(uniqueKeysWithValues: try await store.queueStats(tenant: tenant).map { ($0.name, $0) })
+        for name in Array(configuration.queues.keys) + ["default"] where byName[name] == nil {
+            byName[name] = .empty(name)
+        }
+        return byName.values.sorted { $0.name < $1.name }.map { QueueDocument($0, configuration: configuration.queue($0.name)) }
+    }
+
     /// Waits until the job reaches a terminal state (polling the store), or `timeout` passes.
     public func waitUntilFinished(_ id: JobID, timeout: Duration = .seconds(60), pollEvery: Duration = .milliseconds(20)) async throws -> Job {
         let deadline = ContinuousClock.now + timeout

@@ -161,6 +161,10 @@ public struct QueueStats: Sendable, Hashable {
     public init(name: String, paused: Bool, counts: [JobState: Int], oldestPendingAge: Duration?) {
         self.name = name; self.paused = paused; self.counts = counts; self.oldestPendingAge = oldestPendingAge
     }
+    /// A queue with no jobs.
+    public static func empty(_ name: String) -> QueueStats {
+        QueueStats(name: name, paused: false, counts: [:], oldestPendingAge: nil)
+    }
     /// Jobs waiting to run (`pending` + `scheduled`): what the depth limit counts.
     public var depth: Int { (counts[.pending] ?? 0) + (counts[.scheduled] ?? 0) }
 }

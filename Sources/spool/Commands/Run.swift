@@ -20,7 +20,7 @@ let metricsRegistry: PrometheusCollectorRegistry = {
 func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
-    let spool = try await store.open { try worker.apply(to: &$0) }
+    let spool = try await store.open(with: file) { try worker.apply(to: &$0) }
     if !worker.noDemoJobs { DemoJobs.register(on: spool) }
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
@@ -70,8 +70,9 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema.")
     @OptionGroup var store: StoreOptions
     func run() async throws {
-        let spool = try await store.open()
+        let file = try store.loadConfigFile()
+        let spool = try await store.open(with: file)
         try await spool.store.close()
-        print("schema up to date: \(store.databasePath(try store.loadConfigFile()))")
+        print("schema up to date: \(store.databasePath(file))")
     }
 }
