@@ -57,9 +57,7 @@ enum Rows {
     /// Whether two JSON documents mean the same, whatever their spacing and key order.
     static func sameJSON(_ a: Data, _ b: Data) -> Bool {
         if a == b { return true }
-        guard let x = try? JSONSerialization.jsonObject(with: a, options: [.fragmentsAllowed]),
-              let y = try? JSONSerialization.jsonObject(with: b, options: [.fragmentsAllowed]) else { return false }
-        let canonical: (Any) -> Data? = { try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys, .fragmentsAllowed]) }
-        return canonical(x) != nil && canonical(x) == canonical(y)
+        guard let x = JSONValue(json: a), let y = JSONValue(json: b) else { return false }
+        return x == y
     }
 }
