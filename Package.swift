@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "SpoolCore", targets: ["SpoolCore"]),
         .library(name: "SpoolSQLite", targets: ["SpoolSQLite"]),
         .library(name: "SpoolGateway", targets: ["SpoolGateway"]),
+        .library(name: "SpoolWebhooks", targets: ["SpoolWebhooks"]),
         .executable(name: "spool", targets: ["spool"]),
     ],
     dependencies: [
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.0"),
     ],
     targets: [
         // The job model, the store interface and the worker engine. No database code.
@@ -42,12 +44,25 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // Signed webhook delivery (Standard Webhooks), run as jobs on the `spool.webhooks` queue.
+        .target(
+            name: "SpoolWebhooks",
+            dependencies: [
+                "SpoolCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The HTTP API: 202 + job id, status, queue control, auth and tenants, metrics, OpenAPI.
         .target(
             name: "SpoolGateway",
             dependencies: [
-                "SpoolCore",
+                "SpoolCore", "SpoolWebhooks",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -61,9 +76,10 @@ let package = Package(
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway",
+                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -87,8 +103,10 @@ let package = Package(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "spool",
+                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "spool",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),

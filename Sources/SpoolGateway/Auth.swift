@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import SpoolCore
 
 /// What a token may do.
@@ -71,13 +72,16 @@ public struct Principal: Sendable {
 }
 
 /// The request context of the gateway: the core storage plus the authenticated caller.
-public struct SpoolRequestContext: RequestContext {
+public struct SpoolRequestContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// Set by the `/v1/ws` route when the request upgrades to a WebSocket.
+    public let webSocket: WebSocketHandlerReference<Self>
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         principal = nil
+        webSocket = .init()
     }
 
     /// The caller, who must hold `scope` (or `admin`).
@@ -91,23 +95,37 @@ public struct SpoolRequestContext: RequestContext {
 /// Checks `Authorization: Bearer <token>` against the configured tokens. With no tokens
 /// configured every caller is the local admin (the gateway refuses to start that way unless it
 /// listens on loopback only).
+///
+/// WebSocket upgrades (`webSocket: true`) also take the token where a browser can put it: in
+/// the subprotocol list (`Sec-WebSocket-Protocol: spool.v1, spool.bearer.<token>`), or as the
+/// `access_token` query parameter (which may end up in proxy logs: prefer the subprotocol).
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = SpoolRequestContext
     let tokens: [APIToken]
+    var webSocket = false
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         if tokens.isEmpty {
             context.principal = .local
         } else {
-            guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
-                throw Problem.unauthorized
-            }
-            let secret = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+            guard let secret = presentedSecret(request) else { throw Problem.unauthorized }
             guard let token = find(APIToken.hash(secret)) else { throw Problem.unauthorized }
             context.principal = Principal(name: token.name, tenant: token.tenant, scopes: token.scopes)
         }
         return try await next(request, context)
+    }
+
+    private func presentedSecret(_ request: Request) -> String? {
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            return header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+        }
+        guard webSocket else { return nil }
+        let offered = request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }
+        if let entry = offered.map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: { $0.hasPrefix(WebSocketSession.bearerPrefix) }) {
+            return String(entry.dropFirst(WebSocketSession.bearerPrefix.count))
+        }
+        return request.uri.queryParameters["access_token"].map(String.init)
     }
 
     /// Compares against every token in constant time, so timing tells nothing about which

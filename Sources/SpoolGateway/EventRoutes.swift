@@ -55,7 +55,7 @@ struct EventRoutes {
     @Sendable func feed(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let principal = try context.require(.read)
         let query = request.uri.queryParameters
-        let filter = EventFilter(tenant: principal.tenantFilter, queue: query["queue"].map(String.init), kind: query["kind"].map(String.init))
+        let filter = EventFilter(tenant: principal.tenantFilter, queues: query["queue"].map { [String($0)] }, kind: query["kind"].map(String.init))
         let resumeAfter = try lastEventID(request)
         let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
         let store = gateway.spool.store

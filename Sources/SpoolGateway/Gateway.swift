@@ -1,8 +1,10 @@
 import Foundation
 import Hummingbird
 import Logging
+import HummingbirdWebSocket
 import Prometheus
 import SpoolCore
+import SpoolWebhooks
 
 /// Settings of the HTTP gateway.
 public struct GatewayConfiguration: Sendable {
@@ -25,6 +27,8 @@ public struct GatewayConfiguration: Sendable {
     public var keepAlive: Duration = .seconds(15)
     /// How many events a stream may fall behind before it is closed (the client resumes).
     public var eventBuffer = 1000
+    /// Webhook settings: which callback addresses are allowed, and configured secrets.
+    public var webhooks = WebhookConfiguration()
 
     public init() {}
 
@@ -68,7 +72,8 @@ public struct Gateway: Sendable {
         "GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
         "POST /v1/jobs", "POST /v1/jobs/batch", "GET /v1/jobs", "GET /v1/jobs/{id}",
         "POST /v1/jobs/{id}/cancel", "POST /v1/jobs/{id}/retry", "DELETE /v1/jobs/{id}",
-        "GET /v1/jobs/{id}/events", "GET /v1/events",
+        "GET /v1/jobs/{id}/events", "GET /v1/events", "GET /v1/ws",
+        "GET /v1/jobs/{id}/deliveries", "GET /v1/webhooks/secret",
         "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
     ]
@@ -85,6 +90,24 @@ public struct Gateway: Sendable {
         JobRoutes(gateway: self).register(on: api)
         QueueRoutes(gateway: self).register(on: api)
         EventRoutes(gateway: self).register(on: api)
+        WebhookRoutes(gateway: self).register(on: api)
+        // Plain HTTP GETs of /v1/ws (no upgrade) get a problem rather than a silent 404.
+        api.get("ws") { _, context -> Response in
+            _ = try context.require(.read)
+            throw Problem(.upgradeRequired, type: "upgrade-required", title: "WebSocket upgrade required",
+                          detail: "GET /v1/ws is a WebSocket endpoint; connect with a WebSocket client")
+        }
+        return router
+    }
+
+    /// The router for WebSocket upgrades: only `/v1/ws`, behind the same authentication.
+    public func webSocketRouter() -> Router<SpoolRequestContext> {
+        let router = Router(context: SpoolRequestContext.self)
+        router.add(middleware: ProblemMiddleware())
+        router.group("v1").add(middleware: AuthMiddleware(tokens: configuration.tokens, webSocket: true))
+            .ws("ws", shouldUpgrade: WebSocketSession.shouldUpgrade, onUpgrade: { inbound, outbound, context in
+                try await WebSocketSession(gateway: self, context: context.requestContext).run(inbound: inbound, outbound: outbound)
+            })
         return router
     }
 
@@ -96,6 +119,7 @@ public struct Gateway: Sendable {
         }
         return Application(
             router: router(),
+            server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter()),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "spool"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)

@@ -127,6 +127,9 @@ struct JobRoutes {
         if let kinds = gateway.acceptedKinds(queue: job.queue), !kinds.contains(job.kind) {
             throw Problem.validation("kind", "unknown kind '\(job.kind)' for queue '\(job.queue)'")
         }
+        if let url = job.callbackURL, let why = gateway.configuration.webhooks.policy.checkLiteral(url) {
+            throw Problem.validation("callback_url", "refused: \(why); callbacks may only reach public addresses unless the operator allows it (webhooks.allow_loopback / allow_private_networks)")
+        }
     }
 
     private func jobID(_ context: SpoolRequestContext) throws -> JobID {

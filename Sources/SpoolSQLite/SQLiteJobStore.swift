@@ -263,13 +263,14 @@ public final class SQLiteJobStore: JobStore {
                                     lease_token = NULL, lease_expires_at = NULL
                     FROM (VALUES \(placeholders(rows: slice.count, columns: 3))) AS v
                     WHERE jobs.id = v.column1 AND jobs.state = 'processing' AND jobs.lease_token = v.column2
-                    RETURNING jobs.id, jobs.tenant, jobs.kind, jobs.attempt, jobs.queue, jobs.result
+                    RETURNING jobs.id, jobs.tenant, jobs.kind, jobs.attempt, jobs.queue, jobs.result, jobs.callback_url
                     """),
                 arguments: arguments)
             for row in rows {
                 let key = try Rows.key(row, queue: row[4])
                 done.insert(key.id)
                 batch.transition(key, from: .processing, to: .completed, result: (row[5] as String?).map { Data($0.utf8) })
+                try scheduleWebhook(db, batch, key, url: row[6], state: .completed)
             }
         }
         return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
@@ -285,13 +286,14 @@ public final class SQLiteJobStore: JobStore {
                     UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), finished_at = ?, lease_token = NULL,
                                     lease_expires_at = NULL, errors = json_insert(errors, '$[#]', json(?))
                     WHERE id = ? AND state = 'processing' AND lease_token = ?
-                    RETURNING id, tenant, kind, attempt, queue
+                    RETURNING id, tenant, kind, attempt, queue, callback_url
                     """),
                 arguments: [state.rawValue, retryAt.map(Rows.micros), state == .failed ? Rows.micros(now) : nil,
                             errorJSON, id.description, lease.value])
             guard let row else { throw SpoolError.leaseLost(id) }
             let key = try Rows.key(row, queue: row[4])
             batch.transition(key, from: .processing, to: state, error: error)
+            if state == .failed { try Self.scheduleWebhook(db, batch, key, url: row[5], state: .failed) }
             if state != .failed { batch.signal(.workAvailable(queue: key.queue)) }
         }
     }
@@ -327,7 +329,7 @@ public final class SQLiteJobStore: JobStore {
                             'reason', 'lease_expired')),
                         lease_token = NULL, lease_expires_at = NULL
                     WHERE state = 'processing' AND lease_expires_at < ?1
-                    RETURNING id, tenant, kind, attempt, queue, state, worker_id
+                    RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url
                     """),
                 arguments: [now])
             for row in rows {
@@ -337,6 +339,7 @@ public final class SQLiteJobStore: JobStore {
                                          at: Rows.date(now), reason: "lease_expired")
                 batch.transition(key, from: .processing, to: state, error: error)
                 if state == .pending { batch.signal(.workAvailable(queue: key.queue)) }
+                if state == .failed { try Self.scheduleWebhook(db, batch, key, url: row[7], state: .failed) }
             }
             return rows.count
         }
@@ -353,6 +356,7 @@ public final class SQLiteJobStore: JobStore {
                 """).execute(arguments: [Rows.micros(Date()), id.description])
             batch.transition(.init(job), from: job.state, to: .cancelled)
             if job.state == .processing { batch.signal(.jobCancelled(id)) }
+            try Self.scheduleWebhook(db, batch, .init(job), url: job.callbackURL, state: .cancelled)
             return try Self.fetchJob(db, id, tenant: tenant)
         }
     }
@@ -439,7 +443,68 @@ public final class SQLiteJobStore: JobStore {
                 for row in rows { batch.move(queue: row[0], tenant: row[1], from: state, to: nil) }
                 deleted += rows.count
             }
+            // Delivery records go with the oldest history kept.
+            if let cutoff = [completedBefore, failedBefore].compactMap({ $0 }).min() {
+                try db.cachedStatement(sql: """
+                    DELETE FROM webhook_deliveries WHERE id IN (
+                        SELECT id FROM webhook_deliveries WHERE created_at < ? LIMIT ?)
+                    """).execute(arguments: [Rows.micros(cutoff), limit])
+            }
             return deleted
+        }
+    }
+
+    // MARK: Webhooks
+
+    /// Schedules the webhook of a job that just reached a terminal `state`, if it has a
+    /// callback URL: a delivery job plus its record, in the caller's transaction.
+    private static func scheduleWebhook(_ db: Database, _ batch: GroupCommitWriter.Batch, _ key: GroupCommitWriter.Batch.JobKey,
+                                        url: String?, state: JobState) throws {
+        guard let url else { return }
+        let now = Date()
+        let delivery = newJob(Webhook.deliveryJob(for: key.id, tenant: key.tenant, url: url, state: state), defaults: nil, now: now)
+        try insert([delivery], db, batch)
+        try db.cachedStatement(sql: """
+            INSERT INTO webhook_deliveries(id, job_id, tenant, url, event, created_at) VALUES (?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [delivery.id.description, key.id.description, key.tenant, url,
+                                     Webhook.eventType(state), Rows.micros(now)])
+    }
+
+    public func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {
+        try await read { db in
+            let rows = try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    SELECT d.id, d.url, d.event, d.created_at, d.attempts, j.state
+                    FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id
+                    WHERE d.job_id = ? AND (?2 IS NULL OR d.tenant = ?2)
+                    ORDER BY d.id
+                    """),
+                arguments: [job.description, tenant])
+            return try rows.map { row in
+                guard let id = JobID(row[0] as String) else { throw Rows.CorruptRow(description: "bad delivery id") }
+                let attempts = try JSON.decode([WebhookAttempt].self, from: Data((row[4] as String).utf8))
+                return WebhookDelivery(id: id, jobID: job, url: row[1], event: row[2], createdAt: Rows.date(row[3]),
+                                       state: (row[5] as String?).flatMap(JobState.init(rawValue:)), attempts: attempts)
+            }
+        }
+    }
+
+    public func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
+        let text = String(decoding: try JSON.encode(attempt), as: UTF8.self)
+        try await writer.write(durable: false) { db, _ in
+            try db.cachedStatement(sql: "UPDATE webhook_deliveries SET attempts = json_insert(attempts, '$[#]', json(?)) WHERE id = ?")
+                .execute(arguments: [text, delivery.description])
+        }
+    }
+
+    public func webhookSecret(tenant: String) async throws -> String {
+        if let existing = try await read({ db in
+            try String.fetchOne(db.cachedStatement(sql: "SELECT secret FROM webhook_secrets WHERE tenant = ?"), arguments: [tenant])
+        }) { return existing }
+        return try await writer.write(atomic: true) { db, _ in
+            try db.execute(sql: "INSERT INTO webhook_secrets(tenant, secret) VALUES (?, ?) ON CONFLICT(tenant) DO NOTHING",
+                           arguments: [tenant, Webhook.makeSecret()])
+            return try String.fetchOne(db, sql: "SELECT secret FROM webhook_secrets WHERE tenant = ?", arguments: [tenant]) ?? ""
         }
     }
 

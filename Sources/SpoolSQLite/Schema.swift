@@ -77,6 +77,27 @@ enum Schema {
                 CREATE INDEX event_log_at ON event_log(at);
                 """)
         }
+        migrator.registerMigration("v3: webhooks") { db in
+            try db.execute(sql: """
+                -- One row per webhook notification; id is its delivery job's id. Attempts are a
+                -- JSON array appended by the delivery worker.
+                CREATE TABLE webhook_deliveries (
+                    id TEXT PRIMARY KEY,
+                    job_id TEXT NOT NULL,
+                    tenant TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    event TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    attempts TEXT NOT NULL DEFAULT '[]'
+                ) WITHOUT ROWID;
+                CREATE INDEX webhook_deliveries_job ON webhook_deliveries(job_id);
+                CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at);
+                CREATE TABLE webhook_secrets (
+                    tenant TEXT PRIMARY KEY,
+                    secret TEXT NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

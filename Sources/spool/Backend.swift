@@ -49,6 +49,7 @@ struct RemoteBackend: Backend {
         if let t = job.timeout { body["timeout_seconds"] = .number(t.seconds) }
         if let key = job.idempotencyKey { body["idempotency_key"] = .string(key) }
         if !job.tags.isEmpty { body["tags"] = .array(job.tags.map(JSONValue.string)) }
+        if let url = job.callbackURL { body["callback_url"] = .string(url) }
         struct Accepted: Decodable { var id: String }
         let accepted = try JSON.decode(Accepted.self, from: try await call(.POST, "/v1/jobs", body: JSONValue.object(body).jsonData))
         return try await self.job(try parseJobID(accepted.id))

@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import SpoolWebhooks
 import Yams
 
 /// The config file (`spool.yaml`), as documented in README.md. Every field is optional.
@@ -19,6 +20,17 @@ struct ConfigFile: Decodable {
         /// A number, or `none` for no limit.
         var depth_limit: DepthLimit?
         var backoff: BackoffFile?
+        /// Webhook URL for jobs enqueued without a callback_url.
+        var callback_url: String?
+    }
+    struct WebhooksFile: Decodable {
+        /// Allow callback URLs on loopback addresses (127.0.0.0/8, ::1, localhost).
+        var allow_loopback: Bool?
+        /// Allow callback URLs on private and link-local networks.
+        var allow_private_networks: Bool?
+        /// Signing secrets per tenant (`whsec_...`); tenants not listed get one made and kept in the database.
+        var secrets: [String: String]?
+        var timeout_seconds: Double?
     }
     enum DepthLimit: Decodable {
         case limit(Int)
@@ -64,6 +76,7 @@ struct ConfigFile: Decodable {
     /// Settings for every queue not listed under `queues`.
     var defaults: QueueFile?
     var queues: [String: QueueFile]?
+    var webhooks: WebhooksFile?
 
     static func load(path: String) throws -> ConfigFile {
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -83,8 +96,24 @@ struct ConfigFile: Decodable {
         if let h = retention?.failed_hours { config.failedRetention = h <= 0 ? nil : .seconds(fractional: h * 3600) }
         if let d = defaults { config.defaultQueue = try d.apply(to: config.defaultQueue, name: "defaults") }
         for (name, q) in queues ?? [:] {
-            config.queues[name] = try q.apply(to: config.defaultQueue, name: "queues.\(name)")
+            config.queues[name] = try q.apply(to: config.queue(name), name: "queues.\(name)")
         }
+    }
+
+    /// Webhook settings: the config file's `webhooks` section, then `SPOOL_WEBHOOK_ALLOW_LOOPBACK=1`.
+    func webhookConfiguration() throws -> WebhookConfiguration {
+        var config = WebhookConfiguration()
+        config.policy.allowLoopback = webhooks?.allow_loopback ?? false
+        config.policy.allowPrivateNetworks = webhooks?.allow_private_networks ?? false
+        if ProcessInfo.processInfo.environment["SPOOL_WEBHOOK_ALLOW_LOOPBACK"] == "1" { config.policy.allowLoopback = true }
+        for (tenant, secret) in webhooks?.secrets ?? [:] {
+            do { _ = try WebhookSignature.sign(id: "check", timestamp: 0, body: Data(), secret: secret) } catch {
+                throw CLIError("webhooks.secrets.\(tenant): \(error)")
+            }
+            config.secrets[tenant] = secret
+        }
+        if let t = webhooks?.timeout_seconds { config.requestTimeout = try positive(t, "webhooks.timeout_seconds") }
+        return config
     }
 }
 
@@ -112,6 +141,12 @@ extension ConfigFile.QueueFile {
             if let v = b.multiplier { q.backoff.multiplier = max(1, v) }
             if let v = b.max_seconds { q.backoff.max = .seconds(fractional: max(0, v)) }
             if let v = b.jitter { q.backoff.jitter = min(1, max(0, v)) }
+        }
+        if let url = callback_url {
+            guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https", u.host != nil else {
+                throw CLIError("\(name).callback_url must be an absolute http or https URL")
+            }
+            q.callbackURL = url
         }
         return q
     }

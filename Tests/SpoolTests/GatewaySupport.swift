@@ -10,6 +10,7 @@ import SpoolCore
 import SpoolDemoJobs
 import SpoolGateway
 import SpoolSQLite
+import SpoolWebhooks
 import Synchronization
 
 /// swift-metrics can be bootstrapped once per process: every gateway of the tests shares this.
@@ -56,6 +57,7 @@ final class TestGateway: Sendable {
     /// Starts a gateway, runs `body` against it, and shuts everything down.
     static func with(
         tokens: [APIToken] = [], workers: Bool = true,
+        webhooks: WebhookConfiguration = WebhookConfiguration(),
         engine: (inout EngineConfiguration) -> Void = { _ in },
         gateway: (inout GatewayConfiguration) -> Void = { _ in },
         _ body: (TestGateway) async throws -> Void
@@ -71,9 +73,13 @@ final class TestGateway: Sendable {
         logger.logLevel = .warning
         let spool = Spool(store: store, configuration: engineConfig, logger: logger)
         DemoJobs.register(on: spool)
+        let deliverer = WebhookDeliverer(store: store, configuration: webhooks, logger: logger)
+        defer { Task { try? await deliverer.shutdown() } }
+        spool.register(deliverer.handler)
         var config = GatewayConfiguration()
         config.port = 0
         config.tokens = tokens
+        config.webhooks = webhooks
         gateway(&config)
         let api = Gateway(spool: spool, configuration: config, metrics: testMetrics)
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)

@@ -144,6 +144,45 @@ struct ProcessTests {
     }
 }
 
+@Suite("spool watch and enqueue --wait", .serialized)
+struct WatchTests {
+    @Test("enqueue --wait follows a job over SSE to its result; a failing job exits non-zero; watch works on a database file")
+    func followsJobs() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("watch.sqlite")
+        let server = try SpoolProcess(["serve", "--database", db, "--port", "0"], logTo: dir.file("serve.log"))
+        var port: Int?
+        _ = try await eventually(timeout: .seconds(30)) {
+            if let range = server.output.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(server.output[range].split(separator: ":").last ?? "")
+            }
+            return port != nil
+        }
+        let url = "http://127.0.0.1:\(try #require(port, "serve did not start: \(server.output)"))"
+        func run(_ args: [String]) async throws -> (Int32, String) {
+            let p = try SpoolProcess(args, logTo: dir.file("cli-\(UUID().uuidString).log"))
+            let status = await p.waitForExit(timeout: .seconds(60))
+            return (status ?? -1, p.output)
+        }
+        let (ok, okOut) = try await run(["enqueue", "--url", url, "--kind", "demo.sleep", "--payload", #"{"seconds": 0.6, "steps": 3}"#, "--wait"])
+        #expect(ok == 0, "\(okOut)")
+        #expect(okOut.contains("slept_seconds"), "\(okOut)")
+        #expect(okOut.contains("100.0%") && okOut.contains("processing") && okOut.contains("step"), "no progress shown: \(okOut)")
+
+        let (bad, badOut) = try await run(["enqueue", "--url", url, "--kind", "demo.flaky", "--payload", #"{"always": true}"#, "--max-attempts", "1", "--wait"])
+        #expect(bad == 1, "\(badOut)")
+        #expect(badOut.contains("failed after 1 attempt"), "\(badOut)")
+
+        // The finished job, watched straight from the database file.
+        let id = try #require(okOut.split(separator: "\n").first { $0.hasPrefix("enqueued ") }?.split(separator: " ").last.map(String.init))
+        let (watched, watchedOut) = try await run(["watch", id, "--database", db])
+        #expect(watched == 0 && watchedOut.contains("slept_seconds"), "\(watchedOut)")
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit(timeout: .seconds(20)) == 0)
+    }
+}
+
 extension Array {
     func asyncAllSatisfy(_ predicate: (Element) async throws -> Bool) async rethrows -> Bool {
         for element in self where try await !predicate(element) { return false }

@@ -439,6 +439,74 @@ struct StoreContractTests {
         }
     }
 
+    @Test("a job with a callback URL schedules one webhook delivery in the same transaction as its terminal state", arguments: StoreKind.allCases)
+    func webhookDeliveriesAreScheduled(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            func enqueue(_ url: String?, tenant: String = "acme", maxAttempts: Int = 3) async throws -> JobID {
+                try await store.enqueue([NewJob(queue: "q", kind: "k", maxAttempts: maxAttempts, callbackURL: url, tenant: tenant)],
+                                        defaults: [:], depthLimits: [:])[0].job.id
+            }
+            let completes = try await enqueue("https://example.com/done")
+            let fails = try await enqueue("https://example.com/failed", maxAttempts: 1)
+            let cancelled = try await enqueue("https://example.com/cancelled")
+            let silent = try await enqueue(nil)
+            let retried = try await enqueue("https://example.com/retried", maxAttempts: 2)
+            for job in try await store.leaseAll() {
+                switch job.id {
+                case completes, silent: try await store.complete(job.id, lease: job.lease, result: nil)
+                case fails: try await store.fail(job.id, lease: job.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+                case retried: try await store.fail(job.id, lease: job.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: Date())
+                default: break
+                }
+            }
+            _ = try await store.cancel(cancelled, tenant: nil)
+
+            for (id, event, url) in [(completes, "job.completed", "https://example.com/done"), (fails, "job.failed", "https://example.com/failed"),
+                                     (cancelled, "job.cancelled", "https://example.com/cancelled")] {
+                let deliveries = try await store.webhookDeliveries(of: id, tenant: "acme")
+                #expect(deliveries.count == 1, "\(event)")
+                guard let d = deliveries.first else { continue }
+                #expect(d.event == event && d.url == url && d.jobID == id && d.attempts.isEmpty && d.status == "pending")
+                // The delivery is a job on the internal queue, of the job's tenant.
+                let delivery = try await store.mustGet(d.id)
+                #expect(delivery.queue == Webhook.queue && delivery.kind == Webhook.kind && delivery.tenant == "acme")
+                #expect(delivery.maxAttempts == Webhook.maxAttempts && delivery.state == .pending)
+                let payload = try JSON.decode(Webhook.Payload.self, from: delivery.payload)
+                #expect(payload.job_id == id.description && payload.url == url && payload.event == event)
+                // Another tenant sees nothing.
+                #expect(try await store.webhookDeliveries(of: id, tenant: "globex").isEmpty)
+            }
+            #expect(try await store.webhookDeliveries(of: silent, tenant: nil).isEmpty)
+            #expect(try await store.webhookDeliveries(of: retried, tenant: nil).isEmpty, "a retry is not terminal")
+
+            // Attempts are recorded on the delivery, in order.
+            let d = try #require(try await store.webhookDeliveries(of: completes, tenant: nil).first)
+            try await store.recordWebhookAttempt(WebhookAttempt(attempt: 1, at: Date(), statusCode: 500, durationMs: 3.5, error: "receiver answered 500"), delivery: d.id)
+            try await store.recordWebhookAttempt(WebhookAttempt(attempt: 2, at: Date(), statusCode: 200, durationMs: 1.25, error: nil), delivery: d.id)
+            let leased = try #require(try await store.leaseAll(queue: Webhook.queue).first { $0.id == d.id })
+            try await store.complete(leased.id, lease: leased.lease, result: nil)
+            let after = try #require(try await store.webhookDeliveries(of: completes, tenant: nil).first)
+            #expect(after.attempts.map(\.status_code) == [500, 200] && after.attempts[0].duration_ms == 3.5)
+            #expect(after.status == "delivered")
+            #expect(try await store.webhookDeliveries(of: d.id, tenant: nil).isEmpty, "a delivery job has no callback of its own")
+        }
+    }
+
+    @Test("each tenant has one stable webhook secret", arguments: StoreKind.allCases)
+    func webhookSecrets(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let secrets = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<10 { group.addTask { try await store.webhookSecret(tenant: "acme") } }
+                return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+            }
+            #expect(secrets.count == 1)
+            let acme = try #require(secrets.first)
+            #expect(acme.hasPrefix("whsec_") && Data(base64Encoded: String(acme.dropFirst(6)))?.count == 32)
+            #expect(try await store.webhookSecret(tenant: "globex") != acme)
+            #expect(try await store.webhookSecret(tenant: "acme") == acme)
+        }
+    }
+
     @Test("enqueue signals waiting workers", arguments: StoreKind.allCases)
     func signals(kind: StoreKind) async throws {
         try await withStore(kind) { store in

@@ -60,9 +60,12 @@ public final class Spool: Sendable {
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueResult] {
         var defaults: [String: JobDefaults] = [:]
         var limits: [String: Int] = [:]
-        for job in jobs {
+        var jobs = jobs
+        for i in jobs.indices {
+            let queue = configuration.queue(jobs[i].queue)
+            if jobs[i].callbackURL == nil { jobs[i].callbackURL = queue.callbackURL }
+            let job = jobs[i]
             try job.validate()
-            let queue = configuration.queue(job.queue)
             defaults[job.queue] = JobDefaults(queue)
             if let limit = queue.depthLimit { limits[job.queue] = limit }
         }
@@ -116,9 +119,11 @@ public final class Spool: Sendable {
     // MARK: Workers
 
     /// A service that runs this process's workers for `queues` (every configured queue and
-    /// `default` when `nil`) plus the maintenance duties (lease rescue, pruning).
+    /// `default` when `nil`) plus the maintenance duties (lease rescue, pruning). When a
+    /// webhook delivery handler is registered, the internal ``Webhook/queue`` is always worked.
     public func worker(queues: [String]? = nil) -> SpoolWorker {
-        let names = queues ?? Array(Set(configuration.queues.keys).union(["default"])).sorted()
-        return SpoolWorker(spool: self, queues: names)
+        var names = Set(queues ?? Array(configuration.queues.keys) + ["default"])
+        if handler(for: Webhook.kind) != nil { names.insert(Webhook.queue) }
+        return SpoolWorker(spool: self, queues: names.sorted())
     }
 }

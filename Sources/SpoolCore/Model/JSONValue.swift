@@ -183,3 +183,7 @@ public struct QueueDocument: Sendable, Codable, Hashable {
         concurrency = configuration.concurrency
     }
 }
+
+extension JSONValue: ExpressibleByStringLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+}

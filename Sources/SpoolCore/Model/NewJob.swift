@@ -70,7 +70,7 @@ public struct NewJob: Sendable, Hashable {
 
     public static let priorityRange = -1000...1000
 
-    static func isValidName(_ s: String, maxLength: Int = 64) -> Bool {
+    public static func isValidName(_ s: String, maxLength: Int = 64) -> Bool {
         guard !s.isEmpty, s.utf8.count <= maxLength else { return false }
         return s.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)

@@ -49,11 +49,13 @@ public struct QueueConfiguration: Sendable, Hashable {
     /// ``SpoolError/queueFull(queue:limit:retryAfter:)``. `nil` means no limit.
     public var depthLimit: Int?
     public var backoff: Backoff
+    /// The webhook URL of jobs enqueued without a `callback_url` of their own.
+    public var callbackURL: String?
 
     public init(concurrency: Int = 10, timeout: Duration = .seconds(3600), maxAttempts: Int = 5,
-                depthLimit: Int? = 1_000_000, backoff: Backoff = Backoff()) {
+                depthLimit: Int? = 1_000_000, backoff: Backoff = Backoff(), callbackURL: String? = nil) {
         self.concurrency = concurrency; self.timeout = timeout; self.maxAttempts = maxAttempts
-        self.depthLimit = depthLimit; self.backoff = backoff
+        self.depthLimit = depthLimit; self.backoff = backoff; self.callbackURL = callbackURL
     }
 }
 
@@ -89,7 +91,9 @@ public struct EngineConfiguration: Sendable {
 
     public init() {}
 
-    public func queue(_ name: String) -> QueueConfiguration { queues[name] ?? defaultQueue }
+    public func queue(_ name: String) -> QueueConfiguration {
+        queues[name] ?? (name == Webhook.queue ? Webhook.queueConfiguration : defaultQueue)
+    }
 
     public static func defaultWorkerID() -> String {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"

@@ -89,24 +89,45 @@ public protocol JobStore: Sendable {
     /// Deletes events older than `before`, at most `limit`. Returns how many.
     func pruneEvents(before: Date, limit: Int) async throws -> Int
 
+    // MARK: Webhooks
+    //
+    // When a job with a callback URL reaches `completed`, `failed` or `cancelled`, the store
+    // enqueues in the same transaction a delivery job (``Webhook/deliveryJob(for:tenant:url:state:)``)
+    // and records the delivery, so that a crash cannot lose the notification.
+
+    /// The webhook deliveries about `job`, oldest first.
+    func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery]
+
+    /// Records one attempt of the delivery whose delivery job is `delivery`.
+    func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws
+
+    /// The tenant's webhook signing secret (`whsec_` + base64), made on first use and then
+    /// the same for every process sharing the store.
+    func webhookSecret(tenant: String) async throws -> String
+
     /// Releases connections and files.
     func close() async throws
 }
 
 /// Which events a subscriber wants. `nil` fields match everything.
+///
+/// `jobIDs` and `queues` select together: an event matches when its job is in `jobIDs` or its
+/// queue is in `queues` (a WebSocket client subscribed to two jobs and a queue). `tenant` and
+/// `kind` then narrow the selection.
 public struct EventFilter: Sendable, Hashable {
     public var tenant: String?
     public var jobIDs: Set<JobID>?
-    public var queue: String?
+    public var queues: Set<String>?
     public var kind: String?
 
-    public init(tenant: String? = nil, jobIDs: Set<JobID>? = nil, queue: String? = nil, kind: String? = nil) {
-        self.tenant = tenant; self.jobIDs = jobIDs; self.queue = queue; self.kind = kind
+    public init(tenant: String? = nil, jobIDs: Set<JobID>? = nil, queues: Set<String>? = nil, kind: String? = nil) {
+        self.tenant = tenant; self.jobIDs = jobIDs; self.queues = queues; self.kind = kind
     }
 
     public func matches(_ event: JobEvent) -> Bool {
-        (tenant == nil || tenant == event.tenant) && (jobIDs == nil || jobIDs!.contains(event.jobID))
-            && (queue == nil || queue == event.queue) && (kind == nil || kind == event.kind)
+        guard tenant == nil || tenant == event.tenant, kind == nil || kind == event.kind else { return false }
+        if jobIDs == nil && queues == nil { return true }
+        return jobIDs?.contains(event.jobID) == true || queues?.contains(event.queue) == true
     }
 }
 

@@ -15,6 +15,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Concurrent callers enqueueing single jobs.") var producers = 64
     @Option(help: "Single enqueues timed one at a time for the pickup latency.") var latencySamples = 1000
     @Option(help: "Finished jobs put in the table before the last throughput run (0 skips it).") var history = 1_000_000
+    @Option(help: "Jobs timed from completion to their SSE and WebSocket event (0 skips it).") var eventSamples = 1000
     @Option(help: "SQLite durability: full, normal, off.") var durability = "full"
     @Option(help: "Directory for the temporary database. [default: the system temp dir]") var dir: String?
 
@@ -65,6 +66,17 @@ struct Bench: AsyncParsableCommand {
         }
         print(String(format: "pickup latency (enqueue call -> handler start, idle workers, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
                      latencySamples, percentile(latencies, 0.50), percentile(latencies, 0.95), percentile(latencies, 0.99)))
+
+        // 3b. Push latency: job completion -> event at an SSE and a WebSocket client.
+        if eventSamples > 0 {
+            let (sse, ws) = try await withBench(base + "/events.sqlite", level) { spool, _ in
+                try await EventLatency(spool: spool, samples: eventSamples).run()
+            }
+            for (name, values) in [("SSE      ", sse), ("WebSocket", ws)] {
+                print(String(format: "event latency, %@ (handler returns -> event parsed by a client over loopback, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
+                             name, values.count, percentile(values, 0.50), percentile(values, 0.95), percentile(values, 0.99)))
+            }
+        }
 
         // 4. End to end with a large history of finished jobs.
         if history > 0 {
@@ -187,7 +199,7 @@ struct Bench: AsyncParsableCommand {
         return latencies
     }
 
-    private func percentile(_ values: [Double], _ p: Double) -> Double {
+    func percentile(_ values: [Double], _ p: Double) -> Double {
         let sorted = values.sorted()
         guard !sorted.isEmpty else { return .nan }
         return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]

@@ -15,14 +15,25 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "Idempotency key: the same key returns the same job.") var idempotencyKey: String?
     @Option(help: "Tenant that owns the job.") var tenant = NewJob.defaultTenant
     @Option(help: "Tag (repeatable).") var tag: [String] = []
+    @Option(help: "Webhook URL called (signed) when the job completes, fails or is cancelled.") var callbackURL: String?
+    @Flag(help: "Follow the job live until it finishes (like `spool watch`); exit 1 if it fails, 2 if cancelled.") var wait = false
 
     func run() async throws {
         let job = NewJob(
             queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority,
             runAt: delay.map { Date().addingTimeInterval($0) }, maxAttempts: maxAttempts,
             timeout: timeout.map { .seconds(fractional: $0) }, idempotencyKey: idempotencyKey,
-            tags: tag, tenant: tenant)
-        do { try printJSON(try await store.backend().enqueue(job)) } catch { throw explain(error) }
+            callbackURL: callbackURL, tags: tag, tenant: tenant)
+        let state: JobState
+        do {
+            let backend = try await store.backend()
+            let document = try await backend.enqueue(job)
+            guard wait else { return try printJSON(document) }
+            guard let id = JobID(document.id) else { throw CLIError("the server answered a bad job id") }
+            FileHandle.standardError.write(Data("enqueued \(id)\n".utf8))
+            state = try await JobWatcher(backend: backend).watch(id)
+        } catch { throw explain(error) }
+        if let code = JobWatcher.exitCode(state) { throw ExitCode(code) }
     }
 }
 

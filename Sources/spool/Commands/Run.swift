@@ -7,6 +7,7 @@ import Metrics
 import Prometheus
 import SpoolDemoJobs
 import SpoolGateway
+import SpoolWebhooks
 
 /// The registry `/metrics` reads; swift-metrics is bootstrapped with it once per process.
 let metricsRegistry: PrometheusCollectorRegistry = {
@@ -22,6 +23,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     let file = try store.loadConfigFile()
     let spool = try await store.open(with: file) { try worker.apply(to: &$0) }
     if !worker.noDemoJobs { DemoJobs.register(on: spool) }
+    let webhooks = try file?.webhookConfiguration() ?? ConfigFile().webhookConfiguration()
+    let deliverer = WebhookDeliverer(store: spool.store, configuration: webhooks)
+    spool.register(deliverer.handler)
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
         "database": "\(store.databasePath(file))",
@@ -34,6 +38,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     if let gateway {
         var config = try gateway.configuration(file)
         config.queues.formUnion(worker.queueList ?? [])
+        config.webhooks = webhooks
         let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
         let host = config.host
         let app = try api.application(logger: logger) { port in
@@ -43,6 +48,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     }
     let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
+    try? await deliverer.shutdown()
     try await spool.store.close()
 }
 

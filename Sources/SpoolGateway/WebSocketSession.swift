@@ -1,0 +1,194 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import SpoolCore
+
+/// One client on `GET /v1/ws`: a small JSON protocol over text frames.
+///
+/// Client to server:
+/// - `{"type": "subscribe", "jobs": ["<id>", …], "queues": ["<name>", …], "after": <seq>?}`:
+///   adds to what the client follows. Each job gets a `snapshot` first (its status document and
+///   the `seq` it is current to); with `after`, the stored events since then are replayed instead.
+/// - `{"type": "unsubscribe", "jobs": […], "queues": […]}`
+/// - `{"type": "ping", "id": <any>?}`: answered by `{"type": "pong", "id": <same>}`.
+///
+/// Server to client: `{"type": "subscribed", "jobs": […], "queues": […]}` (the whole selection
+/// after each change), `{"type": "snapshot", "seq": n, "job": {…}}`,
+/// `{"type": "event", "event": {…}}` (the same event documents as the SSE streams), and
+/// `{"type": "error", "error": "<code>", "detail": "…"}`. A client too slow to keep up gets an
+/// error `too_slow` and is closed; it reconnects and subscribes again with `after`.
+struct WebSocketSession {
+    /// The subprotocol clients offer; the server selects it.
+    static let subprotocol = "spool.v1"
+    /// A subprotocol entry `spool.bearer.<token>` carries the token for browsers.
+    static let bearerPrefix = "spool.bearer."
+    static let maxJobs = 10_000
+    static let maxQueues = 100
+
+    let gateway: Gateway
+    let principal: Principal
+
+    init(gateway: Gateway, context: SpoolRequestContext) throws {
+        self.gateway = gateway
+        guard let principal = context.principal else { throw Problem.unauthorized }
+        self.principal = principal
+    }
+
+    /// Authorises the upgrade and selects the subprotocol when the client offered it.
+    @Sendable static func shouldUpgrade(_ request: Request, _ context: SpoolRequestContext) async throws -> RouterShouldUpgrade {
+        _ = try context.require(.read)
+        let offered = request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        return offered.contains(subprotocol) ? .upgrade([.secWebSocketProtocol: subprotocol]) : .upgrade([:])
+    }
+
+    private enum Input: Sendable {
+        case message(String)
+        case event(JobEvent)
+        case overflowed
+        case end
+    }
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        var filter = EventFilter(tenant: principal.tenantFilter, jobIDs: [], queues: [])
+        let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
+        let (inputs, feed) = AsyncStream.makeStream(of: Input.self)
+        let reader = Task {
+            do {
+                for try await message in inbound.messages(maxSize: 1 << 16) {
+                    if case .text(let text) = message { feed.yield(.message(text)) } else { feed.yield(.message("")) }
+                }
+            } catch {}
+            feed.yield(.end)
+        }
+        let forwarder = Task {
+            for await event in subscription.events { feed.yield(.event(event)) }
+            feed.yield(subscription.overflowed ? .overflowed : .end)
+        }
+        defer {
+            subscription.cancel()
+            reader.cancel()
+            forwarder.cancel()
+            feed.finish()
+        }
+        // Per job, the seq its snapshot was current to: older live events are not sent again.
+        var floors: [JobID: Int64] = [:]
+        loop: for await input in inputs {
+            switch input {
+            case .event(let event):
+                subscription.consumed()
+                if let floor = floors[event.jobID], event.seq <= floor { continue }
+                try await send(outbound, ["type": "event", "event": event.document])
+            case .message(let text):
+                try await handle(text, filter: &filter, floors: &floors, subscription: subscription, outbound: outbound)
+            case .overflowed:
+                try? await send(outbound, error: "too_slow", "the connection fell more than \(gateway.configuration.eventBuffer) events behind; reconnect and subscribe with 'after'")
+                try? await outbound.close(.policyViolation, reason: "too slow")
+                break loop
+            case .end:
+                break loop
+            }
+        }
+    }
+
+    private func handle(_ text: String, filter: inout EventFilter, floors: inout [JobID: Int64],
+                        subscription: EventHub.Subscription, outbound: WebSocketOutboundWriter) async throws {
+        guard let value = JSONValue(json: Data(text.utf8)), case .object(let message) = value, case .string(let type)? = message["type"] else {
+            return try await send(outbound, error: "bad_message", "send JSON objects with a 'type': subscribe, unsubscribe or ping")
+        }
+        switch type {
+        case "ping":
+            try await send(outbound, ["type": "pong", "id": message["id"] ?? .null])
+        case "subscribe", "unsubscribe":
+            guard let (jobs, queues) = selection(message) else {
+                return try await send(outbound, error: "bad_message", "'jobs' must be an array of job ids and 'queues' an array of queue names")
+            }
+            if type == "unsubscribe" {
+                filter.jobIDs?.subtract(jobs)
+                filter.queues?.subtract(queues)
+                for id in jobs { floors[id] = nil }
+                subscription.update { $0 = filter }
+                return try await sendSelection(outbound, filter)
+            }
+            var after: Int64?
+            if let raw = message["after"] {
+                guard let n = raw.doubleValue, n >= 0, n == n.rounded() else {
+                    return try await send(outbound, error: "bad_message", "'after' must be the seq of an event")
+                }
+                after = Int64(n)
+            }
+            // Look the jobs up (another tenant's job looks missing), then subscribe before reading
+            // snapshots so that nothing happens unseen in between.
+            var found: [JobID] = []
+            for id in jobs {
+                if try await gateway.spool.job(id, tenant: principal.tenantFilter) != nil { found.append(id) } else {
+                    try await send(outbound, error: "not_found", "job \(id) not found", ["job_id": .string(id.description)])
+                }
+            }
+            let added = EventFilter(tenant: principal.tenantFilter, jobIDs: Set(found), queues: queues)
+            filter.jobIDs?.formUnion(found)
+            filter.queues?.formUnion(queues)
+            guard (filter.jobIDs?.count ?? 0) <= Self.maxJobs, (filter.queues?.count ?? 0) <= Self.maxQueues else {
+                filter.jobIDs?.subtract(found)
+                filter.queues?.subtract(queues)
+                return try await send(outbound, error: "too_many", "at most \(Self.maxJobs) jobs and \(Self.maxQueues) queues per connection")
+            }
+            subscription.update { $0 = filter }
+            let store = gateway.spool.store
+            if let after {
+                let replay = try await store.events(after: after, filter: added, limit: 10_000)
+                for event in replay { try await send(outbound, ["type": "event", "event": event.document]) }
+                let floor = replay.last?.seq ?? after
+                for id in found { floors[id] = max(floors[id] ?? 0, floor) }
+            } else {
+                let seq = try await store.lastEventSeq()
+                for id in found {
+                    guard let job = try await gateway.spool.job(id, tenant: principal.tenantFilter) else { continue }
+                    floors[id] = seq
+                    let document = (try? JSONValue(json: JSON.encode(JobDocument(job)))) ?? .null
+                    try await send(outbound, ["type": "snapshot", "seq": .integer(seq), "job": document])
+                }
+            }
+            try await sendSelection(outbound, filter)
+        default:
+            try await send(outbound, error: "bad_message", "unknown message type '\(type.prefix(40))'")
+        }
+    }
+
+    private func selection(_ message: [String: JSONValue]) -> ([JobID], Set<String>)? {
+        var jobs: [JobID] = []
+        var queues: Set<String> = []
+        if let raw = message["jobs"] {
+            guard case .array(let items) = raw else { return nil }
+            for item in items {
+                guard case .string(let s) = item, let id = JobID(s.lowercased()) else { return nil }
+                jobs.append(id)
+            }
+        }
+        if let raw = message["queues"] {
+            guard case .array(let items) = raw else { return nil }
+            for item in items {
+                guard case .string(let s) = item, NewJob.isValidName(s) else { return nil }
+                queues.insert(s)
+            }
+        }
+        return (jobs, queues)
+    }
+
+    private func sendSelection(_ outbound: WebSocketOutboundWriter, _ filter: EventFilter) async throws {
+        let jobs = (filter.jobIDs ?? []).map(\.description).sorted().map(JSONValue.string)
+        let queues = (filter.queues ?? []).sorted().map(JSONValue.string)
+        try await send(outbound, ["type": "subscribed", "jobs": .array(jobs), "queues": .array(queues)])
+    }
+
+    private func send(_ outbound: WebSocketOutboundWriter, error code: String, _ detail: String, _ extra: [String: JSONValue] = [:]) async throws {
+        var message: [String: JSONValue] = ["type": "error", "error": .string(code), "detail": .string(detail)]
+        message.merge(extra) { a, _ in a }
+        try await send(outbound, message)
+    }
+
+    private func send(_ outbound: WebSocketOutboundWriter, _ message: [String: JSONValue]) async throws {
+        try await outbound.write(.text(String(decoding: JSONValue.object(message).jsonData, as: UTF8.self)))
+    }
+}
