@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "SpoolCore", targets: ["SpoolCore"]),
         .library(name: "SpoolSQLite", targets: ["SpoolSQLite"]),
+        .library(name: "SpoolPostgres", targets: ["SpoolPostgres"]),
         .library(name: "SpoolGateway", targets: ["SpoolGateway"]),
         .library(name: "SpoolWebhooks", targets: ["SpoolWebhooks"]),
         .executable(name: "spool", targets: ["spool"]),
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // The job model, the store interface and the worker engine. No database code.
@@ -42,6 +44,15 @@ let package = Package(
             dependencies: [
                 "SpoolCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // The shared store: many gateways and workers on one PostgreSQL database.
+        .target(
+            name: "SpoolPostgres",
+            dependencies: [
+                "SpoolCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Signed webhook delivery (Standard Webhooks), run as jobs on the `spool.webhooks` queue.
@@ -76,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -103,7 +114,7 @@ let package = Package(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "spool",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "spool",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

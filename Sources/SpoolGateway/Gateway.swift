@@ -128,7 +128,8 @@ public struct Gateway: Sendable {
     /// Kinds a queue accepts, or `nil` for any.
     func acceptedKinds(queue: String) -> Set<String>? {
         if let listed = configuration.kinds[queue] { return listed }
-        let registered = spool.registeredKinds
+        // The internal webhook handler says nothing about which kinds this deployment runs.
+        let registered = spool.registeredKinds.filter { $0 != Webhook.kind }
         return registered.isEmpty ? nil : Set(registered)
     }
 

@@ -121,6 +121,9 @@ struct JobRoutes {
 
     /// Refuses jobs this deployment would never run: unknown queues and kinds.
     private func check(_ job: NewJob) throws {
+        if job.queue == Webhook.queue || job.kind == Webhook.kind {
+            throw Problem.validation(job.queue == Webhook.queue ? "queue" : "kind", "'\(Webhook.queue)' and '\(Webhook.kind)' are reserved for webhook deliveries")
+        }
         guard gateway.knowsQueue(job.queue) else {
             throw Problem.validation("queue", "unknown queue '\(job.queue)'; configure it under 'queues' in the config file")
         }

@@ -36,15 +36,29 @@ struct WebSocketSession {
     }
 
     /// Authorises the upgrade and selects the subprotocol when the client offered it.
+    ///
+    /// Without tokens (loopback only) every caller is the local admin; browsers let any web page
+    /// open a WebSocket to 127.0.0.1, so then an upgrade whose `Origin` is not this very host is
+    /// refused (with tokens, a page cannot present one it does not have).
     @Sendable static func shouldUpgrade(_ request: Request, _ context: SpoolRequestContext) async throws -> RouterShouldUpgrade {
-        _ = try context.require(.read)
+        let principal = try context.require(.read)
+        let authority = request.head.authority ?? ""
+        let foreign = request.headers[values: .origin].contains { origin in
+            guard let host = URL(string: origin)?.host else { return true }
+            return !(authority == host || authority.hasPrefix(host + ":") || authority.hasPrefix("[\(host)]"))
+        }
+        if principal.name == Principal.local.name && foreign {
+            throw Problem.forbidden(.read)
+        }
         let offered = request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
         return offered.contains(subprotocol) ? .upgrade([.secWebSocketProtocol: subprotocol]) : .upgrade([:])
     }
 
     private enum Input: Sendable {
-        case message(String)
+        /// A client message; resume `ack` once handled, so a client cannot queue up work
+        /// faster than it is done.
+        case message(String, ack: CheckedContinuation<Void, Never>)
         case event(JobEvent)
         case overflowed
         case end
@@ -57,7 +71,11 @@ struct WebSocketSession {
         let reader = Task {
             do {
                 for try await message in inbound.messages(maxSize: 1 << 16) {
-                    if case .text(let text) = message { feed.yield(.message(text)) } else { feed.yield(.message("")) }
+                    let text: String
+                    if case .text(let t) = message { text = t } else { text = "" }
+                    await withCheckedContinuation { ack in
+                        if case .terminated = feed.yield(.message(text, ack: ack)) { ack.resume() }
+                    }
                 }
             } catch {}
             feed.yield(.end)
@@ -66,33 +84,43 @@ struct WebSocketSession {
             for await event in subscription.events { feed.yield(.event(event)) }
             feed.yield(subscription.overflowed ? .overflowed : .end)
         }
-        defer {
-            subscription.cancel()
-            reader.cancel()
-            forwarder.cancel()
-            feed.finish()
-        }
-        // Per job, the seq its snapshot was current to: older live events are not sent again.
-        var floors: [JobID: Int64] = [:]
-        loop: for await input in inputs {
-            switch input {
-            case .event(let event):
-                subscription.consumed()
-                if let floor = floors[event.jobID], event.seq <= floor { continue }
-                try await send(outbound, ["type": "event", "event": event.document])
-            case .message(let text):
-                try await handle(text, filter: &filter, floors: &floors, subscription: subscription, outbound: outbound)
-            case .overflowed:
-                try? await send(outbound, error: "too_slow", "the connection fell more than \(gateway.configuration.eventBuffer) events behind; reconnect and subscribe with 'after'")
-                try? await outbound.close(.policyViolation, reason: "too slow")
-                break loop
-            case .end:
+        var sent = SentEvents()
+        var failure: (any Error)?
+        var iterator = inputs.makeAsyncIterator()
+        loop: while let input = await iterator.next() {
+            do {
+                switch input {
+                case .event(let event):
+                    subscription.consumed()
+                    if sent.alreadySent(event) { continue }
+                    try await send(outbound, ["type": "event", "event": event.document])
+                case .message(let text, let ack):
+                    defer { ack.resume() }
+                    try await handle(text, filter: &filter, sent: &sent, subscription: subscription, outbound: outbound)
+                case .overflowed:
+                    try? await send(outbound, error: "too_slow", "the connection fell more than \(gateway.configuration.eventBuffer) events behind; reconnect and subscribe with 'after'")
+                    try? await outbound.close(.policyViolation, reason: "too slow")
+                    break loop
+                case .end:
+                    break loop
+                }
+            } catch {
+                failure = error
                 break loop
             }
         }
+        subscription.cancel()
+        reader.cancel()
+        forwarder.cancel()
+        feed.finish()
+        // A reader waiting for its message to be handled is let go.
+        while let input = await iterator.next() {
+            if case .message(_, let ack) = input { ack.resume() }
+        }
+        if let failure { throw failure }
     }
 
-    private func handle(_ text: String, filter: inout EventFilter, floors: inout [JobID: Int64],
+    private func handle(_ text: String, filter: inout EventFilter, sent: inout SentEvents,
                         subscription: EventHub.Subscription, outbound: WebSocketOutboundWriter) async throws {
         guard let value = JSONValue(json: Data(text.utf8)), case .object(let message) = value, case .string(let type)? = message["type"] else {
             return try await send(outbound, error: "bad_message", "send JSON objects with a 'type': subscribe, unsubscribe or ping")
@@ -107,7 +135,7 @@ struct WebSocketSession {
             if type == "unsubscribe" {
                 filter.jobIDs?.subtract(jobs)
                 filter.queues?.subtract(queues)
-                for id in jobs { floors[id] = nil }
+                for id in jobs { sent.floors[id] = nil }
                 subscription.update { $0 = filter }
                 return try await sendSelection(outbound, filter)
             }
@@ -137,22 +165,47 @@ struct WebSocketSession {
             subscription.update { $0 = filter }
             let store = gateway.spool.store
             if let after {
+                // The stored events since `after` (live ones that arrive meanwhile are not sent
+                // twice); then, for jobs, a snapshot in case the log no longer held them all.
                 let replay = try await store.events(after: after, filter: added, limit: 10_000)
-                for event in replay { try await send(outbound, ["type": "event", "event": event.document]) }
-                let floor = replay.last?.seq ?? after
-                for id in found { floors[id] = max(floors[id] ?? 0, floor) }
-            } else {
-                let seq = try await store.lastEventSeq()
-                for id in found {
-                    guard let job = try await gateway.spool.job(id, tenant: principal.tenantFilter) else { continue }
-                    floors[id] = seq
-                    let document = (try? JSONValue(json: JSON.encode(JobDocument(job)))) ?? .null
-                    try await send(outbound, ["type": "snapshot", "seq": .integer(seq), "job": document])
+                for event in replay where !sent.alreadySent(event) {
+                    sent.replayed(event)
+                    try await send(outbound, ["type": "event", "event": event.document])
                 }
+            }
+            let seq = try await store.lastEventSeq()
+            for id in found {
+                guard let job = try await gateway.spool.job(id, tenant: principal.tenantFilter) else { continue }
+                sent.floors[id] = max(sent.floors[id] ?? 0, seq)
+                let document = (try? JSONValue(json: JSON.encode(JobDocument(job)))) ?? .null
+                try await send(outbound, ["type": "snapshot", "seq": .integer(seq), "job": document])
             }
             try await sendSelection(outbound, filter)
         default:
             try await send(outbound, error: "bad_message", "unknown message type '\(type.prefix(40))'")
+        }
+    }
+
+    /// What this connection has sent, so that a replay and the live feed never repeat an event.
+    struct SentEvents {
+        /// Per job, the seq its snapshot was current to: older live events are stale.
+        var floors: [JobID: Int64] = [:]
+        /// Seqs sent by a replay, up to the highest of them.
+        private var replayedSeqs: Set<Int64> = []
+        private var replayedMax: Int64 = 0
+
+        mutating func replayed(_ event: JobEvent) {
+            replayedSeqs.insert(event.seq)
+            replayedMax = max(replayedMax, event.seq)
+        }
+
+        mutating func alreadySent(_ event: JobEvent) -> Bool {
+            if let floor = floors[event.jobID], event.seq <= floor { return true }
+            if event.seq > replayedMax {
+                if !replayedSeqs.isEmpty { replayedSeqs = [] }
+                return false
+            }
+            return replayedSeqs.contains(event.seq)
         }
     }
 

@@ -14,87 +14,8 @@ import SpoolCore
 /// back alone and its caller gets the error, while the others in the batch commit. Callers hear
 /// back only after the commit, so a success is always durable.
 final class GroupCommitWriter: @unchecked Sendable {
-    /// What the writes of one transaction changed: signals to announce after the commit, and
-    /// the changes to the per-queue counts, written once per transaction instead of once per row.
-    final class Batch {
-        struct CountKey: Hashable {
-            var queue: String
-            var tenant: String
-            var state: JobState
-        }
-        var signals: Set<StoreSignals.Signal> = []
-        var counts: [CountKey: Int] = [:]
-        /// Events of this transaction, numbered when written.
-        var events: [JobEvent] = []
-
-        /// What identifies a job in its events.
-        struct JobKey {
-            var id: JobID
-            var queue: String
-            var tenant: String
-            var kind: String
-            var attempt: Int
-        }
-
-        /// Records a state change: the counts move and a `state` event (or `deleted`) is
-        /// written with the transaction.
-        func transition(_ job: JobKey, from: JobState?, to: JobState?, error: AttemptError? = nil, result: Data? = nil) {
-            move(queue: job.queue, tenant: job.tenant, from: from, to: to)
-            events.append(JobEvent(
-                type: to == nil ? .deleted : .state, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
-                state: to, attempt: job.attempt, error: error, result: result))
-        }
-
-        func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
-
-        func progress(_ job: JobKey, _ progress: JobProgress) {
-            events.append(JobEvent(type: .progress, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
-                                   state: .processing, attempt: job.attempt, progress: progress))
-        }
-
-        /// Records that one job of `queue` moved from `from` to `to` (`nil`: created or deleted).
-        func move(queue: String, tenant: String, from: JobState?, to: JobState?, count: Int = 1) {
-            if from == to { return }
-            if let from { counts[CountKey(queue: queue, tenant: tenant, state: from), default: 0] -= count }
-            if let to { counts[CountKey(queue: queue, tenant: tenant, state: to), default: 0] += count }
-        }
-
-        /// The change in waiting jobs (pending + scheduled) of `queue` not yet written.
-        func waitingDelta(queue: String) -> Int {
-            counts.reduce(0) { $0 + ($1.key.queue == queue && $1.key.state.isWaiting ? $1.value : 0) }
-        }
-
-        func writeCounts(_ db: Database) throws {
-            let upsert = try db.cachedStatement(sql: """
-                INSERT INTO queue_counts(queue, tenant, state, n) VALUES (?, ?, ?, ?)
-                ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + excluded.n
-                """)
-            for (key, n) in counts where n != 0 {
-                try upsert.execute(arguments: [key.queue, key.tenant, key.state.rawValue, n])
-            }
-        }
-
-        /// Appends the transaction's events to the event log as one row (or one per 65,536
-        /// events) and numbers them.
-        func writeEvents(_ db: Database) throws {
-            let now = Rows.micros(Date())
-            var index = 0
-            while index < events.count {
-                let end = min(index + EventLog.perRow, events.count)
-                var text = "["
-                for (n, event) in events[index..<end].enumerated() {
-                    if n > 0 { text += "," }
-                    EventLog.append(event, to: &text)
-                }
-                text += "]"
-                let row = try Int64.fetchOne(
-                    db.cachedStatement(sql: "INSERT INTO event_log (count, at, events) VALUES (?, ?, ?) RETURNING seq"),
-                    arguments: [end - index, now, text]) ?? 0
-                for n in index..<end { events[n].seq = EventLog.seq(row: row, index: n - index) }
-                index = end
-            }
-        }
-    }
+    /// The changes of one group transaction (the core's ``ChangeSet``), written once per commit.
+    typealias Batch = ChangeSet
 
     private struct Op {
         /// Needs the configured sync level; other writes (leases, heartbeats) may skip the
@@ -232,8 +153,31 @@ final class GroupCommitWriter: @unchecked Sendable {
     }
 }
 
-extension GroupCommitWriter.Batch.JobKey {
-    init(_ job: Job) {
-        self.init(id: job.id, queue: job.queue, tenant: job.tenant, kind: job.kind, attempt: job.attempt)
+/// Writing a transaction's changes to SQLite.
+extension ChangeSet {
+    func writeCounts(_ db: Database) throws {
+        let upsert = try db.cachedStatement(sql: """
+            INSERT INTO queue_counts(queue, tenant, state, n) VALUES (?, ?, ?, ?)
+            ON CONFLICT(queue, tenant, state) DO UPDATE SET n = n + excluded.n
+            """)
+        for (key, n) in counts where n != 0 {
+            try upsert.execute(arguments: [key.queue, key.tenant, key.state.rawValue, n])
+        }
+    }
+
+    /// Appends the transaction's events to the event log as one row (or one per 65,536
+    /// events) and numbers them.
+    func writeEvents(_ db: Database) throws {
+        let now = Rows.micros(Date())
+        var index = 0
+        while index < events.count {
+            let end = min(index + EventLogFormat.perRow, events.count)
+            let text = EventLogFormat.encode(events[index..<end])
+            let row = try Int64.fetchOne(
+                db.cachedStatement(sql: "INSERT INTO event_log (count, at, events) VALUES (?, ?, ?) RETURNING seq"),
+                arguments: [end - index, now, text]) ?? 0
+            for n in index..<end { events[n].seq = EventLogFormat.seq(row: row, index: n - index) }
+            index = end
+        }
     }
 }

@@ -41,7 +41,7 @@ enum Rows {
     }
 
     /// A job's identity from a row that starts with `id, tenant, kind, attempt`.
-    static func key(_ row: Row, queue: String) throws -> GroupCommitWriter.Batch.JobKey {
+    static func key(_ row: Row, queue: String) throws -> ChangeSet.JobKey {
         let text: String = row[0]
         guard let id = JobID(text) else { throw CorruptRow(description: "bad job id \(text)") }
         return .init(id: id, queue: queue, tenant: row[1], kind: row[2], attempt: row[3])
@@ -52,12 +52,5 @@ enum Rows {
 
     static func jsonText(_ tags: [String]) -> String {
         tags.isEmpty ? "[]" : String(decoding: (try? JSON.encode(tags)) ?? Data("[]".utf8), as: UTF8.self)
-    }
-
-    /// Whether two JSON documents mean the same, whatever their spacing and key order.
-    static func sameJSON(_ a: Data, _ b: Data) -> Bool {
-        if a == b { return true }
-        guard let x = JSONValue(json: a), let y = JSONValue(json: b) else { return false }
-        return x == y
     }
 }

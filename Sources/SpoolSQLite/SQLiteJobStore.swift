@@ -70,7 +70,7 @@ public final class SQLiteJobStore: JobStore {
         // into one multi-row insert.
         if jobs.count == 1, jobs[0].idempotencyKey == nil {
             let request = jobs[0]
-            let job = Self.newJob(request, defaults: defaults[request.queue], now: Date())
+            let job = Job(new: request, defaults: defaults[request.queue], now: Date())
             return [try await singleEnqueues.submit((job, depthLimits[request.queue]))]
         }
         return try await writer.write(atomic: jobs.count == 1) { db, batch in
@@ -97,7 +97,7 @@ public final class SQLiteJobStore: JobStore {
                     }
                     keysInBatch[mapKey] = i
                 }
-                let job = Self.newJob(request, defaults: defaults[request.queue], now: now)
+                let job = Job(new: request, defaults: defaults[request.queue], now: now)
                 results[i] = EnqueueResult(job: job, replayed: false)
                 toInsert.append((i, job))
             }
@@ -114,18 +114,6 @@ public final class SQLiteJobStore: JobStore {
             try Self.insert(toInsert.map(\.1), db, batch)
             return results.map { $0! }
         }
-    }
-
-    private static func newJob(_ request: NewJob, defaults: JobDefaults?, now: Date) -> Job {
-        let d = defaults ?? JobDefaults(QueueConfiguration())
-        let runAt = request.runAt ?? now
-        return Job(
-            id: JobID.make(now: now), tenant: request.tenant, queue: request.queue, kind: request.kind,
-            payload: request.payload, priority: request.priority,
-            state: runAt > now ? .scheduled : .pending, attempt: 0,
-            maxAttempts: request.maxAttempts ?? d.maxAttempts, runAt: runAt,
-            timeout: request.timeout ?? d.timeout, createdAt: now,
-            idempotencyKey: request.idempotencyKey, callbackURL: request.callbackURL, tags: request.tags)
     }
 
     /// Writes new jobs with multi-row inserts (at most 500 rows per statement).
@@ -183,9 +171,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     private static func checkSameRequest(_ job: Job, _ request: NewJob, key: String) throws {
-        let same = job.queue == request.queue && job.kind == request.kind && job.priority == request.priority
-            && Rows.sameJSON(job.payload, request.payload)
-        if !same { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
+        if !request.isSameRequest(as: job) { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
     }
 
     // MARK: Workers
@@ -370,7 +356,7 @@ public final class SQLiteJobStore: JobStore {
                                 progress_percent = NULL, progress_message = NULL, worker_id = NULL
                 WHERE id = ?
                 """).execute(arguments: [Rows.micros(Date()), id.description])
-            var key = GroupCommitWriter.Batch.JobKey(job)
+            var key = ChangeSet.JobKey(job)
             key.attempt = 0
             batch.transition(key, from: job.state, to: .pending)
             batch.signal(.workAvailable(queue: job.queue))
@@ -457,17 +443,20 @@ public final class SQLiteJobStore: JobStore {
     // MARK: Webhooks
 
     /// Schedules the webhook of a job that just reached a terminal `state`, if it has a
-    /// callback URL: a delivery job plus its record, in the caller's transaction.
-    private static func scheduleWebhook(_ db: Database, _ batch: GroupCommitWriter.Batch, _ key: GroupCommitWriter.Batch.JobKey,
+    /// callback URL: a delivery job (carrying the job's document as it is now) plus its
+    /// record, in the caller's transaction.
+    private static func scheduleWebhook(_ db: Database, _ batch: GroupCommitWriter.Batch, _ key: ChangeSet.JobKey,
                                         url: String?, state: JobState) throws {
-        guard let url else { return }
+        guard url != nil else { return }
+        let job = try fetchJob(db, key.id, tenant: nil)
+        guard let request = Webhook.deliveryJob(for: job), let url = job.callbackURL else { return }
         let now = Date()
-        let delivery = newJob(Webhook.deliveryJob(for: key.id, tenant: key.tenant, url: url, state: state), defaults: nil, now: now)
+        let delivery = Job(new: request, defaults: nil, now: now)
         try insert([delivery], db, batch)
         try db.cachedStatement(sql: """
             INSERT INTO webhook_deliveries(id, job_id, tenant, url, event, created_at) VALUES (?, ?, ?, ?, ?, ?)
             """).execute(arguments: [delivery.id.description, key.id.description, key.tenant, url,
-                                     Webhook.eventType(state), Rows.micros(now)])
+                                     Webhook.eventType(job.state), Rows.micros(now)])
     }
 
     public func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {
@@ -575,9 +564,9 @@ public final class SQLiteJobStore: JobStore {
             // Rows from the one holding `after` on; at most 10,000 rows per call.
             let rows = try Row.fetchCursor(
                 db, sql: "SELECT seq, events FROM event_log WHERE seq >= ? ORDER BY seq LIMIT 10000",
-                arguments: [EventLog.row(of: after)])
+                arguments: [EventLogFormat.row(of: after)])
             while let row = try rows.next() {
-                for event in try EventLog.decode(row: row[0], text: row[1]) where event.seq > after && filter.matches(event) {
+                for event in try EventLogFormat.decode(row: row[0], text: row[1]) where event.seq > after && filter.matches(event) {
                     found.append(event)
                     if found.count == wanted { return found }
                 }
@@ -589,7 +578,7 @@ public final class SQLiteJobStore: JobStore {
     public func lastEventSeq() async throws -> Int64 {
         try await read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT seq, count FROM event_log ORDER BY seq DESC LIMIT 1") else { return 0 }
-            return EventLog.seq(row: row[0], index: (row[1] as Int) - 1)
+            return EventLogFormat.seq(row: row[0], index: (row[1] as Int) - 1)
         }
     }
 

@@ -38,11 +38,21 @@ public struct CallbackAddressPolicy: Sendable, Hashable {
         guard let url = URL(string: urlString), let host = url.host?.trimmingCharacters(in: CharacterSet(charactersIn: "[]")) else {
             return "not a URL"
         }
-        let lower = host.lowercased()
+        let lower = host.lowercased().hasSuffix(".") ? String(host.lowercased().dropLast()) : host.lowercased()
         if lower == "localhost" || lower.hasSuffix(".localhost") {
             return allowLoopback ? nil : "\(host) is a loopback address"
         }
         return IPAddress(host).flatMap(refusal(for:))
+    }
+
+    /// ``resolve(_:)`` on a Dispatch thread: `getaddrinfo` blocks, and must not hold up one of
+    /// the few threads Swift concurrency runs on.
+    public func resolveOffThread(_ host: String) async throws -> [IPAddress] {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try self.resolve(host) })
+            }
+        }
     }
 
     /// Resolves `host` and checks every address it resolves to; any refused address refuses
@@ -72,9 +82,11 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
 
     public enum Scope: Sendable { case `public`, loopback, privateNetwork, unusable }
 
+    /// Parses an address as the resolver would: IPv4 also in its short, decimal, octal and
+    /// hex forms (`127.1`, `2130706433`, `0x7f.1`), so that none of them slips past a check.
     public init?(_ text: String) {
         var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
+        if inet_aton(text, &v4) != 0 {
             bytes = withUnsafeBytes(of: &v4) { Array($0) }
             return
         }
@@ -98,6 +110,7 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
         // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible addresses are their IPv4 address.
         if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff { return Self.scopeV4(Array(bytes[12...])) }
         if bytes[0..<15].allSatisfy({ $0 == 0 }) { return bytes[15] == 1 ? .loopback : .unusable }  // ::1, ::
+        if bytes[0..<12].allSatisfy({ $0 == 0 }) { return Self.scopeV4(Array(bytes[12...])) }  // ::a.b.c.d (IPv4-compatible)
         if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return .privateNetwork }  // fe80::/10 link-local
         if bytes[0] & 0xfe == 0xfc { return .privateNetwork }  // fc00::/7 unique local
         if bytes[0] == 0xff { return .unusable }  // multicast

@@ -99,23 +99,28 @@ public final class WebhookDeliverer: Sendable {
             }
         }
 
-        guard let jobID = JobID(payload.job_id), let job = try await store.job(jobID, tenant: delivery.tenant) else {
+        var document = payload.job
+        if document == nil, let jobID = JobID(payload.job_id), let job = try await store.job(jobID, tenant: delivery.tenant) {
+            document = JobDocument(job)
+        }
+        guard let document else {
             await record(nil, "job \(payload.job_id) no longer exists")
             throw JobFailure.nonRetryable("job \(payload.job_id) no longer exists")
         }
-        guard let url = URL(string: payload.url), let host = url.host?.trimmingCharacters(in: CharacterSet(charactersIn: "[]")) else {
-            await record(nil, "not a URL: \(payload.url)")
-            throw JobFailure.nonRetryable("not a URL: \(payload.url)")
+        guard let url = URL(string: payload.url), url.scheme == "http" || url.scheme == "https",
+              let host = url.host?.trimmingCharacters(in: CharacterSet(charactersIn: "[]")) else {
+            await record(nil, "not an http or https URL: \(payload.url)")
+            throw JobFailure.nonRetryable("not an http or https URL: \(payload.url)")
         }
         do {
-            _ = try configuration.policy.resolve(host)
+            _ = try await configuration.policy.resolveOffThread(host)
         } catch {
             await record(nil, "\(error)")
             throw JobFailure.nonRetryable("callback URL refused: \(error)")
         }
 
         let timestamp = Int64(Date().timeIntervalSince1970)
-        let body = try Self.body(event: payload.event, job: job, timestamp: timestamp)
+        let body = try Self.body(event: payload.event, job: document, timestamp: timestamp)
         let signature = try WebhookSignature.sign(id: delivery.id.description, timestamp: timestamp, body: body,
                                                   secret: try await secret(tenant: delivery.tenant))
         var request = HTTPClientRequest(url: payload.url)
@@ -150,13 +155,13 @@ public final class WebhookDeliverer: Sendable {
     }
 
     /// The request body: `{"type": "job.completed", "timestamp": "...", "data": <status document>}`.
-    static func body(event: String, job: Job, timestamp: Int64) throws -> Data {
+    static func body(event: String, job: JobDocument, timestamp: Int64) throws -> Data {
         struct Envelope: Encodable {
             var type: String
             var timestamp: String
             var data: JobDocument
         }
-        return try JSON.encode(Envelope(type: event, timestamp: Timestamp.format(Date(timeIntervalSince1970: Double(timestamp))), data: JobDocument(job)))
+        return try JSON.encode(Envelope(type: event, timestamp: Timestamp.format(Date(timeIntervalSince1970: Double(timestamp))), data: job))
     }
 }
 

@@ -112,7 +112,10 @@ struct ConfigFile: Decodable {
             }
             config.secrets[tenant] = secret
         }
-        if let t = webhooks?.timeout_seconds { config.requestTimeout = try positive(t, "webhooks.timeout_seconds") }
+        if let t = webhooks?.timeout_seconds {
+            guard t <= 25 else { throw CLIError("webhooks.timeout_seconds must be at most 25 (one delivery attempt may take 30 s)") }
+            config.requestTimeout = try positive(t, "webhooks.timeout_seconds")
+        }
         return config
     }
 }

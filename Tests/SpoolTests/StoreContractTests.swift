@@ -473,6 +473,8 @@ struct StoreContractTests {
                 #expect(delivery.maxAttempts == Webhook.maxAttempts && delivery.state == .pending)
                 let payload = try JSON.decode(Webhook.Payload.self, from: delivery.payload)
                 #expect(payload.job_id == id.description && payload.url == url && payload.event == event)
+                // The job as it finished travels with the delivery (it may be deleted before).
+                #expect(payload.job?.id == id.description && payload.job.map { "job." + $0.state.rawValue } == event)
                 // Another tenant sees nothing.
                 #expect(try await store.webhookDeliveries(of: id, tenant: "globex").isEmpty)
             }

@@ -162,6 +162,42 @@ struct WebSocketTests {
         }
     }
 
+    @Test("without tokens, a web page of another origin cannot open the socket")
+    func refusesForeignOrigins() async throws {
+        try await TestGateway.with { gw in
+            let port = gw.port
+            /// Sends a WebSocket handshake over a plain socket (clients add their own Origin)
+            /// and returns the status code of the answer.
+            func handshake(origin: String?) throws -> Int {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                defer { close(fd) }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                var timeout = timeval(tv_sec: 10, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard connected == 0 else { throw GatewayError("cannot connect") }
+                var request = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                if let origin { request += "Origin: \(origin)\r\n" }
+                request += "\r\n"
+                _ = request.withCString { send(fd, $0, strlen($0), 0) }
+                var buffer = [UInt8](repeating: 0, count: 512)
+                let n = recv(fd, &buffer, buffer.count, 0)
+                let head = String(decoding: buffer.prefix(max(0, n)), as: UTF8.self)
+                return Int(head.split(separator: " ").dropFirst().first ?? "") ?? -1
+            }
+            func connects(origin: String?) async -> Bool { (try? handshake(origin: origin)) == 101 }
+            #expect(await connects(origin: nil), "a client that is not a browser connects")
+            #expect(await connects(origin: "http://127.0.0.1:\(port)"), "the gateway's own origin connects")
+            #expect(!(await connects(origin: "https://evil.example")), "a foreign page must not connect")
+        }
+    }
+
     @Test("an upgrade without a valid token is refused")
     func refusesUnauthenticated() async throws {
         try await TestGateway.with(tokens: Self.tokens) { gw in

@@ -193,6 +193,11 @@ struct WebhookTests {
                     #expect(answer.problemType == "urn:spool:problem:validation")
                     #expect(String(decoding: answer.body, as: UTF8.self).contains("callback_url"))
                 }
+                for (body, field) in [(#"{"kind": "spool.webhook", "payload": {"url": "unix://x/var/run/docker.sock"}}"#, "kind"),
+                                      (#"{"queue": "spool.webhooks", "kind": "demo.noop"}"#, "queue")] {
+                    let reserved = try await gw.post("/v1/jobs", body)
+                    #expect(reserved.status == 422 && String(decoding: reserved.body, as: UTF8.self).contains(field), "\(body)")
+                }
                 let publicURL = try await gw.post("/v1/jobs", #"{"kind": "demo.noop", "run_at": "\#(Timestamp.format(Date().addingTimeInterval(3600)))", "callback_url": "https://example.com/hook"}"#)
                 #expect(publicURL.status == 202)
 
@@ -211,7 +216,7 @@ struct WebhookTests {
     @Test("address classification")
     func addressScopes() {
         let policy = CallbackAddressPolicy()
-        for refused in ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
+        for refused in ["2130706433", "0x7f.1", "127.1", "017700000001", "::127.0.0.1", "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
             #expect(policy.refusal(for: IPAddress(refused)!) != nil, "\(refused) should be refused")
         }
         for allowed in ["8.8.8.8", "172.32.0.1", "93.184.216.34", "2606:4700::1111"] {
@@ -220,5 +225,7 @@ struct WebhookTests {
         #expect(CallbackAddressPolicy(allowLoopback: true).refusal(for: IPAddress("127.0.0.1")!) == nil)
         #expect(CallbackAddressPolicy(allowLoopback: true).refusal(for: IPAddress("10.0.0.1")!) != nil)
         #expect(throws: CallbackRefused.self) { try policy.resolve("localhost") }
+        #expect(throws: CallbackRefused.self) { try policy.resolve("localhost.") }
+        #expect(policy.checkLiteral("http://2130706433/hook") != nil)
     }
 }

@@ -30,8 +30,11 @@ public enum Webhook {
         public var url: String
         /// `job.completed`, `job.failed` or `job.cancelled`.
         public var event: String
-        public init(jobID: JobID, url: String, event: String) {
-            self.job_id = jobID.description; self.url = url; self.event = event
+        /// The job's status document as it was when it finished: what the receiver gets, even
+        /// if the job is deleted or retried before the delivery succeeds.
+        public var job: JobDocument?
+        public init(jobID: JobID, url: String, event: String, job: JobDocument? = nil) {
+            self.job_id = jobID.description; self.url = url; self.event = event; self.job = job
         }
     }
 
@@ -42,11 +45,12 @@ public enum Webhook {
         return "whsec_" + Data(bytes).base64EncodedString()
     }
 
-    /// The delivery job for a job that reached `state`.
-    public static func deliveryJob(for jobID: JobID, tenant: String, url: String, state: JobState) -> NewJob {
-        let payload = Payload(jobID: jobID, url: url, event: eventType(state))
+    /// The delivery job for `job`, which just reached a terminal state (and has a callback URL).
+    public static func deliveryJob(for job: Job) -> NewJob? {
+        guard let url = job.callbackURL else { return nil }
+        let payload = Payload(jobID: job.id, url: url, event: eventType(job.state), job: JobDocument(job))
         return NewJob(queue: queue, kind: kind, payload: (try? JSON.encode(payload)) ?? Data("{}".utf8),
-                      maxAttempts: maxAttempts, timeout: attemptTimeout, tenant: tenant)
+                      maxAttempts: maxAttempts, timeout: attemptTimeout, tenant: job.tenant)
     }
 }
 

@@ -92,7 +92,7 @@ public protocol JobStore: Sendable {
     // MARK: Webhooks
     //
     // When a job with a callback URL reaches `completed`, `failed` or `cancelled`, the store
-    // enqueues in the same transaction a delivery job (``Webhook/deliveryJob(for:tenant:url:state:)``)
+    // enqueues in the same transaction a delivery job (``Webhook/deliveryJob(for:)``, carrying the job document as it is then)
     // and records the delivery, so that a crash cannot lose the notification.
 
     /// The webhook deliveries about `job`, oldest first.

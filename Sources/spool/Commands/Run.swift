@@ -47,7 +47,13 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         services.append(.init(service: app))
     }
     let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-    try await group.run()
+    do {
+        try await group.run()
+    } catch {
+        try? await deliverer.shutdown()
+        try? await spool.store.close()
+        throw error
+    }
     try? await deliverer.shutdown()
     try await spool.store.close()
 }

@@ -1,0 +1,120 @@
+import Logging
+import PostgresNIO
+
+/// The versioned schema. Migrations are append-only: never edit one that has shipped.
+///
+/// Every process may call ``migrate(_:logger:)`` as it starts: the whole migration runs in one
+/// transaction under an advisory lock, so concurrent starters wait for the first and then find
+/// nothing left to do.
+enum PostgresSchema {
+    /// Arbitrary but fixed: the advisory lock migrations take.
+    static let migrationLock: Int64 = 0x5350_4F4F_4C4D_4947  // "SPOOLMIG"
+
+    static let migrations: [(version: Int, name: String, sql: [String])] = [
+        (1, "jobs, queues, counts, events, webhooks, leaders", [
+            """
+            CREATE TABLE spool_jobs (
+                seq bigint GENERATED ALWAYS AS IDENTITY,   -- insertion order: FIFO and cursors
+                id uuid PRIMARY KEY,                       -- UUIDv7, time-ordered
+                tenant text NOT NULL,
+                queue text NOT NULL,
+                kind text NOT NULL,
+                payload text NOT NULL,                     -- JSON text, kept byte for byte
+                priority integer NOT NULL,
+                state text NOT NULL,
+                attempt integer NOT NULL DEFAULT 0,
+                max_attempts integer NOT NULL,
+                run_at timestamptz NOT NULL,
+                timeout_ms bigint NOT NULL,
+                progress_percent double precision,
+                progress_message text,
+                result text,
+                errors jsonb NOT NULL DEFAULT '[]',
+                created_at timestamptz NOT NULL,
+                started_at timestamptz,
+                finished_at timestamptz,
+                idempotency_key text,
+                callback_url text,
+                tags jsonb NOT NULL DEFAULT '[]',
+                worker_id text,
+                lease_token text,
+                lease_expires_at timestamptz
+            )
+            """,
+            "CREATE UNIQUE INDEX spool_jobs_seq ON spool_jobs (seq)",
+            // Leasing reads only ready jobs: this index never holds finished ones.
+            "CREATE INDEX spool_jobs_ready ON spool_jobs (queue, priority DESC, seq) WHERE state = 'pending'",
+            "CREATE INDEX spool_jobs_scheduled ON spool_jobs (queue, run_at) WHERE state = 'scheduled'",
+            "CREATE INDEX spool_jobs_leases ON spool_jobs (lease_expires_at) WHERE state = 'processing'",
+            "CREATE INDEX spool_jobs_by_queue ON spool_jobs (queue, seq)",
+            "CREATE INDEX spool_jobs_dead ON spool_jobs (seq) WHERE state = 'failed'",
+            "CREATE UNIQUE INDEX spool_jobs_idempotency ON spool_jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL",
+            "CREATE TABLE spool_queues (name text PRIMARY KEY, paused boolean NOT NULL DEFAULT false)",
+            // Jobs per queue, tenant and state, updated once per transaction (O(1) depth checks).
+            """
+            CREATE TABLE spool_queue_counts (
+                queue text NOT NULL, tenant text NOT NULL, state text NOT NULL, n bigint NOT NULL,
+                PRIMARY KEY (queue, tenant, state)
+            )
+            """,
+            // One row per committed transaction that had events; rows are appended under an
+            // advisory lock, so their seq order is their commit order.
+            """
+            CREATE TABLE spool_event_log (
+                seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                count integer NOT NULL,
+                at timestamptz NOT NULL,
+                events text NOT NULL
+            )
+            """,
+            "CREATE INDEX spool_event_log_at ON spool_event_log (at)",
+            """
+            CREATE TABLE spool_webhook_deliveries (
+                id uuid PRIMARY KEY, job_id uuid NOT NULL, tenant text NOT NULL, url text NOT NULL,
+                event text NOT NULL, created_at timestamptz NOT NULL, attempts jsonb NOT NULL DEFAULT '[]'
+            )
+            """,
+            "CREATE INDEX spool_webhook_deliveries_job ON spool_webhook_deliveries (job_id)",
+            "CREATE INDEX spool_webhook_deliveries_created ON spool_webhook_deliveries (created_at)",
+            "CREATE TABLE spool_webhook_secrets (tenant text PRIMARY KEY, secret text NOT NULL)",
+            // Duties one process runs for the whole cluster; the holder renews before expires_at.
+            "CREATE TABLE spool_leaders (duty text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL)",
+        ]),
+    ]
+
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withConnection { connection in
+            try await connection.query("BEGIN", logger: logger)
+            do {
+                try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger).drain()
+                try await connection.query("""
+                    CREATE TABLE IF NOT EXISTS spool_migrations (
+                        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                    """, logger: logger)
+                var applied = Set<Int>()
+                for try await version in try await connection.query("SELECT version FROM spool_migrations", logger: logger).decode(Int.self) {
+                    applied.insert(version)
+                }
+                for migration in migrations where !applied.contains(migration.version) {
+                    for statement in migration.sql {
+                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    }
+                    try await connection.query(
+                        "INSERT INTO spool_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: logger)
+                    logger.info("applied migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+                }
+                try await connection.query("COMMIT", logger: logger)
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+}
+
+extension PostgresRowSequence {
+    /// Reads every row, so that errors the server reports while streaming are thrown.
+    func drain() async throws {
+        for try await _ in self {}
+    }
+}
