@@ -13,27 +13,43 @@ public enum DemoJobs {
 }
 
 /// `demo.sleep`: sleeps `seconds`, reporting progress `steps` times on the way.
-/// Payload: `{"seconds": 5, "steps": 10}`. Result: `{"slept_seconds": 5}`.
+/// Payload: `{"seconds": 5, "steps": 10}`. Result: `{"slept_seconds": 5, "attempt": 1, "worker": "host:pid"}`.
+/// With `"record": "/path"` every run first appends `<job id> <attempt> <worker>` to that file
+/// (the multi-process tests check which runs wrote results).
 public struct DemoSleep: JobHandler {
     public static let kind = "demo.sleep"
     public struct Payload: Codable, Sendable {
         public var seconds: Double
         public var steps: Int?
-        public init(seconds: Double, steps: Int? = nil) { self.seconds = seconds; self.steps = steps }
+        public var record: String?
+        public init(seconds: Double, steps: Int? = nil, record: String? = nil) { self.seconds = seconds; self.steps = steps; self.record = record }
     }
     public struct Output: Codable, Sendable {
         public var slept_seconds: Double
+        /// The attempt and the worker that produced this result.
+        public var attempt: Int
+        public var worker: String
     }
     public init() {}
 
     public func run(_ payload: Payload, context: JobContext) async throws -> Output {
+        let worker = context.job.workerID ?? "?"
+        if let path = payload.record {
+            // One write(2) per line with O_APPEND: lines from many processes do not interleave.
+            let line = "\(context.id) \(context.attempt) \(worker)\n"
+            let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+            if fd >= 0 {
+                _ = line.withCString { write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+        }
         let seconds = max(0, min(payload.seconds, 86_400))
         let steps = max(1, min(payload.steps ?? 10, 1000))
         for step in 1...steps {
             try await Task.sleep(for: .seconds(fractional: seconds / Double(steps)))
             try await context.progress(Double(step) * 100 / Double(steps), "step \(step) of \(steps)")
         }
-        return Output(slept_seconds: seconds)
+        return Output(slept_seconds: seconds, attempt: context.attempt, worker: worker)
     }
 }
 

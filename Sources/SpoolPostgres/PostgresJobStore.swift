@@ -1,1 +1,384 @@
+import Foundation
+import Logging
+import PostgresNIO
 import SpoolCore
+import Synchronization
+
+/// The shared store: any number of gateway and worker processes, on any machines, pointed at
+/// one PostgreSQL database behave as one system.
+///
+/// - Leasing takes a batch in one statement with `FOR UPDATE SKIP LOCKED`, so workers never
+///   wait for each other; single enqueues and completions arriving together share a
+///   transaction ("group commit", as in the SQLite store).
+/// - Every transaction ends with its bookkeeping under one advisory lock: per-queue counts and
+///   one `spool_event_log` row, so event seqs follow commit order. A `NOTIFY` on the `spool`
+///   channel then tells every process: work arrived, a job was cancelled, new events.
+/// - Each process keeps one connection `LISTEN`ing; it wakes local workers, stops cancelled
+///   jobs and feeds the events of every process to local SSE and WebSocket clients. A fallback
+///   poll covers notifications lost while that connection was down.
+/// - A call that cannot reach the database within ``Options/operationTimeout`` throws
+///   ``SpoolError/unavailable(reason:)`` (the gateway answers 503); the pool reconnects by itself.
+///
+/// Call ``migrate()`` before use (every process may; it is safe concurrently) and ``close()``
+/// at the end.
+public final class PostgresJobStore: JobStore {
+    /// Settings of the store.
+    public struct Options: Sendable {
+        /// Connections in this process's pool (one more is held for `LISTEN`).
+        public var maxConnections = 20
+        /// The longest a call waits for the database before it fails as unavailable.
+        public var operationTimeout: Duration = .seconds(10)
+        /// How often events are looked for without a notification (a missed one is found then).
+        public var eventPollInterval: Duration = .seconds(1)
+        public init() {}
+    }
+
+    public let signals = StoreSignals()
+    let client: PostgresClient
+    let logger: Logger
+    let options: Options
+    private let runner: Task<Void, Never>
+    private let background = Mutex<[Task<Void, Never>]>([])
+    private let eventBell: AsyncStream<Void>.Continuation
+    private let eventBellStream: AsyncStream<Void>
+    private let lastSeenEvent = Atomic<Int64>(0)
+    private let closed = Atomic<Bool>(false)
+    let enqueues: Batcher<(Job, Int?), EnqueueResult>
+    let completions: Batcher<(JobID, LeaseToken, String?), Void>
+
+    /// Arbitrary but fixed advisory lock keys.
+    static let commitLock: Int64 = 0x5350_4F4F_4C43_4F4D  // "SPOOLCOM": the bookkeeping at the end of a transaction
+    static let depthLockClass: Int32 = 0x5350_4450  // "SPDP": with hashtext(queue), enqueues to a depth-limited queue
+    static let channel = "spool"
+
+    /// Connects to `url` (`postgres://user:password@host:port/database`).
+    public init(url: String, options: Options = Options(), logger: Logger = Logger(label: "spool.postgres")) throws {
+        let configuration = try PostgresURL.configuration(url, maxConnections: options.maxConnections + 1)
+        self.options = options
+        self.logger = logger
+        var backgroundLogger = logger
+        backgroundLogger[metadataKey: "database"] = "\(PostgresURL.redacted(url))"
+        let client = PostgresClient(configuration: configuration, backgroundLogger: backgroundLogger)
+        self.client = client
+        runner = Task { await client.run() }
+        (eventBellStream, eventBell) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        enqueues = Batcher()
+        completions = Batcher()
+        enqueues.body = { [unowned self] items in try await self.insertMany(items) }
+        completions.body = { [unowned self] items in try await self.completeMany(items) }
+    }
+
+    /// `url` with its password hidden, for logs.
+    public static func redacted(_ url: String) -> String { PostgresURL.redacted(url) }
+
+    /// Whether `database` names a PostgreSQL database rather than a SQLite file.
+    public static func isPostgresURL(_ database: String) -> Bool { PostgresURL.isPostgres(database) }
+
+    public func migrate() async throws {
+        try await withDeadline { try await PostgresSchema.migrate(self.client, logger: self.logger) }
+        startListening()
+    }
+
+    public func close() async throws {
+        guard !closed.exchange(true, ordering: .relaxed) else { return }
+        for task in background.withLock({ $0 }) { task.cancel() }
+        eventBell.finish()
+        for task in background.withLock({ $0 }) { await task.value }
+        runner.cancel()
+        await runner.value
+    }
+
+    /// Runs one statement outside a transaction (administration: `CREATE DATABASE`, tests).
+    public func execute(_ sql: String) async throws {
+        try await read { client in try await client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger).drain() }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in a transaction on one connection, then writes its bookkeeping (counts,
+    /// events, notifications) and commits. A deadlock or serialization failure retries it from
+    /// the start; a lost connection throws ``SpoolError/unavailable(reason:)``. `durable: false`
+    /// skips waiting for the WAL flush (leases, heartbeats: losing one only reruns a job).
+    func transaction<T: Sendable>(
+        durable: Bool = true,
+        _ body: @escaping @Sendable (PostgresConnection, ChangeSet) async throws -> T
+    ) async throws -> T {
+        if closed.load(ordering: .relaxed) { throw SpoolError.unavailable(reason: "the store is closed") }
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let (result, signals) = try await withDeadline { () async throws -> (T, Set<StoreSignals.Signal>) in
+                    try await self.client.withConnection { connection in
+                        try await connection.query("BEGIN", logger: self.logger)
+                        do {
+                            if !durable { try await connection.query("SET LOCAL synchronous_commit = off", logger: self.logger) }
+                            let changes = ChangeSet()
+                            let result = try await body(connection, changes)
+                            try await self.writeBookkeeping(connection, changes)
+                            try await connection.query("COMMIT", logger: self.logger)
+                            return (result, changes.signals)
+                        } catch {
+                            _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                            throw error
+                        }
+                    }
+                }
+                // Local workers hear at once; other processes through NOTIFY.
+                for signal in signals { self.signals.send(signal) }
+                return result
+            } catch {
+                let mapped = Self.map(error)
+                if attempt < 4, Self.isRetryable(error) {
+                    try await Task.sleep(for: .milliseconds(attempt * attempt * 5))
+                    continue
+                }
+                throw mapped
+            }
+        }
+    }
+
+    /// The end of every transaction: counts, the event-log row, notifications. Under one
+    /// advisory lock, so that event-log rows are numbered in commit order (a reader that saw
+    /// row n never later finds a row below n) and count rows are never locked in a cycle.
+    private func writeBookkeeping(_ connection: PostgresConnection, _ changes: ChangeSet) async throws {
+        let counts = changes.nonZeroCounts
+        if !counts.isEmpty || !changes.events.isEmpty {
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.commitLock))", logger: logger).drain()
+        }
+        if !counts.isEmpty {
+            let queues = counts.map(\.0.queue), tenants = counts.map(\.0.tenant)
+            let states = counts.map(\.0.state.rawValue), ns = counts.map { Int64($0.1) }
+            try await connection.query("""
+                INSERT INTO spool_queue_counts (queue, tenant, state, n)
+                SELECT * FROM unnest(\(queues)::text[], \(tenants)::text[], \(states)::text[], \(ns)::int8[])
+                ON CONFLICT (queue, tenant, state) DO UPDATE SET n = spool_queue_counts.n + excluded.n
+                """, logger: logger)
+        }
+        var notes: Set<String> = []
+        var index = 0
+        while index < changes.events.count {
+            let end = min(index + EventLogFormat.perRow, changes.events.count)
+            let text = EventLogFormat.encode(changes.events[index..<end])
+            let count = end - index
+            var row: Int64 = 0
+            for try await seq in try await connection.query(
+                "INSERT INTO spool_event_log (count, at, events) VALUES (\(count), now(), \(text)) RETURNING seq", logger: logger
+            ).decode(Int64.self) { row = seq }
+            for n in index..<end { changes.events[n].seq = EventLogFormat.seq(row: row, index: n - index) }
+            index = end
+            notes.insert("e")
+        }
+        for signal in changes.signals {
+            switch signal {
+            case .workAvailable(let queue): notes.insert("w:" + queue)
+            case .queueResumed(let queue): notes.insert("r:" + queue)
+            case .jobCancelled(let id): notes.insert("c:" + id.description)
+            }
+        }
+        if !notes.isEmpty {
+            let payloads = Array(notes)
+            try await connection.query("SELECT pg_notify(\(Self.channel), p) FROM unnest(\(payloads)::text[]) AS p", logger: logger).drain()
+        }
+    }
+
+    /// A read outside a transaction, with the same deadline and error mapping.
+    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        if closed.load(ordering: .relaxed) { throw SpoolError.unavailable(reason: "the store is closed") }
+        do {
+            return try await withDeadline { try await body(self.client) }
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    /// Fails with ``SpoolError/unavailable(reason:)`` when `operation` takes longer than
+    /// ``Options/operationTimeout`` (the pool queues requests while the database is down).
+    func withDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = options.operationTimeout
+        return try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw SpoolError.unavailable(reason: "PostgreSQL did not answer within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    // MARK: Errors
+
+    static func sqlState(_ error: any Error) -> String? {
+        (error as? PSQLError)?.serverInfo?[.sqlState]
+    }
+
+    static func isRetryable(_ error: any Error) -> Bool {
+        ["40001", "40P01"].contains(sqlState(error) ?? "")
+    }
+
+    /// Connection trouble becomes ``SpoolError/unavailable(reason:)``; other errors pass.
+    static func map(_ error: any Error) -> any Error {
+        if error is SpoolError || error is CancellationError { return error }
+        if let e = error as? PSQLError {
+            switch e.code {
+            case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown:
+                return SpoolError.unavailable(reason: "lost the connection to PostgreSQL")
+            case .server:
+                let state = e.serverInfo?[.sqlState] ?? ""
+                if state.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300"].contains(state) {
+                    return SpoolError.unavailable(reason: "PostgreSQL is unavailable (\(state): \(e.serverInfo?[.message] ?? ""))")
+                }
+                return error
+            default:
+                return error
+            }
+        }
+        if String(reflecting: type(of: error)).hasSuffix("ConnectionPoolError") {
+            return SpoolError.unavailable(reason: "cannot connect to PostgreSQL")
+        }
+        return error
+    }
+
+    // MARK: Notifications and events from every process
+
+    private func startListening() {
+        let alreadyStarted = background.withLock { tasks -> Bool in
+            if !tasks.isEmpty { return true }
+            tasks.append(Task { await self.listenLoop() })
+            tasks.append(Task { await self.followEvents() })
+            return false
+        }
+        if alreadyStarted { return }
+    }
+
+    /// Keeps one connection listening on the channel, reconnecting with backoff.
+    private func listenLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: Self.channel) { notifications in
+                        failures = 0
+                        self.eventBell.yield()  // catch up on what was missed while away
+                        for try await notification in notifications { self.handle(notification.payload) }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                logger.warning("lost the LISTEN connection; reconnecting", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            try? await Task.sleep(for: .milliseconds(min(5000, 100 * (1 << min(failures, 6)))))
+        }
+    }
+
+    private func handle(_ payload: String) {
+        if payload == "e" { eventBell.yield(); return }
+        let value = String(payload.dropFirst(2))
+        switch payload.prefix(2) {
+        case "w:": signals.send(.workAvailable(queue: value))
+        case "r:": signals.send(.queueResumed(queue: value))
+        case "c:": if let id = JobID(value) { signals.send(.jobCancelled(id)) }
+        default: break
+        }
+    }
+
+    /// Reads new event-log rows when told (or every poll interval) and hands their events to
+    /// local subscribers, in order, once each.
+    private func followEvents() async {
+        while !Task.isCancelled {
+            do {
+                let start = try await lastEventSeq()
+                lastSeenEvent.store(start, ordering: .relaxed)
+                break
+            } catch {
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        let poll = options.eventPollInterval
+        while !Task.isCancelled {
+            // Wait for a notification or the poll interval, whichever comes first.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { var it = self.eventBellStream.makeAsyncIterator(); _ = await it.next() }
+                group.addTask { try? await Task.sleep(for: poll) }
+                await group.next()
+                group.cancelAll()
+            }
+            if Task.isCancelled { return }
+            do {
+                while true {
+                    let after = lastSeenEvent.load(ordering: .relaxed)
+                    let rows = try await read { client in
+                        var found: [(Int64, String)] = []
+                        for try await (seq, text) in try await client.query(
+                            "SELECT seq, events FROM spool_event_log WHERE seq > \(EventLogFormat.row(of: after)) ORDER BY seq LIMIT 500",
+                            logger: self.logger
+                        ).decode((Int64, String).self) { found.append((seq, text)) }
+                        return found
+                    }
+                    if rows.isEmpty { break }
+                    for (row, text) in rows {
+                        let events = try EventLogFormat.decode(row: row, text: text)
+                        lastSeenEvent.store(EventLogFormat.seq(row: row, index: max(0, events.count - 1)), ordering: .relaxed)
+                        if !events.isEmpty { signals.send(events: events) }
+                    }
+                    if rows.count < 500 { break }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("could not read new events", metadata: ["error": "\(String(reflecting: error))"])
+            }
+        }
+    }
+}
+
+/// Merges single calls that arrive together into one transaction: the first caller of a group
+/// starts a flush; whatever arrives while a flush runs goes in the next one.
+final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
+    typealias Body = @Sendable ([Item]) async throws -> [Result<Output, SpoolError>]
+    private struct Waiting: Sendable {
+        var item: Item
+        var continuation: CheckedContinuation<Output, any Error>
+    }
+    private struct State {
+        var waiting: [Waiting] = []
+        var flushing = false
+    }
+    private let state = Mutex(State())
+    /// Set once, right after init.
+    var body: Body = { _ in [] }
+    let maxBatch = 1000
+
+    func submit(_ item: Item) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            let start = state.withLock { s -> Bool in
+                s.waiting.append(Waiting(item: item, continuation: continuation))
+                if s.flushing { return false }
+                s.flushing = true
+                return true
+            }
+            if start { Task { await self.flush() } }
+        }
+    }
+
+    private func flush() async {
+        while true {
+            let taken = state.withLock { s -> [Waiting] in
+                let n = min(s.waiting.count, maxBatch)
+                let taken = Array(s.waiting.prefix(n))
+                s.waiting.removeFirst(n)
+                if taken.isEmpty { s.flushing = false }
+                return taken
+            }
+            if taken.isEmpty { return }
+            do {
+                let results = try await body(taken.map(\.item))
+                precondition(results.count == taken.count, "a batched write must answer every item")
+                for (waiting, result) in zip(taken, results) { waiting.continuation.resume(with: result.mapError { $0 as any Error }) }
+            } catch {
+                for waiting in taken { waiting.continuation.resume(throwing: error) }
+            }
+        }
+    }
+}

@@ -38,6 +38,7 @@ enum PostgresURL {
 
     /// The URL with its password hidden, for logs.
     static func redacted(_ url: String) -> String {
+        guard isPostgres(url) else { return url }
         guard var c = URLComponents(string: url) else { return "postgres://?" }
         if c.password != nil { c.password = "***" }
         return c.string ?? "postgres://?"

@@ -77,6 +77,13 @@ struct ConfigFile: Decodable {
     var defaults: QueueFile?
     var queues: [String: QueueFile]?
     var webhooks: WebhooksFile?
+    struct PostgresFile: Decodable {
+        /// Connections in each process's pool (one more is kept for LISTEN).
+        var max_connections: Int?
+        /// How long a call waits for the database before it fails (the API answers 503).
+        var operation_timeout_seconds: Double?
+    }
+    var postgres: PostgresFile?
 
     static func load(path: String) throws -> ConfigFile {
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -154,6 +161,8 @@ extension ConfigFile.QueueFile {
         return q
     }
 }
+
+func positiveDuration(_ seconds: Double, _ name: String) throws -> Duration { try positive(seconds, name) }
 
 private func positive(_ seconds: Double, _ name: String) throws -> Duration {
     guard seconds > 0, seconds.isFinite else { throw CLIError("\(name) must be a positive number") }

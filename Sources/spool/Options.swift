@@ -2,11 +2,12 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpoolCore
+import SpoolPostgres
 import SpoolSQLite
 
 /// Where the database is and how to open it; shared by every command.
 struct StoreOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Database: a SQLite file path. [env: SPOOL_DATABASE; default: ./spool.sqlite]", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Database: a SQLite file path, or postgres://user:password@host:port/db to share one PostgreSQL database between many processes. [env: SPOOL_DATABASE; default: ./spool.sqlite]", valueName: "path|url"))
     var database: String?
 
     @Option(name: .long, help: ArgumentHelp("Config file (YAML). [env: SPOOL_CONFIG; default: ./spool.yaml if present]", valueName: "file"))
@@ -68,8 +69,21 @@ struct StoreOptions: ParsableArguments {
         try file?.apply(to: &config)
         try configure(&config)
         let path = databasePath(file)
-        if path.hasPrefix("postgres://") || path.hasPrefix("postgresql://") {
-            throw CLIError("PostgreSQL is not supported by this build yet; use a SQLite file path")
+        if PostgresJobStore.isPostgresURL(path) {
+            var options = PostgresJobStore.Options()
+            if let n = file?.postgres?.max_connections {
+                guard (1...1000).contains(n) else { throw CLIError("postgres.max_connections must be 1-1000") }
+                options.maxConnections = n
+            }
+            if let t = file?.postgres?.operation_timeout_seconds { options.operationTimeout = try positiveDuration(t, "postgres.operation_timeout_seconds") }
+            let store = try PostgresJobStore(url: path, options: options, logger: Logger(label: "spool.postgres"))
+            do {
+                try await store.migrate()
+            } catch {
+                try? await store.close()
+                throw CLIError("cannot use the PostgreSQL database: \(error)")
+            }
+            return Spool(store: store, configuration: config, logger: Logger(label: "spool"))
         }
         let levelName = (durability ?? file?.durability ?? "full").uppercased()
         guard let level = SQLiteJobStore.Durability(rawValue: levelName) else {

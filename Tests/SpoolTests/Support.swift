@@ -1,12 +1,61 @@
 import Foundation
 import SpoolCore
+import Logging
+import SpoolPostgres
 import SpoolSQLite
 import Testing
 
-/// The stores the contract suite runs against. The PostgreSQL store joins this list.
+/// The stores the contract suite runs against.
+///
+/// PostgreSQL runs when `SPOOL_TEST_POSTGRES_URL` names a server (`.ci/run` starts one); without
+/// it the PostgreSQL cases are left out locally, but under `CI=true` they run and fail.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case sqlite
+    case postgres
     var testDescription: String { rawValue }
+
+    static var allCases: [StoreKind] {
+        PostgresTestDatabase.serverURL != nil || PostgresTestDatabase.required ? [.sqlite, .postgres] : [.sqlite]
+    }
+}
+
+/// Fresh databases on the test PostgreSQL server, one per test.
+enum PostgresTestDatabase {
+    static var serverURL: String? { ProcessInfo.processInfo.environment["SPOOL_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 } }
+    static var required: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    struct NotConfigured: Error, CustomStringConvertible {
+        var description: String { "SPOOL_TEST_POSTGRES_URL is not set, and CI=true requires the PostgreSQL tests to run (.ci/run starts a server)" }
+    }
+
+    /// Creates an empty database, runs `body` with its URL, and drops it.
+    static func with<T>(_ body: (String) async throws -> T) async throws -> T {
+        guard let server = serverURL else { throw NotConfigured() }
+        let name = "spool_test_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+        try await admin(server, "CREATE DATABASE \(name)")
+        var components = URLComponents(string: server)!
+        components.path = "/" + name
+        do {
+            let result = try await body(components.string!)
+            try await admin(server, "DROP DATABASE \(name) WITH (FORCE)")
+            return result
+        } catch {
+            try? await admin(server, "DROP DATABASE \(name) WITH (FORCE)")
+            throw error
+        }
+    }
+
+    /// Runs one statement on the server's own database.
+    static func admin(_ server: String, _ sql: String) async throws {
+        let store = try PostgresJobStore(url: server)
+        do {
+            try await store.execute(sql)
+            try await store.close()
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
 }
 
 /// A fresh directory under the system temp dir, removed by `remove()`.
@@ -23,6 +72,19 @@ struct TempDir {
 /// Runs `body` with a new, migrated, empty store of `kind`.
 func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
     switch kind {
+    case .postgres:
+        return try await PostgresTestDatabase.with { url in
+            let store = try PostgresJobStore(url: url)
+            try await store.migrate()
+            do {
+                let result = try await body(store)
+                try await store.close()
+                return result
+            } catch {
+                try? await store.close()
+                throw error
+            }
+        }
     case .sqlite:
         let dir = TempDir()
         defer { dir.remove() }

@@ -68,6 +68,12 @@ public final class SpoolWorker: Service, Sendable {
         var lastPrune = ContinuousClock.now - .seconds(3600)
         while !stopped.withLock({ $0 }) {
             do {
+                // One process of the cluster does this; the claim lasts three rounds, so a
+                // leader that dies is replaced within that.
+                guard try await spool.store.claimLeadership(of: "maintenance", holder: config.workerID, for: config.maintenanceInterval * 3) else {
+                    await maintenanceBell.wait(timeout: config.maintenanceInterval)
+                    continue
+                }
                 let rescued = try await spool.store.rescueExpiredLeases()
                 if rescued > 0 { spool.logger.warning("rescued jobs whose lease expired", metadata: ["count": "\(rescued)"]) }
                 if ContinuousClock.now - lastPrune >= config.pruneInterval {

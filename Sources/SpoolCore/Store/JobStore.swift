@@ -105,8 +105,19 @@ public protocol JobStore: Sendable {
     /// the same for every process sharing the store.
     func webhookSecret(tenant: String) async throws -> String
 
+    /// Claims (or renews) the duty `duty` for `holder` for `ttl`, unless another holder's claim
+    /// is still running. Duties that must run once for a whole cluster (rescuing expired
+    /// leases, pruning) run only where this returns true; when the leader dies, its claim
+    /// expires and another process takes over.
+    func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool
+
     /// Releases connections and files.
     func close() async throws
+}
+
+extension JobStore {
+    /// A store one machine uses alone: every caller may run every duty.
+    public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool { true }
 }
 
 /// Which events a subscriber wants. `nil` fields match everything.

@@ -7,6 +7,7 @@ import Metrics
 import Prometheus
 import SpoolDemoJobs
 import SpoolGateway
+import SpoolPostgres
 import SpoolWebhooks
 
 /// The registry `/metrics` reads; swift-metrics is bootstrapped with it once per process.
@@ -28,7 +29,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     spool.register(deliverer.handler)
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
-        "database": "\(store.databasePath(file))",
+        "database": "\(PostgresJobStore.redacted(store.databasePath(file)))",
         "kinds": "\(spool.registeredKinds.joined(separator: ","))",
     ])
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []

@@ -1,0 +1,638 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SpoolCore
+
+// The `JobStore` operations. Every rule of the protocol (fencing by lease token, tenant
+// filters, all-or-nothing batches) is kept in SQL, so that many processes may run them at once.
+extension PostgresJobStore {
+    // MARK: Enqueue
+
+    public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
+        if jobs.isEmpty { return [] }
+        if jobs.count == 1, jobs[0].idempotencyKey == nil {
+            let request = jobs[0]
+            return [try await enqueues.submit((Job(new: request, defaults: defaults[request.queue], now: Date()), depthLimits[request.queue]))]
+        }
+        // Two requests with one new key in two processes: one insert loses on the unique index;
+        // run it again and it finds the winner's job.
+        for attempt in 1...3 {
+            do {
+                return try await enqueueTransaction(jobs, defaults: defaults, depthLimits: depthLimits)
+            } catch where Self.sqlState(error) == "23505" && attempt < 3 {
+                continue
+            }
+        }
+        throw SpoolError.unavailable(reason: "could not settle an idempotency key race")
+    }
+
+    private func enqueueTransaction(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let now = Date()
+            var results: [EnqueueResult?] = Array(repeating: nil, count: jobs.count)
+            var toInsert: [Job] = []
+            var keysInBatch: [String: Int] = [:]
+            for (i, request) in jobs.enumerated() {
+                if let key = request.idempotencyKey {
+                    let mapKey = request.tenant + "\u{0}" + key
+                    if let earlier = keysInBatch[mapKey], let job = results[earlier]?.job {
+                        guard request.isSameRequest(as: job) else { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
+                        results[i] = EnqueueResult(job: job, replayed: true)
+                        continue
+                    }
+                    if let existing = try await connection.jobs(
+                        "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE tenant = \(request.tenant) AND idempotency_key = \(key)",
+                        logger: logger
+                    ).first {
+                        guard request.isSameRequest(as: existing) else { throw SpoolError.idempotencyConflict(key: key, existing: existing.id) }
+                        results[i] = EnqueueResult(job: existing, replayed: true)
+                        continue
+                    }
+                    keysInBatch[mapKey] = i
+                }
+                let job = Job(new: request, defaults: defaults[request.queue], now: now)
+                results[i] = EnqueueResult(job: job, replayed: false)
+                toInsert.append(job)
+            }
+            // Backpressure: refuse the whole request if any queue would pass its limit.
+            var adding: [String: Int] = [:]
+            for job in toInsert { adding[job.queue, default: 0] += 1 }
+            for queue in adding.keys.sorted() {
+                guard let limit = depthLimits[queue] else { continue }
+                let depth = try await self.lockedDepth(connection, queue: queue)
+                if depth + adding[queue]! > limit {
+                    throw SpoolError.queueFull(queue: queue, limit: limit, retryAfter: .seconds(1))
+                }
+            }
+            try await self.insert(toInsert, connection, changes)
+            return results.map { $0! }
+        }
+    }
+
+    /// Single enqueues gathered from many callers, in one transaction; those past their queue's
+    /// depth limit are refused alone.
+    func insertMany(_ items: [(Job, Int?)]) async throws -> [Result<EnqueueResult, SpoolError>] {
+        try await transaction { connection, changes in
+            var depth: [String: Int] = [:]
+            for queue in Set(items.compactMap { $0.1 != nil ? $0.0.queue : nil }).sorted() {
+                depth[queue] = try await self.lockedDepth(connection, queue: queue)
+            }
+            var accepted: [Job] = []
+            var results: [Result<EnqueueResult, SpoolError>] = []
+            for (job, limit) in items {
+                if let limit {
+                    let current = depth[job.queue] ?? 0
+                    if current + 1 > limit {
+                        results.append(.failure(.queueFull(queue: job.queue, limit: limit, retryAfter: .seconds(1))))
+                        continue
+                    }
+                    depth[job.queue] = current + 1
+                }
+                accepted.append(job)
+                results.append(.success(EnqueueResult(job: job, replayed: false)))
+            }
+            try await self.insert(accepted, connection, changes)
+            return results
+        }
+    }
+
+    /// Waiting jobs of `queue`, under a lock every enqueue to a limited queue takes: two
+    /// processes cannot both see room for the last slot.
+    private func lockedDepth(_ connection: PostgresConnection, queue: String) async throws -> Int {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(Self.depthLockClass), hashtext(\(queue)))", logger: logger).drain()
+        var depth = 0
+        for try await n in try await connection.query(
+            "SELECT coalesce(sum(n), 0)::int8 FROM spool_queue_counts WHERE queue = \(queue) AND state IN ('pending', 'scheduled')",
+            logger: logger
+        ).decode(Int64.self) { depth = Int(n) }
+        return depth
+    }
+
+    /// Writes new jobs with one statement (arrays unnested in order).
+    func insert(_ jobs: [Job], _ connection: PostgresConnection, _ changes: ChangeSet) async throws {
+        if jobs.isEmpty { return }
+        for job in jobs {
+            changes.transition(.init(job), from: nil, to: job.state)
+            changes.signal(.workAvailable(queue: job.queue))
+        }
+        let ids = jobs.map(\.id.uuid), tenants = jobs.map(\.tenant), queues = jobs.map(\.queue), kinds = jobs.map(\.kind)
+        let payloads = jobs.map { String(decoding: $0.payload, as: UTF8.self) }
+        let priorities = jobs.map { Int64($0.priority) }, states = jobs.map(\.state.rawValue)
+        let maxAttempts = jobs.map { Int64($0.maxAttempts) }, runAts = jobs.map(\.runAt)
+        let timeouts = jobs.map { Int64($0.timeout.seconds * 1000) }, createdAts = jobs.map(\.createdAt)
+        // Arrays cannot hold NULL here: an empty string stands for none (neither can be empty).
+        let keys = jobs.map { $0.idempotencyKey ?? "" }, callbacks = jobs.map { $0.callbackURL ?? "" }
+        let tags = jobs.map { PGRows.jsonText($0.tags) }
+        try await connection.query("""
+            INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                    created_at, idempotency_key, callback_url, tags)
+            SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                   created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
+            FROM unnest(\(ids)::uuid[], \(tenants)::text[], \(queues)::text[], \(kinds)::text[], \(payloads)::text[],
+                        \(priorities)::int8[], \(states)::text[], \(maxAttempts)::int8[], \(runAts)::timestamptz[],
+                        \(timeouts)::int8[], \(createdAts)::timestamptz[], \(keys)::text[], \(callbacks)::text[], \(tags)::text[])
+                 WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                      created_at, key, callback, tags, n)
+            ORDER BY n
+            """, logger: logger)
+    }
+
+    // MARK: Workers
+
+    public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+        let logger = self.logger
+        let leaseMs = Int64(leaseDuration.seconds * 1000)
+        return try await transaction(durable: false) { connection, changes in
+            var paused = false
+            for try await p in try await connection.query("SELECT paused FROM spool_queues WHERE name = \(queue)", logger: logger).decode(Bool.self) {
+                paused = p
+            }
+            if paused { return LeaseBatch(jobs: [], nextRunAt: nil) }
+            for (key, _) in try await connection.keys("""
+                UPDATE spool_jobs SET state = 'pending'
+                WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
+                             FOR UPDATE SKIP LOCKED)
+                RETURNING id, tenant, kind, attempt, queue
+                """, logger: logger) {
+                changes.transition(key, from: .scheduled, to: .pending)
+            }
+            let token = LeaseToken.make()
+            var leased: [(LeasedJob, Int64)] = []
+            for try await row in try await connection.query("""
+                UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
+                       lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
+                WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
+                             ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED)
+                RETURNING \(unescaped: PGRows.columns()), seq
+                """, logger: logger) {
+                let job = try PGRows.job(row)
+                let seq = try row.makeRandomAccess()[23].decode(Int64.self)
+                leased.append((LeasedJob(job: job, lease: token), seq))
+            }
+            leased.sort { ($0.0.job.priority, -$0.1) > ($1.0.job.priority, -$1.1) }
+            for (job, _) in leased { changes.transition(.init(job.job), from: .pending, to: .processing) }
+            var next: Date?
+            for try await d in try await connection.query(
+                "SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled'", logger: logger
+            ).decode(Date?.self) { next = d }
+            return LeaseBatch(jobs: leased.map(\.0), nextRunAt: next)
+        }
+    }
+
+    public func heartbeat(_ leases: [(JobID, LeaseToken)], leaseDuration: Duration) async throws -> Set<JobID> {
+        if leases.isEmpty { return [] }
+        let logger = self.logger
+        let ids = leases.map(\.0.uuid), tokens = leases.map(\.1.value)
+        let leaseMs = Int64(leaseDuration.seconds * 1000)
+        let held = try await transaction(durable: false) { connection, _ in
+            var held = Set<JobID>()
+            for try await id in try await connection.query("""
+                UPDATE spool_jobs SET lease_expires_at = now() + \(leaseMs) * interval '1 millisecond'
+                FROM unnest(\(ids)::uuid[], \(tokens)::text[]) AS v(id, token)
+                WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+                RETURNING spool_jobs.id
+                """, logger: logger).decode(UUID.self) { held.insert(JobID(uuid: id)) }
+            return held
+        }
+        return Set(leases.map(\.0)).subtracting(held)
+    }
+
+    public func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws {
+        let logger = self.logger
+        try await transaction(durable: false) { connection, changes in
+            guard let (key, _) = try await connection.keys("""
+                UPDATE spool_jobs SET progress_percent = \(progress.percent), progress_message = \(progress.message)
+                WHERE id = \(id.uuid) AND state = 'processing' AND lease_token = \(lease.value)
+                RETURNING id, tenant, kind, attempt, queue
+                """, logger: logger).first else { throw SpoolError.leaseLost(id) }
+            changes.progress(key, progress)
+        }
+    }
+
+    public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
+        try await completions.submit((id, lease, result.map { String(decoding: $0, as: UTF8.self) }))
+    }
+
+    /// Completes many jobs in one statement, checking each lease token (fencing).
+    func completeMany(_ items: [(JobID, LeaseToken, String?)]) async throws -> [Result<Void, SpoolError>] {
+        let logger = self.logger
+        let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
+        let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
+        let done = try await transaction { connection, changes in
+            var done = Set<JobID>()
+            for (key, row) in try await connection.keys("""
+                UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
+                                      lease_token = NULL, lease_expires_at = NULL
+                FROM unnest(\(ids)::uuid[], \(tokens)::text[], \(results)::text[]) AS v(id, token, result)
+                WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+                RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.kind, spool_jobs.attempt, spool_jobs.queue,
+                          spool_jobs.result, spool_jobs.callback_url
+                """, logger: logger) {
+                done.insert(key.id)
+                let (result, callback) = try row.makeRandomAccess().decodeTail((String?, String?).self, from: 5)
+                changes.transition(key, from: .processing, to: .completed, result: result.map { Data($0.utf8) })
+                if callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }
+            }
+            return done
+        }
+        return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
+    }
+
+    public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {
+        let logger = self.logger
+        let errorJSON = String(decoding: try JSON.encode(error), as: UTF8.self)
+        try await transaction { connection, changes in
+            let now = Date()
+            let state: JobState = retryAt.map { $0 > now ? .scheduled : .pending } ?? .failed
+            let finishedAt: Date? = state == .failed ? now : nil
+            guard let (key, row) = try await connection.keys("""
+                UPDATE spool_jobs SET state = \(state.rawValue), run_at = coalesce(\(retryAt)::timestamptz, run_at),
+                       finished_at = \(finishedAt)::timestamptz, lease_token = NULL, lease_expires_at = NULL,
+                       errors = errors || jsonb_build_array(\(errorJSON)::jsonb)
+                WHERE id = \(id.uuid) AND state = 'processing' AND lease_token = \(lease.value)
+                RETURNING id, tenant, kind, attempt, queue, callback_url
+                """, logger: logger).first else { throw SpoolError.leaseLost(id) }
+            changes.transition(key, from: .processing, to: state, error: error)
+            if state != .failed { changes.signal(.workAvailable(queue: key.queue)) }
+            if state == .failed, try row.makeRandomAccess()[5].decode(String?.self) != nil {
+                try await self.scheduleWebhook(connection, changes, key.id)
+            }
+        }
+    }
+
+    public func release(_ id: JobID, lease: LeaseToken) async throws {
+        let logger = self.logger
+        try await transaction { connection, changes in
+            guard let (key, _) = try await connection.keys("""
+                UPDATE spool_jobs SET state = 'pending', attempt = greatest(0, attempt - 1), lease_token = NULL,
+                       lease_expires_at = NULL, worker_id = NULL
+                WHERE id = \(id.uuid) AND state = 'processing' AND lease_token = \(lease.value)
+                RETURNING id, tenant, kind, attempt, queue
+                """, logger: logger).first else { throw SpoolError.leaseLost(id) }
+            changes.transition(key, from: .processing, to: .pending)
+            changes.signal(.workAvailable(queue: key.queue))
+        }
+    }
+
+    public func rescueExpiredLeases() async throws -> Int {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let rows = try await connection.keys("""
+                UPDATE spool_jobs SET
+                    state = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
+                    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+                    errors = errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', attempt,
+                        'message', 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
+                        'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                        'reason', 'lease_expired')),
+                    lease_token = NULL, lease_expires_at = NULL
+                WHERE id IN (SELECT id FROM spool_jobs WHERE state = 'processing' AND lease_expires_at < now()
+                             ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url
+                """, logger: logger)
+            for (key, row) in rows {
+                let (stateText, worker, callback) = try row.makeRandomAccess().decodeTail((String, String?, String?).self, from: 5)
+                let state: JobState = stateText == "pending" ? .pending : .failed
+                let error = AttemptError(attempt: key.attempt, message: "lease expired: worker \(worker ?? "?") stopped heartbeating",
+                                         at: Date(), reason: "lease_expired")
+                changes.transition(key, from: .processing, to: state, error: error)
+                if state == .pending { changes.signal(.workAvailable(queue: key.queue)) }
+                if state == .failed, callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }
+            }
+            return rows.count
+        }
+    }
+
+    // MARK: Operators and clients
+
+    /// The job, locked for this transaction, if `tenant` may see it.
+    private func lockedJob(_ connection: PostgresConnection, _ id: JobID, tenant: String?) async throws -> Job {
+        guard let job = try await connection.jobs(
+            "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE id = \(id.uuid) FOR UPDATE", logger: logger
+        ).first, tenant == nil || job.tenant == tenant else { throw SpoolError.notFound(id) }
+        return job
+    }
+
+    private func fetchJob(_ connection: PostgresConnection, _ id: JobID) async throws -> Job {
+        guard let job = try await connection.jobs(
+            "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE id = \(id.uuid)", logger: logger
+        ).first else { throw SpoolError.notFound(id) }
+        return job
+    }
+
+    public func cancel(_ id: JobID, tenant: String?) async throws -> Job {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
+            try await connection.query("""
+                UPDATE spool_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+                WHERE id = \(id.uuid)
+                """, logger: logger)
+            changes.transition(.init(job), from: job.state, to: .cancelled)
+            if job.state == .processing { changes.signal(.jobCancelled(id)) }
+            if job.callbackURL != nil { try await self.scheduleWebhook(connection, changes, id) }
+            return try await self.fetchJob(connection, id)
+        }
+    }
+
+    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
+            try await connection.query("""
+                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
+                                      progress_percent = NULL, progress_message = NULL, worker_id = NULL
+                WHERE id = \(id.uuid)
+                """, logger: logger)
+            var key = ChangeSet.JobKey(job)
+            key.attempt = 0
+            changes.transition(key, from: job.state, to: .pending)
+            changes.signal(.workAvailable(queue: job.queue))
+            return try await self.fetchJob(connection, id)
+        }
+    }
+
+    public func delete(_ id: JobID, tenant: String?) async throws {
+        let logger = self.logger
+        try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.isFinished else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "delete") }
+            try await connection.query("DELETE FROM spool_jobs WHERE id = \(id.uuid)", logger: logger)
+            changes.transition(.init(job), from: job.state, to: nil)
+        }
+    }
+
+    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let rows = try await connection.keys("""
+                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL
+                WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                RETURNING id, tenant, kind, attempt, queue
+                """, logger: logger)
+            for (key, _) in rows { changes.transition(key, from: .failed, to: .pending) }
+            if !rows.isEmpty { changes.signal(.workAvailable(queue: queue)) }
+            return rows.count
+        }
+    }
+
+    public func purge(queue: String, tenant: String?) async throws -> Int {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let rows = try await connection.keys("""
+                DELETE FROM spool_jobs WHERE queue = \(queue) AND state IN ('pending', 'scheduled')
+                    AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                RETURNING id, tenant, kind, attempt, queue, state
+                """, logger: logger)
+            for (key, row) in rows {
+                let state = try row.makeRandomAccess()[5].decode(String.self)
+                changes.transition(key, from: JobState(rawValue: state), to: nil)
+            }
+            return rows.count
+        }
+    }
+
+    public func setPaused(_ paused: Bool, queue: String) async throws {
+        let logger = self.logger
+        try await transaction { connection, changes in
+            try await connection.query("""
+                INSERT INTO spool_queues (name, paused) VALUES (\(queue), \(paused))
+                ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+                """, logger: logger)
+            if !paused { changes.signal(.queueResumed(queue: queue)) }
+        }
+    }
+
+    public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
+        let logger = self.logger
+        return try await transaction(durable: false) { connection, changes in
+            var deleted = 0
+            let plan: [(JobState, Date?)] = [(.completed, completedBefore), (.cancelled, completedBefore), (.failed, failedBefore)]
+            for (state, cutoff) in plan {
+                guard let cutoff, deleted < limit else { continue }
+                // Ids are time-ordered: the range scan on the primary key visits only old jobs.
+                for try await (queue, tenant) in try await connection.query("""
+                    DELETE FROM spool_jobs WHERE id IN (
+                        SELECT id FROM spool_jobs WHERE id < \(JobID.lowerBound(at: cutoff).uuid) AND state = \(state.rawValue)
+                            AND finished_at < \(cutoff) LIMIT \(Int64(limit - deleted)))
+                    RETURNING queue, tenant
+                    """, logger: logger).decode((String, String).self) {
+                    changes.move(queue: queue, tenant: tenant, from: state, to: nil)
+                    deleted += 1
+                }
+            }
+            if let cutoff = [completedBefore, failedBefore].compactMap({ $0 }).min() {
+                try await connection.query("""
+                    DELETE FROM spool_webhook_deliveries WHERE id IN (
+                        SELECT id FROM spool_webhook_deliveries WHERE created_at < \(cutoff) LIMIT \(Int64(limit)))
+                    """, logger: logger)
+            }
+            return deleted
+        }
+    }
+
+    // MARK: Reads
+
+    public func job(_ id: JobID, tenant: String?) async throws -> Job? {
+        let logger = self.logger
+        return try await read { client in
+            var found: Job?
+            for try await row in try await client.query(
+                "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE id = \(id.uuid)", logger: logger
+            ) { found = try PGRows.job(row) }
+            if let tenant, found?.tenant != tenant { return nil }
+            return found
+        }
+    }
+
+    public func list(_ filter: JobFilter) async throws -> JobPage {
+        let limit = max(1, min(filter.limit, 1000))
+        var conditions: [String] = []
+        var binds = PostgresBindings()
+        func add(_ condition: String, _ value: String) {
+            binds.append(value)
+            conditions.append(condition.replacingOccurrences(of: "$", with: "$\(binds.count)"))
+        }
+        if let tenant = filter.tenant { add("tenant = $", tenant) }
+        if let queue = filter.queue { add("queue = $", queue) }
+        if let state = filter.state { add("state = $", state.rawValue) }
+        if let kind = filter.kind { add("kind = $", kind) }
+        if let cursor = filter.cursor {
+            guard let seq = Int64(cursor), seq > 0 else { throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page") }
+            binds.append(seq)
+            conditions.append("seq < $\(binds.count)")
+        }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let query = PostgresQuery(
+            unsafeSQL: "SELECT \(PGRows.columns()), seq FROM spool_jobs \(whereClause) ORDER BY seq DESC LIMIT \(limit + 1)",
+            binds: binds)
+        let logger = self.logger
+        return try await read { client in
+            var rows: [(Job, Int64)] = []
+            for try await row in try await client.query(query, logger: logger) {
+                rows.append((try PGRows.job(row), try row.makeRandomAccess()[23].decode(Int64.self)))
+            }
+            let page = rows.prefix(limit)
+            return JobPage(jobs: page.map(\.0), nextCursor: rows.count > limit ? String(page.last!.1) : nil)
+        }
+    }
+
+    public func queueStats(tenant: String?) async throws -> [QueueStats] {
+        let logger = self.logger
+        return try await read { client in
+            var stats: [String: QueueStats] = [:]
+            for try await (name, stateText, n) in try await client.query("""
+                SELECT queue, state, sum(n)::int8 FROM spool_queue_counts WHERE \(tenant)::text IS NULL OR tenant = \(tenant)
+                GROUP BY queue, state
+                """, logger: logger).decode((String, String, Int64).self) {
+                guard let state = JobState(rawValue: stateText) else { continue }
+                stats[name, default: .empty(name)].counts[state] = Int(n)
+            }
+            for try await (name, paused) in try await client.query("SELECT name, paused FROM spool_queues", logger: logger).decode((String, Bool).self) {
+                stats[name, default: .empty(name)].paused = paused
+            }
+            for try await (name, age) in try await client.query("""
+                SELECT queue, extract(epoch FROM now() - min(run_at))::float8 FROM spool_jobs
+                WHERE state = 'pending' AND (\(tenant)::text IS NULL OR tenant = \(tenant)) GROUP BY queue
+                """, logger: logger).decode((String, Double).self) where stats[name] != nil {
+                stats[name]!.oldestPendingAge = .seconds(fractional: max(0, age))
+            }
+            return stats.values.sorted { $0.name < $1.name }
+        }
+    }
+
+    // MARK: Events
+
+    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+        let wanted = max(1, min(limit, 10_000))
+        let logger = self.logger
+        return try await read { client in
+            var found: [JobEvent] = []
+            for try await (row, text) in try await client.query(
+                "SELECT seq, events FROM spool_event_log WHERE seq >= \(EventLogFormat.row(of: after)) ORDER BY seq LIMIT 10000",
+                logger: logger
+            ).decode((Int64, String).self) {
+                guard found.count < wanted else { continue }
+                for event in try EventLogFormat.decode(row: row, text: text) where event.seq > after && filter.matches(event) {
+                    found.append(event)
+                    if found.count == wanted { break }
+                }
+            }
+            return found
+        }
+    }
+
+    public func lastEventSeq() async throws -> Int64 {
+        let logger = self.logger
+        return try await read { client in
+            var last: Int64 = 0
+            for try await (row, count) in try await client.query(
+                "SELECT seq, count FROM spool_event_log ORDER BY seq DESC LIMIT 1", logger: logger
+            ).decode((Int64, Int).self) { last = EventLogFormat.seq(row: row, index: count - 1) }
+            return last
+        }
+    }
+
+    public func pruneEvents(before: Date, limit: Int) async throws -> Int {
+        let logger = self.logger
+        return try await transaction(durable: false) { connection, _ in
+            var n = 0
+            for try await _ in try await connection.query("""
+                DELETE FROM spool_event_log WHERE seq IN (SELECT seq FROM spool_event_log WHERE at < \(before) ORDER BY seq LIMIT \(Int64(limit)))
+                RETURNING seq
+                """, logger: logger) { n += 1 }
+            return n
+        }
+    }
+
+    // MARK: Webhooks
+
+    /// Schedules the webhook of a job that just reached a terminal state: a delivery job
+    /// carrying its document, and the delivery's record, in the caller's transaction.
+    private func scheduleWebhook(_ connection: PostgresConnection, _ changes: ChangeSet, _ id: JobID) async throws {
+        let job = try await fetchJob(connection, id)
+        guard let request = Webhook.deliveryJob(for: job), let url = job.callbackURL else { return }
+        let delivery = Job(new: request, defaults: nil, now: Date())
+        try await insert([delivery], connection, changes)
+        try await connection.query("""
+            INSERT INTO spool_webhook_deliveries (id, job_id, tenant, url, event, created_at)
+            VALUES (\(delivery.id.uuid), \(id.uuid), \(job.tenant), \(url), \(Webhook.eventType(job.state)), now())
+            """, logger: logger)
+    }
+
+    public func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {
+        let logger = self.logger
+        return try await read { client in
+            var deliveries: [WebhookDelivery] = []
+            for try await (id, url, event, createdAt, attempts, state) in try await client.query("""
+                SELECT d.id, d.url, d.event, d.created_at, d.attempts::text, j.state
+                FROM spool_webhook_deliveries d LEFT JOIN spool_jobs j ON j.id = d.id
+                WHERE d.job_id = \(job.uuid) AND (\(tenant)::text IS NULL OR d.tenant = \(tenant))
+                ORDER BY d.id
+                """, logger: logger).decode((UUID, String, String, Date, String, String?).self) {
+                deliveries.append(WebhookDelivery(
+                    id: JobID(uuid: id), jobID: job, url: url, event: event, createdAt: createdAt,
+                    state: state.flatMap(JobState.init(rawValue:)),
+                    attempts: try JSON.decode([WebhookAttempt].self, from: Data(attempts.utf8))))
+            }
+            return deliveries
+        }
+    }
+
+    public func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
+        let text = String(decoding: try JSON.encode(attempt), as: UTF8.self)
+        let logger = self.logger
+        try await transaction(durable: false) { connection, _ in
+            try await connection.query("""
+                UPDATE spool_webhook_deliveries SET attempts = attempts || jsonb_build_array(\(text)::jsonb) WHERE id = \(delivery.uuid)
+                """, logger: logger)
+        }
+    }
+
+    public func webhookSecret(tenant: String) async throws -> String {
+        let logger = self.logger
+        let fresh = Webhook.makeSecret()
+        return try await transaction { connection, _ in
+            try await connection.query("""
+                INSERT INTO spool_webhook_secrets (tenant, secret) VALUES (\(tenant), \(fresh)) ON CONFLICT (tenant) DO NOTHING
+                """, logger: logger)
+            var secret = ""
+            for try await s in try await connection.query(
+                "SELECT secret FROM spool_webhook_secrets WHERE tenant = \(tenant)", logger: logger
+            ).decode(String.self) { secret = s }
+            return secret
+        }
+    }
+
+    // MARK: Leadership
+
+    public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool {
+        let logger = self.logger
+        let ttlMs = Int64(ttl.seconds * 1000)
+        return try await transaction(durable: false) { connection, _ in
+            var won = false
+            for try await _ in try await connection.query("""
+                INSERT INTO spool_leaders (duty, holder, expires_at) VALUES (\(duty), \(holder), now() + \(ttlMs) * interval '1 millisecond')
+                ON CONFLICT (duty) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                WHERE spool_leaders.holder = excluded.holder OR spool_leaders.expires_at < now()
+                RETURNING holder
+                """, logger: logger) { won = true }
+            return won
+        }
+    }
+}
+
+extension PostgresRandomAccessRow {
+    /// Decodes the columns from `index` on (after a job key's five).
+    func decodeTail<A: PostgresDecodable, B: PostgresDecodable>(_: (A, B).Type, from index: Int) throws -> (A, B) {
+        (try self[index].decode(A.self), try self[index + 1].decode(B.self))
+    }
+
+    func decodeTail<A: PostgresDecodable, B: PostgresDecodable, C: PostgresDecodable>(_: (A, B, C).Type, from index: Int) throws -> (A, B, C) {
+        (try self[index].decode(A.self), try self[index + 1].decode(B.self), try self[index + 2].decode(C.self))
+    }
+}
