@@ -16,7 +16,9 @@ id "$PGUSER_OS" >/dev/null 2>&1 || useradd --system --no-create-home "$PGUSER_OS
 chown "$PGUSER_OS" "$PGDIR"
 as_pg() { if [ "$(id -u)" = 0 ]; then su -s /bin/sh "$PGUSER_OS" -c "$*"; else sh -c "$*"; fi; }
 as_pg "$PGBIN/initdb -D $PGDIR/data -U spool -A trust -E UTF8 --no-locale >$PGDIR/initdb.log 2>&1"
-as_pg "$PGBIN/pg_ctl -D $PGDIR/data -l $PGDIR/server.log -w -o \"-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB\" start >/dev/null"
+# In postgresql.conf, so that a test that stops and starts the server keeps them.
+as_pg "printf '%s\n' \"port = $PGPORT\" \"listen_addresses = '127.0.0.1'\" \"unix_socket_directories = '$PGDIR'\" \"max_connections = 400\" \"shared_buffers = 256MB\" >> $PGDIR/data/postgresql.conf"
+as_pg "$PGBIN/pg_ctl -D $PGDIR/data -l $PGDIR/server.log -w start >/dev/null"
 export SPOOL_TEST_POSTGRES_URL="postgres://spool@127.0.0.1:$PGPORT/postgres"
 export SPOOL_PG_DIR="$PGDIR" SPOOL_PG_BIN="$PGBIN"
 spool_pg_stop() {

@@ -103,7 +103,11 @@ extension PostgresJobStore {
         try await connection.query("SELECT pg_advisory_xact_lock(\(Self.depthLockClass), hashtext(\(queue)))", logger: logger).drain()
         var depth = 0
         for try await n in try await connection.query(
-            "SELECT coalesce(sum(n), 0)::int8 FROM spool_queue_counts WHERE queue = \(queue) AND state IN ('pending', 'scheduled')",
+            """
+            SELECT coalesce(sum(n), 0)::int8 FROM (
+                SELECT n FROM spool_queue_counts WHERE queue = \(queue) AND state IN ('pending', 'scheduled')
+                UNION ALL SELECT n FROM spool_count_deltas WHERE queue = \(queue) AND state IN ('pending', 'scheduled')) c
+            """,
             logger: logger
         ).decode(Int64.self) { depth = Int(n) }
         return depth
@@ -143,12 +147,7 @@ extension PostgresJobStore {
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
         let logger = self.logger
         let leaseMs = Int64(leaseDuration.seconds * 1000)
-        return try await transaction(durable: false) { connection, changes in
-            var paused = false
-            for try await p in try await connection.query("SELECT paused FROM spool_queues WHERE name = \(queue)", logger: logger).decode(Bool.self) {
-                paused = p
-            }
-            if paused { return LeaseBatch(jobs: [], nextRunAt: nil) }
+        return try await transaction { connection, changes in
             for (key, _) in try await connection.keys("""
                 UPDATE spool_jobs SET state = 'pending'
                 WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
@@ -163,6 +162,7 @@ extension PostgresJobStore {
                 UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
                        lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
                 WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
+                             AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
                              ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED)
                 RETURNING \(unescaped: PGRows.columns()), seq
                 """, logger: logger) {
@@ -172,10 +172,13 @@ extension PostgresJobStore {
             }
             leased.sort { ($0.0.job.priority, -$0.1) > ($1.0.job.priority, -$1.1) }
             for (job, _) in leased { changes.transition(.init(job.job), from: .pending, to: .processing) }
+            // An idle worker needs to know when the next scheduled job is due.
             var next: Date?
-            for try await d in try await connection.query(
-                "SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled'", logger: logger
-            ).decode(Date?.self) { next = d }
+            if leased.count < limit {
+                for try await d in try await connection.query(
+                    "SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled'", logger: logger
+                ).decode(Date?.self) { next = d }
+            }
             return LeaseBatch(jobs: leased.map(\.0), nextRunAt: next)
         }
     }
@@ -185,9 +188,9 @@ extension PostgresJobStore {
         let logger = self.logger
         let ids = leases.map(\.0.uuid), tokens = leases.map(\.1.value)
         let leaseMs = Int64(leaseDuration.seconds * 1000)
-        let held = try await transaction(durable: false) { connection, _ in
+        let held = try await read { client in
             var held = Set<JobID>()
-            for try await id in try await connection.query("""
+            for try await id in try await client.query("""
                 UPDATE spool_jobs SET lease_expires_at = now() + \(leaseMs) * interval '1 millisecond'
                 FROM unnest(\(ids)::uuid[], \(tokens)::text[]) AS v(id, token)
                 WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
@@ -200,7 +203,7 @@ extension PostgresJobStore {
 
     public func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws {
         let logger = self.logger
-        try await transaction(durable: false) { connection, changes in
+        try await transaction { connection, changes in
             guard let (key, _) = try await connection.keys("""
                 UPDATE spool_jobs SET progress_percent = \(progress.percent), progress_message = \(progress.message)
                 WHERE id = \(id.uuid) AND state = 'processing' AND lease_token = \(lease.value)
@@ -409,7 +412,7 @@ extension PostgresJobStore {
 
     public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
         let logger = self.logger
-        return try await transaction(durable: false) { connection, changes in
+        return try await transaction { connection, changes in
             var deleted = 0
             let plan: [(JobState, Date?)] = [(.completed, completedBefore), (.cancelled, completedBefore), (.failed, failedBefore)]
             for (state, cutoff) in plan {
@@ -486,7 +489,10 @@ extension PostgresJobStore {
         return try await read { client in
             var stats: [String: QueueStats] = [:]
             for try await (name, stateText, n) in try await client.query("""
-                SELECT queue, state, sum(n)::int8 FROM spool_queue_counts WHERE \(tenant)::text IS NULL OR tenant = \(tenant)
+                SELECT queue, state, sum(n)::int8 FROM (
+                    SELECT queue, tenant, state, n FROM spool_queue_counts
+                    UNION ALL SELECT queue, tenant, state, n FROM spool_count_deltas) c
+                WHERE \(tenant)::text IS NULL OR tenant = \(tenant)
                 GROUP BY queue, state
                 """, logger: logger).decode((String, String, Int64).self) {
                 guard let state = JobState(rawValue: stateText) else { continue }
@@ -509,37 +515,44 @@ extension PostgresJobStore {
 
     public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
         let wanted = max(1, min(limit, 10_000))
-        let logger = self.logger
-        return try await read { client in
-            var found: [JobEvent] = []
-            for try await (row, text) in try await client.query(
-                "SELECT seq, events FROM spool_event_log WHERE seq >= \(EventLogFormat.row(of: after)) ORDER BY seq LIMIT 10000",
-                logger: logger
-            ).decode((Int64, String).self) {
-                guard found.count < wanted else { continue }
-                for event in try EventLogFormat.decode(row: row, text: text) where event.seq > after && filter.matches(event) {
-                    found.append(event)
-                    if found.count == wanted { break }
-                }
+        var found: [JobEvent] = []
+        for (_, events) in try await eventRows(after: after, limit: 10_000) {
+            for event in events where filter.matches(event) {
+                found.append(event)
+                if found.count == wanted { return found }
             }
-            return found
         }
+        return found
     }
 
+    /// The seq of the newest event that no uncommitted transaction can precede.
     public func lastEventSeq() async throws -> Int64 {
         let logger = self.logger
-        return try await read { client in
-            var last: Int64 = 0
-            for try await (row, count) in try await client.query(
-                "SELECT seq, count FROM spool_event_log ORDER BY seq DESC LIMIT 1", logger: logger
-            ).decode((Int64, Int).self) { last = EventLogFormat.seq(row: row, index: count - 1) }
-            return last
+        let newest = try await read { client in
+            var newest: Int64 = 0
+            for try await seq in try await client.query("SELECT max(seq) FROM spool_event_log", logger: logger).decode(Int64?.self) {
+                newest = seq ?? 0
+            }
+            return newest
         }
+        if newest == 0 { return 0 }
+        // Walk up from a little below the newest row to the first gap that may still fill.
+        let from = EventLogFormat.seq(row: max(0, newest - 200), index: 0)
+        var last: Int64 = from > 0 ? from - 1 : 0
+        var after = from > 0 ? from - 1 : 0
+        while true {
+            let rows = try await eventRows(after: after, limit: 500)
+            guard let (row, events) = rows.last else { break }
+            last = events.last?.seq ?? EventLogFormat.seq(row: row, index: 0)
+            after = last
+            if rows.count < 500 { break }
+        }
+        return last
     }
 
     public func pruneEvents(before: Date, limit: Int) async throws -> Int {
         let logger = self.logger
-        return try await transaction(durable: false) { connection, _ in
+        return try await transaction { connection, _ in
             var n = 0
             for try await _ in try await connection.query("""
                 DELETE FROM spool_event_log WHERE seq IN (SELECT seq FROM spool_event_log WHERE at < \(before) ORDER BY seq LIMIT \(Int64(limit)))
@@ -586,10 +599,10 @@ extension PostgresJobStore {
     public func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
         let text = String(decoding: try JSON.encode(attempt), as: UTF8.self)
         let logger = self.logger
-        try await transaction(durable: false) { connection, _ in
-            try await connection.query("""
+        try await read { client in
+            try await client.query("""
                 UPDATE spool_webhook_deliveries SET attempts = attempts || jsonb_build_array(\(text)::jsonb) WHERE id = \(delivery.uuid)
-                """, logger: logger)
+                """, logger: logger).drain()
         }
     }
 
@@ -613,7 +626,7 @@ extension PostgresJobStore {
     public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool {
         let logger = self.logger
         let ttlMs = Int64(ttl.seconds * 1000)
-        return try await transaction(durable: false) { connection, _ in
+        return try await transaction { connection, _ in
             var won = false
             for try await _ in try await connection.query("""
                 INSERT INTO spool_leaders (duty, holder, expires_at) VALUES (\(duty), \(holder), now() + \(ttlMs) * interval '1 millisecond')

@@ -10,9 +10,11 @@ import Synchronization
 /// - Leasing takes a batch in one statement with `FOR UPDATE SKIP LOCKED`, so workers never
 ///   wait for each other; single enqueues and completions arriving together share a
 ///   transaction ("group commit", as in the SQLite store).
-/// - Every transaction ends with its bookkeeping under one advisory lock: per-queue counts and
-///   one `spool_event_log` row, so event seqs follow commit order. A `NOTIFY` on the `spool`
-///   channel then tells every process: work arrived, a job was cancelled, new events.
+/// - Every transaction ends with its bookkeeping in one statement: its per-queue count changes
+///   (appended, folded into totals every second, so transactions share no row and never wait
+///   for each other), one `spool_event_log` row, and a `NOTIFY` on the `spool` channel telling
+///   every process: work arrived, a job was cancelled, new events. Event-log readers wait at a
+///   gap in the seqs (a transaction still committing), so events are read in order, none skipped.
 /// - Each process keeps one connection `LISTEN`ing; it wakes local workers, stops cancelled
 ///   jobs and feeds the events of every process to local SSE and WebSocket clients. A fallback
 ///   poll covers notifications lost while that connection was down.
@@ -39,15 +41,14 @@ public final class PostgresJobStore: JobStore {
     let options: Options
     private let runner: Task<Void, Never>
     private let background = Mutex<[Task<Void, Never>]>([])
-    private let eventBell: AsyncStream<Void>.Continuation
-    private let eventBellStream: AsyncStream<Void>
+    /// Rung by a notification of new events.
+    private let eventBell = Doorbell()
     private let lastSeenEvent = Atomic<Int64>(0)
     private let closed = Atomic<Bool>(false)
     let enqueues: Batcher<(Job, Int?), EnqueueResult>
     let completions: Batcher<(JobID, LeaseToken, String?), Void>
 
     /// Arbitrary but fixed advisory lock keys.
-    static let commitLock: Int64 = 0x5350_4F4F_4C43_4F4D  // "SPOOLCOM": the bookkeeping at the end of a transaction
     static let depthLockClass: Int32 = 0x5350_4450  // "SPDP": with hashtext(queue), enqueues to a depth-limited queue
     static let channel = "spool"
 
@@ -61,7 +62,6 @@ public final class PostgresJobStore: JobStore {
         let client = PostgresClient(configuration: configuration, backgroundLogger: backgroundLogger)
         self.client = client
         runner = Task { await client.run() }
-        (eventBellStream, eventBell) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         enqueues = Batcher()
         completions = Batcher()
         enqueues.body = { [unowned self] items in try await self.insertMany(items) }
@@ -82,7 +82,7 @@ public final class PostgresJobStore: JobStore {
     public func close() async throws {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         for task in background.withLock({ $0 }) { task.cancel() }
-        eventBell.finish()
+        eventBell.ring()
         for task in background.withLock({ $0 }) { await task.value }
         runner.cancel()
         await runner.value
@@ -97,10 +97,8 @@ public final class PostgresJobStore: JobStore {
 
     /// Runs `body` in a transaction on one connection, then writes its bookkeeping (counts,
     /// events, notifications) and commits. A deadlock or serialization failure retries it from
-    /// the start; a lost connection throws ``SpoolError/unavailable(reason:)``. `durable: false`
-    /// skips waiting for the WAL flush (leases, heartbeats: losing one only reruns a job).
+    /// the start; a lost connection throws ``SpoolError/unavailable(reason:)``.
     func transaction<T: Sendable>(
-        durable: Bool = true,
         _ body: @escaping @Sendable (PostgresConnection, ChangeSet) async throws -> T
     ) async throws -> T {
         if closed.load(ordering: .relaxed) { throw SpoolError.unavailable(reason: "the store is closed") }
@@ -112,7 +110,6 @@ public final class PostgresJobStore: JobStore {
                     try await self.client.withConnection { connection in
                         try await connection.query("BEGIN", logger: self.logger)
                         do {
-                            if !durable { try await connection.query("SET LOCAL synchronous_commit = off", logger: self.logger) }
                             let changes = ChangeSet()
                             let result = try await body(connection, changes)
                             try await self.writeBookkeeping(connection, changes)
@@ -138,37 +135,11 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
-    /// The end of every transaction: counts, the event-log row, notifications. Under one
-    /// advisory lock, so that event-log rows are numbered in commit order (a reader that saw
-    /// row n never later finds a row below n) and count rows are never locked in a cycle.
+    /// The end of every transaction, in one statement: count changes, the event-log row (as
+    /// late as possible, so that the gap its seq leaves until the commit is short), notifications.
     private func writeBookkeeping(_ connection: PostgresConnection, _ changes: ChangeSet) async throws {
         let counts = changes.nonZeroCounts
-        if !counts.isEmpty || !changes.events.isEmpty {
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.commitLock))", logger: logger).drain()
-        }
-        if !counts.isEmpty {
-            let queues = counts.map(\.0.queue), tenants = counts.map(\.0.tenant)
-            let states = counts.map(\.0.state.rawValue), ns = counts.map { Int64($0.1) }
-            try await connection.query("""
-                INSERT INTO spool_queue_counts (queue, tenant, state, n)
-                SELECT * FROM unnest(\(queues)::text[], \(tenants)::text[], \(states)::text[], \(ns)::int8[])
-                ON CONFLICT (queue, tenant, state) DO UPDATE SET n = spool_queue_counts.n + excluded.n
-                """, logger: logger)
-        }
         var notes: Set<String> = []
-        var index = 0
-        while index < changes.events.count {
-            let end = min(index + EventLogFormat.perRow, changes.events.count)
-            let text = EventLogFormat.encode(changes.events[index..<end])
-            let count = end - index
-            var row: Int64 = 0
-            for try await seq in try await connection.query(
-                "INSERT INTO spool_event_log (count, at, events) VALUES (\(count), now(), \(text)) RETURNING seq", logger: logger
-            ).decode(Int64.self) { row = seq }
-            for n in index..<end { changes.events[n].seq = EventLogFormat.seq(row: row, index: n - index) }
-            index = end
-            notes.insert("e")
-        }
         for signal in changes.signals {
             switch signal {
             case .workAvailable(let queue): notes.insert("w:" + queue)
@@ -176,9 +147,37 @@ public final class PostgresJobStore: JobStore {
             case .jobCancelled(let id): notes.insert("c:" + id.description)
             }
         }
-        if !notes.isEmpty {
-            let payloads = Array(notes)
-            try await connection.query("SELECT pg_notify(\(Self.channel), p) FROM unnest(\(payloads)::text[]) AS p", logger: logger).drain()
+        if !changes.events.isEmpty { notes.insert("e") }
+        if counts.isEmpty && changes.events.isEmpty && notes.isEmpty { return }
+        let queues = counts.map(\.0.queue), tenants = counts.map(\.0.tenant)
+        let states = counts.map(\.0.state.rawValue), ns = counts.map { Int64($0.1) }
+        let firstRow = min(changes.events.count, EventLogFormat.perRow)
+        let text = firstRow > 0 ? EventLogFormat.encode(changes.events[0..<firstRow]) : ""
+        let payloads = Array(notes)
+        var row: Int64 = 0
+        for try await seq in try await connection.query("""
+            WITH counts AS (
+                INSERT INTO spool_count_deltas (queue, tenant, state, n)
+                SELECT * FROM unnest(\(queues)::text[], \(tenants)::text[], \(states)::text[], \(ns)::int8[])
+                RETURNING 1),
+            log AS (
+                INSERT INTO spool_event_log (count, at, events)
+                SELECT \(Int64(firstRow)), clock_timestamp(), \(text) WHERE \(Int64(firstRow)) > 0
+                RETURNING seq),
+            notes AS (SELECT pg_notify(\(Self.channel), p) FROM unnest(\(payloads)::text[]) AS p)
+            SELECT coalesce((SELECT seq FROM log), 0) + 0 * (SELECT count(*) FROM notes) + 0 * (SELECT count(*) FROM counts)
+            """, logger: logger).decode(Int64.self) { row = seq }
+        for n in 0..<firstRow { changes.events[n].seq = EventLogFormat.seq(row: row, index: n) }
+        // More than one row's worth of events (a batch of over 65,536 changes): the rest follow.
+        var index = firstRow
+        while index < changes.events.count {
+            let end = min(index + EventLogFormat.perRow, changes.events.count)
+            let more = EventLogFormat.encode(changes.events[index..<end])
+            for try await seq in try await connection.query(
+                "INSERT INTO spool_event_log (count, at, events) VALUES (\(Int64(end - index)), clock_timestamp(), \(more)) RETURNING seq", logger: logger
+            ).decode(Int64.self) { row = seq }
+            for n in index..<end { changes.events[n].seq = EventLogFormat.seq(row: row, index: n - index) }
+            index = end
         }
     }
 
@@ -194,16 +193,30 @@ public final class PostgresJobStore: JobStore {
 
     /// Fails with ``SpoolError/unavailable(reason:)`` when `operation` takes longer than
     /// ``Options/operationTimeout`` (the pool queues requests while the database is down).
+    ///
+    /// The caller is answered at the deadline even if the operation does not stop when
+    /// cancelled (a task group would wait for it): a stuck connection cannot hang the engine.
     func withDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let timeout = options.operationTimeout
-        return try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await operation() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw SpoolError.unavailable(reason: "PostgreSQL did not answer within \(timeout)")
+        let race = DeadlineRace()
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if !race.answered.exchange(true, ordering: .acquiringAndReleasing) {
+                    race.timer.withLock { $0?.cancel() }
+                    continuation.resume(with: result)
+                }
             }
-            defer { group.cancelAll() }
-            return try await group.next()!
+            let sleeper = Task {
+                try? await Task.sleep(for: timeout)
+                if !race.answered.exchange(true, ordering: .acquiringAndReleasing) {
+                    work.cancel()
+                    continuation.resume(throwing: SpoolError.unavailable(reason: "PostgreSQL did not answer within \(timeout)"))
+                }
+            }
+            race.timer.withLock { $0 = sleeper }
+            if race.answered.load(ordering: .acquiring) { sleeper.cancel() }
         }
     }
 
@@ -260,7 +273,7 @@ public final class PostgresJobStore: JobStore {
                 try await client.withConnection { connection in
                     try await connection.listen(on: Self.channel) { notifications in
                         failures = 0
-                        self.eventBell.yield()  // catch up on what was missed while away
+                        self.eventBell.ring()  // catch up on what was missed while away
                         for try await notification in notifications { self.handle(notification.payload) }
                     }
                 }
@@ -274,7 +287,7 @@ public final class PostgresJobStore: JobStore {
     }
 
     private func handle(_ payload: String) {
-        if payload == "e" { eventBell.yield(); return }
+        if payload == "e" { eventBell.ring(); return }
         let value = String(payload.dropFirst(2))
         switch payload.prefix(2) {
         case "w:": signals.send(.workAvailable(queue: value))
@@ -287,39 +300,25 @@ public final class PostgresJobStore: JobStore {
     /// Reads new event-log rows when told (or every poll interval) and hands their events to
     /// local subscribers, in order, once each.
     private func followEvents() async {
-        while !Task.isCancelled {
-            do {
-                let start = try await lastEventSeq()
-                lastSeenEvent.store(start, ordering: .relaxed)
-                break
-            } catch {
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
         let poll = options.eventPollInterval
+        var following = false
         while !Task.isCancelled {
             // Wait for a notification or the poll interval, whichever comes first.
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { var it = self.eventBellStream.makeAsyncIterator(); _ = await it.next() }
-                group.addTask { try? await Task.sleep(for: poll) }
-                await group.next()
-                group.cancelAll()
-            }
+            await eventBell.wait(timeout: poll)
             if Task.isCancelled { return }
             do {
+                try await foldCounts()
+                // A process without event subscribers (a worker) reads no events; one that gains
+                // some starts from the newest event.
+                guard signals.hasEventListeners else { following = false; continue }
+                if !following {
+                    lastSeenEvent.store(try await lastEventSeq(), ordering: .relaxed)
+                    following = true
+                }
                 while true {
                     let after = lastSeenEvent.load(ordering: .relaxed)
-                    let rows = try await read { client in
-                        var found: [(Int64, String)] = []
-                        for try await (seq, text) in try await client.query(
-                            "SELECT seq, events FROM spool_event_log WHERE seq > \(EventLogFormat.row(of: after)) ORDER BY seq LIMIT 500",
-                            logger: self.logger
-                        ).decode((Int64, String).self) { found.append((seq, text)) }
-                        return found
-                    }
-                    if rows.isEmpty { break }
-                    for (row, text) in rows {
-                        let events = try EventLogFormat.decode(row: row, text: text)
+                    let rows = try await eventRows(after: after, limit: 500)
+                    for (row, events) in rows {
                         lastSeenEvent.store(EventLogFormat.seq(row: row, index: max(0, events.count - 1)), ordering: .relaxed)
                         if !events.isEmpty { signals.send(events: events) }
                     }
@@ -331,6 +330,65 @@ public final class PostgresJobStore: JobStore {
             }
         }
     }
+}
+
+extension PostgresJobStore {
+    /// How long a gap in the event log's seqs is waited for before it is taken for a rolled-back
+    /// transaction. A transaction writes its event-log row just before it commits, so a gap
+    /// normally lasts a round trip.
+    static let gapTimeout = 5.0
+
+    /// Event-log rows after the one holding `after`, in seq order, stopping at a gap that may
+    /// still fill (a transaction that has its seq but has not committed yet).
+    func eventRows(after: Int64, limit: Int) async throws -> [(Int64, [JobEvent])] {
+        let afterRow = EventLogFormat.row(of: after)
+        let logger = self.logger
+        let (rows, oldest) = try await read { client in
+            var found: [(Int64, String, Bool)] = []
+            var oldest: Int64 = 0
+            for try await row in try await client.query("""
+                SELECT seq, events, at < now() - \(Self.gapTimeout) * interval '1 second', (SELECT min(seq) FROM spool_event_log)
+                FROM spool_event_log WHERE seq >= \(afterRow) ORDER BY seq LIMIT \(Int64(limit))
+                """, logger: logger).decode((Int64, String, Bool, Int64).self) {
+                found.append((row.0, row.1, row.2))
+                oldest = row.3
+            }
+            return (found, oldest)
+        }
+        var result: [(Int64, [JobEvent])] = []
+        // Rows below the oldest one were pruned: no gap to wait for there.
+        var expected = max(afterRow, oldest - 1)
+        for (seq, text, old) in rows {
+            if seq > expected + 1 && !old { break }  // a gap that may still fill
+            expected = seq
+            let events = try EventLogFormat.decode(row: seq, text: text).filter { $0.seq > after }
+            if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
+        }
+        return result
+    }
+
+    /// Moves the appended count changes into the totals (any process may; each change is
+    /// taken once).
+    func foldCounts() async throws {
+        let logger = self.logger
+        try await read { client in
+            try await client.query("""
+                WITH d AS (
+                    DELETE FROM spool_count_deltas WHERE id IN (
+                        SELECT id FROM spool_count_deltas ORDER BY id LIMIT 20000 FOR UPDATE SKIP LOCKED)
+                    RETURNING queue, tenant, state, n)
+                INSERT INTO spool_queue_counts (queue, tenant, state, n)
+                SELECT queue, tenant, state, sum(n) FROM d GROUP BY queue, tenant, state ORDER BY queue, tenant, state
+                ON CONFLICT (queue, tenant, state) DO UPDATE SET n = spool_queue_counts.n + excluded.n
+                """, logger: logger)
+        }
+    }
+}
+
+/// Who answers a ``PostgresJobStore/withDeadline(_:)`` caller first: the work or the timer.
+private final class DeadlineRace: Sendable {
+    let answered = Atomic<Bool>(false)
+    let timer = Mutex<Task<Void, Never>?>(nil)
 }
 
 /// Merges single calls that arrive together into one transaction: the first caller of a group

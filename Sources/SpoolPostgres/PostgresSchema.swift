@@ -50,15 +50,25 @@ enum PostgresSchema {
             "CREATE INDEX spool_jobs_dead ON spool_jobs (seq) WHERE state = 'failed'",
             "CREATE UNIQUE INDEX spool_jobs_idempotency ON spool_jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL",
             "CREATE TABLE spool_queues (name text PRIMARY KEY, paused boolean NOT NULL DEFAULT false)",
-            // Jobs per queue, tenant and state, updated once per transaction (O(1) depth checks).
+            // Jobs per queue, tenant and state: every transaction appends its changes to
+            // spool_count_deltas (no row is shared, so no transaction waits for another) and
+            // they are folded into spool_queue_counts every second. Counts are the sum of both.
             """
             CREATE TABLE spool_queue_counts (
                 queue text NOT NULL, tenant text NOT NULL, state text NOT NULL, n bigint NOT NULL,
                 PRIMARY KEY (queue, tenant, state)
             )
             """,
-            // One row per committed transaction that had events; rows are appended under an
-            // advisory lock, so their seq order is their commit order.
+            """
+            CREATE TABLE spool_count_deltas (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                queue text NOT NULL, tenant text NOT NULL, state text NOT NULL, n bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX spool_count_deltas_queue ON spool_count_deltas (queue)",
+            // One row per transaction that had events, inserted just before it commits. Readers
+            // take rows in seq order and wait at a gap (a transaction still committing) unless
+            // the gap is old (a rolled-back one): so they never skip an event.
             """
             CREATE TABLE spool_event_log (
                 seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,14 +1,16 @@
 import Synchronization
 
 /// Wakes a sleeping loop. A ring while nobody waits is kept, so it is never lost.
-final class Doorbell: Sendable {
+public final class Doorbell: Sendable {
     private struct State {
         var rung = false
         var waiter: CheckedContinuation<Void, Never>?
     }
     private let state = Mutex(State())
 
-    func ring() {
+    public init() {}
+
+    public func ring() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if let w = s.waiter { s.waiter = nil; return w }
             s.rung = true
@@ -18,7 +20,7 @@ final class Doorbell: Sendable {
     }
 
     /// Returns after a ring (or at once if one is pending), or after `timeout`.
-    func wait(timeout: Duration) async {
+    public func wait(timeout: Duration) async {
         if state.withLock({ s in defer { s.rung = false }; return s.rung }) { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitForRing() }

@@ -31,6 +31,9 @@ public final class StoreSignals: Sendable {
     public func addEventListener(_ listener: @escaping @Sendable ([JobEvent]) -> Void) -> Int { eventListeners.add(listener) }
     public func removeEventListener(_ token: Int) { eventListeners.remove(token) }
     public func send(events: [JobEvent]) { eventListeners.send(events) }
+    /// Whether anyone listens for events (a store shared between processes need not fetch the
+    /// events of other processes for a worker-only process).
+    public var hasEventListeners: Bool { eventListeners.isEmpty == false }
 }
 
 /// A set of callbacks, each under a token.
@@ -45,6 +48,7 @@ private final class Listeners<Value: Sendable>: Sendable {
     }
 
     func remove(_ token: Int) { _ = callbacks.withLock { $0.removeValue(forKey: token) } }
+    var isEmpty: Bool { callbacks.withLock { $0.isEmpty } }
 
     func send(_ value: Value) {
         for callback in callbacks.withLock({ Array($0.values) }) { callback(value) }

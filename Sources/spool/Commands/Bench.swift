@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpoolCore
+import SpoolPostgres
 import SpoolSQLite
 import Synchronization
 
@@ -18,12 +19,21 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Jobs timed from completion to their SSE and WebSocket event (0 skips it).") var eventSamples = 1000
     @Option(help: "SQLite durability: full, normal, off.") var durability = "full"
     @Option(help: "Directory for the temporary database. [default: the system temp dir]") var dir: String?
+    @Option(help: "A PostgreSQL server (postgres://user@host:port/db) to benchmark instead of SQLite; each run creates and drops its own database there.") var database: String?
+    @Option(help: "With --database: worker process counts to run end to end, comma-separated.") var processes = "1,2,4"
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = .warning
             return h
+        }
+        if let database {
+            guard PostgresJobStore.isPostgresURL(database) else { throw ValidationError("--database must be a postgres:// URL (SQLite runs on temporary files)") }
+            let counts = processes.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 > 0 }
+            try await PostgresBench(serverURL: database, jobs: jobs, producers: producers, concurrency: concurrency,
+                                    latencySamples: latencySamples, processCounts: counts.isEmpty ? [1] : counts).run(percentile: percentile)
+            return
         }
         guard let level = SQLiteJobStore.Durability(rawValue: durability.uppercased()) else {
             throw ValidationError("--durability must be full, normal or off")

@@ -1,0 +1,136 @@
+import Foundation
+import Logging
+import SpoolCore
+import SpoolPostgres
+
+/// `spool bench --database postgres://...`: the same no-op jobs on a PostgreSQL server, with
+/// the workers in 1, 2 and 4 separate `spool worker` processes, as a cluster runs them.
+///
+/// Each run gets a fresh database on the server (created and dropped here), so the URL must be
+/// allowed to `CREATE DATABASE`.
+struct PostgresBench {
+    let serverURL: String
+    let jobs: Int
+    let producers: Int
+    let concurrency: Int
+    let latencySamples: Int
+    let processCounts: [Int]
+
+    func run(percentile: ([Double], Double) -> Double) async throws {
+        print("spool bench: PostgreSQL at \(PostgresJobStore.redacted(serverURL)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        let enqueueRate = try await withDatabase { url, spool in
+            try await timeEnqueues(spool, count: jobs)
+        }
+        print(String(format: "enqueue, single jobs, %d concurrent callers:   %9.0f jobs/s", producers, enqueueRate))
+        for processes in processCounts {
+            let rate = try await withDatabase { url, spool in
+                try await endToEnd(url: url, spool: spool, processes: processes)
+            }
+            print(String(format: "end to end, %d jobs, %d worker process(es) x %d workers: %9.0f jobs/s",
+                         jobs, processes, max(1, concurrency / processes), rate))
+        }
+        let latencies = try await withDatabase { _, spool in try await pickupLatency(spool) }
+        print(String(format: "pickup latency (enqueue call -> handler start, idle workers, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
+                     latencySamples, percentile(latencies, 0.50), percentile(latencies, 0.95), percentile(latencies, 0.99)))
+    }
+
+    /// Runs `body` against a new, migrated database on the server, dropped afterwards.
+    private func withDatabase<T: Sendable>(_ body: (String, Spool) async throws -> T) async throws -> T {
+        let name = "spool_bench_" + UUID().uuidString.prefix(8).lowercased()
+        let admin = try PostgresJobStore(url: serverURL)
+        try await admin.execute("CREATE DATABASE \(name)")
+        guard var components = URLComponents(string: serverURL) else { throw CLIError("bad database URL") }
+        components.path = "/" + name
+        let url = components.string!
+        var options = PostgresJobStore.Options()
+        options.maxConnections = 40
+        let store = try PostgresJobStore(url: url, options: options)
+        var result: Result<T, any Error>
+        do {
+            try await store.migrate()
+            var config = EngineConfiguration()
+            config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
+            config.leaseBatchSize = max(100, concurrency)
+            let spool = Spool(store: store, configuration: config, logger: Logger(label: "bench"))
+            result = .success(try await body(url, spool))
+        } catch {
+            result = .failure(error)
+        }
+        try? await store.close()
+        try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
+        try? await admin.close()
+        return try result.get()
+    }
+
+    private func timeEnqueues(_ spool: Spool, count: Int) async throws -> Double {
+        let next = Counter()
+        let start = ContinuousClock.now
+        try await withThrowingDiscardingTaskGroup { group in
+            for _ in 0..<producers {
+                group.addTask {
+                    while next.increment() <= count {
+                        try await spool.enqueue(NewJob(queue: "bench", kind: "demo.noop"))
+                    }
+                }
+            }
+        }
+        return Double(count) / (ContinuousClock.now - start).seconds
+    }
+
+    /// Starts `processes` worker processes, enqueues `jobs` single jobs from this process, and
+    /// times from the first enqueue to the last completion.
+    private func endToEnd(url: String, spool: Spool, processes: Int) async throws -> Double {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).path
+        var children: [Process] = []
+        defer { for child in children where child.isRunning { kill(child.processIdentifier, SIGKILL) } }
+        for _ in 0..<processes {
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: binary)
+            child.arguments = ["worker", "--database", url, "--queues", "bench", "--concurrency", String(max(1, concurrency / processes)),
+                               "--log-level", "warning"]
+            child.standardOutput = FileHandle.nullDevice
+            try child.run()
+            children.append(child)
+        }
+        try await Task.sleep(for: .seconds(1))  // let them connect and start listening
+        let start = ContinuousClock.now
+        _ = try await timeEnqueues(spool, count: jobs)
+        while try await spool.store.queueStats(tenant: nil).first(where: { $0.name == "bench" })?.counts[.completed] ?? 0 < jobs {
+            if ContinuousClock.now - start > .seconds(600) { throw CLIError("the run did not finish in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let elapsed = ContinuousClock.now - start
+        for child in children { child.terminate() }
+        for child in children { child.waitUntilExit() }
+        return Double(jobs) / elapsed.seconds
+    }
+
+    private func pickupLatency(_ spool: Spool) async throws -> [Double] {
+        struct Sample: Codable, Sendable { var n: Int }
+        let starts = Locked<[Int: ContinuousClock.Instant]>([:])
+        spool.register(kind: "bench.noop", payload: Sample.self) { sample, _ in
+            let now = ContinuousClock.now
+            starts.withLock { $0[sample.n] = now }
+        }
+        let worker = spool.worker(queues: ["bench"])
+        let workerTask = Task { try await worker.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        var latencies: [Double] = []
+        for n in 0..<latencySamples {
+            let t0 = ContinuousClock.now
+            try await spool.enqueue(try NewJob(queue: "bench", kind: "bench.noop", payload: Sample(n: n)))
+            var started: ContinuousClock.Instant?
+            let deadline = t0 + .seconds(10)
+            while started == nil && ContinuousClock.now < deadline {
+                started = starts.withLock { $0[n] }
+                if started == nil { try await Task.sleep(for: .microseconds(50)) }
+            }
+            guard let started else { throw CLIError("job \(n) was not picked up within 10 s") }
+            latencies.append((started - t0).seconds * 1000)
+            try await Task.sleep(for: .milliseconds(3))
+        }
+        worker.stop()
+        try await workerTask.value
+        return latencies
+    }
+}

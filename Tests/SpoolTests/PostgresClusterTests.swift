@@ -1,0 +1,187 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SpoolCore
+import SpoolPostgres
+import Synchronization
+import Testing
+
+/// Real `spool` processes sharing one PostgreSQL database.
+@Suite("PostgreSQL cluster", .serialized, .timeLimit(.minutes(6)),
+       .enabled(if: PostgresTestDatabase.serverURL != nil || PostgresTestDatabase.required))
+struct PostgresClusterTests {
+    /// Starts `spool serve` and returns it with its port (read from its log).
+    static func gateway(_ url: String, _ dir: TempDir, _ name: String, extra: [String] = []) async throws -> (SpoolProcess, Int) {
+        let process = try SpoolProcess(["serve", "--database", url, "--port", "0", "--no-workers"] + extra, logTo: dir.file("\(name).log"))
+        var port: Int?
+        _ = try await eventually(timeout: .seconds(30)) {
+            if let range = process.output.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(process.output[range].split(separator: ":").last ?? "")
+            }
+            return port != nil || !process.process.isRunning
+        }
+        guard let port else { throw CLIMissing(searched: "gateway \(name) did not start:\n\(process.output)") }
+        return (process, port)
+    }
+
+    static func post(_ port: Int, _ path: String, _ body: String) async throws -> (Int, Data) {
+        let (status, data, _) = try await postWithHeaders(port, path, body)
+        return (status, data)
+    }
+
+    static func postWithHeaders(_ port: Int, _ path: String, _ body: String) async throws -> (Int, Data, HTTPHeaders) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        return (Int(response.status.code), Data(buffer: try await response.body.collect(upTo: 16 << 20)), response.headers)
+    }
+
+    /// The ids of the jobs a batch enqueue answered with.
+    static func ids(_ body: Data) -> [String] {
+        guard case .object(let o)? = JSONValue(json: body), case .array(let jobs)? = o["jobs"] else { return [] }
+        return jobs.compactMap { if case .object(let j) = $0, case .string(let id)? = j["id"] { id } else { nil } }
+    }
+
+    @Test("2 gateways and 3 workers: 5,000 jobs through both gateways, a worker SIGKILLed mid-run; every job completes once, by its last lease, and SSE on gateway 1 sees gateway 2's jobs")
+    func twoGatewaysThreeWorkers() async throws {
+        try await PostgresTestDatabase.with { url in
+            let dir = TempDir()
+            defer { dir.remove() }
+            let record = dir.file("runs.log")
+            let (g1, port1) = try await Self.gateway(url, dir, "gateway1")
+            let (g2, port2) = try await Self.gateway(url, dir, "gateway2")
+            let workerArgs = ["worker", "--database", url, "--concurrency", "16", "--lease-seconds", "2", "--heartbeat-seconds", "0.4", "--grace-seconds", "5"]
+            var workers = try (1...3).map { try SpoolProcess(workerArgs, logTo: dir.file("worker\($0).log")) }
+            defer { for w in workers + [g1, g2] { w.signal(SIGKILL) } }
+
+            // Gateway 1 streams every event; we note the completions it shows.
+            let completedOn1 = Mutex<Set<String>>([])
+            let sse = Task {
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port1)/v1/events?queue=default")
+                request.headers.add(name: "Accept", value: "text/event-stream")
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(600))
+                var text = ""
+                for try await chunk in response.body {
+                    text += String(buffer: chunk)
+                    while let end = text.range(of: "\n\n") {
+                        let frame = text[..<end.lowerBound]
+                        text = String(text[end.upperBound...])
+                        guard frame.contains("\"completed\""), let data = frame.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
+                              case .object(let e)? = JSONValue(json: Data(data.dropFirst(6).utf8)), case .string(let id)? = e["job_id"] else { continue }
+                        completedOn1.withLock { _ = $0.insert(id) }
+                    }
+                }
+            }
+            defer { sse.cancel() }
+            try await Task.sleep(for: .milliseconds(300))
+
+            // 5,000 jobs in batches of 100, alternating gateways.
+            var viaGateway2: [String] = []
+            var all: [String] = []
+            let job = #"{"kind": "demo.sleep", "payload": {"seconds": 0.02, "steps": 1, "record": "\#(record)"}}"#
+            for batch in 0..<50 {
+                let port = batch % 2 == 0 ? port1 : port2
+                let (status, body) = try await Self.post(port, "/v1/jobs/batch", #"{"jobs": ["# + Array(repeating: job, count: 100).joined(separator: ",") + "]}")
+                #expect(status == 202, "\(String(decoding: body, as: UTF8.self))")
+                let ids = Self.ids(body)
+                all += ids
+                if port == port2 { viaGateway2 += ids }
+            }
+            #expect(all.count == 5000)
+
+            let store = try PostgresJobStore(url: url)
+            try await store.migrate()
+            defer { Task { try? await store.close() } }
+            func completed() async throws -> Int {
+                try await store.queueStats(tenant: nil).first { $0.name == "default" }?.counts[.completed] ?? 0
+            }
+            // Kill one worker while it holds jobs.
+            #expect(try await eventually(timeout: .seconds(60)) { try await completed() >= 800 })
+            workers[1].signal(SIGKILL)
+            #expect(await workers[1].waitForExit(timeout: .seconds(10)) != nil)
+
+            let finished = try await eventually(timeout: .seconds(180)) { try await completed() == 5000 }
+            let count = try await completed()
+            #expect(finished, "completed \(count) of 5000; worker logs:\n\(workers[0].output.suffix(2000))")
+
+            // Every job completed, and its result came from its last attempt's worker.
+            var rerun = 0
+            for id in all {
+                let jobID = try #require(JobID(id))
+                let job = try #require(try await store.job(jobID, tenant: nil))
+                #expect(job.state == .completed)
+                guard case .object(let result)? = job.result.flatMap({ JSONValue(json: $0) }) else { Issue.record("no result for \(id)"); continue }
+                #expect(result["attempt"]?.doubleValue == Double(job.attempt), "job \(id): result of attempt \(String(describing: result["attempt"])) but the job is at attempt \(job.attempt)")
+                #expect(result["worker"] == .string(job.workerID ?? ""), "job \(id): result written by \(String(describing: result["worker"])), lease held by \(job.workerID ?? "-")")
+                if job.attempt > 1 { rerun += 1 }
+            }
+            // Every run was recorded; only the killed worker's jobs ran twice.
+            let runs = (try? String(contentsOfFile: record, encoding: .utf8)) ?? ""
+            var runsPerJob: [String: Int] = [:]
+            for line in runs.split(separator: "\n") { runsPerJob[String(line.split(separator: " ")[0]), default: 0] += 1 }
+            #expect(Set(runsPerJob.keys) == Set(all))
+            #expect(runsPerJob.values.filter { $0 > 1 }.count <= 16, "more jobs ran twice than the killed worker held")
+            #expect(rerun <= 16)
+
+            // The stream on gateway 1 showed the jobs enqueued on gateway 2.
+            #expect(try await eventually(timeout: .seconds(10)) { completedOn1.withLock { $0.isSuperset(of: viaGateway2) } },
+                    "gateway 1 saw \(completedOn1.withLock { $0.intersection(viaGateway2).count }) of \(viaGateway2.count) completions of gateway 2's jobs")
+            for w in workers where w.process.isRunning { w.signal(SIGTERM) }
+            workers.removeAll()
+        }
+    }
+
+    @Test("the database restarts mid-run: the gateway answers 503 with Retry-After while it is down, and nothing is lost")
+    func databaseRestart() async throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let dataDir = env["SPOOL_PG_DIR"], let bin = env["SPOOL_PG_BIN"] else {
+            Issue.record("SPOOL_PG_DIR and SPOOL_PG_BIN must name the test cluster (.ci/postgres.sh exports them)")
+            return
+        }
+        // system(3), not Foundation's Process: its wait can miss the exit of a child that
+        // leaves a daemon behind (pg_ctl start).
+        func pgctl(_ args: String) throws {
+            let command = "\(bin)/pg_ctl -D \(dataDir)/data -w \(args) >/dev/null 2>&1"
+            let status = system(getuid() == 0 ? "su -s /bin/sh postgres -c '\(command)'" : command)
+            guard status == 0 else { throw CLIMissing(searched: "pg_ctl \(args) failed (\(status))") }
+        }
+        try await PostgresTestDatabase.with { url in
+            let dir = TempDir()
+            defer { dir.remove() }
+            let config = dir.file("spool.yaml")
+            try "postgres:\n  operation_timeout_seconds: 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let (gateway, port) = try await Self.gateway(url, dir, "gateway", extra: ["--config", config])
+            let worker = try SpoolProcess(["worker", "--database", url, "--config", config, "--concurrency", "8", "--lease-seconds", "5", "--heartbeat-seconds", "1"],
+                                          logTo: dir.file("worker.log"))
+            defer { gateway.signal(SIGKILL); worker.signal(SIGKILL) }
+            var all: [String] = []
+            let job = #"{"kind": "demo.sleep", "payload": {"seconds": 0.05, "steps": 1}}"#
+            for _ in 0..<5 {
+                let (status, body) = try await Self.post(port, "/v1/jobs/batch", #"{"jobs": ["# + Array(repeating: job, count: 100).joined(separator: ",") + "]}")
+                #expect(status == 202)
+                all += Self.ids(body)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            try pgctl("-m fast stop")
+            let (down, body, headers) = try await Self.postWithHeaders(port, "/v1/jobs", job)
+            #expect(down == 503, "while the database is down: \(down) \(String(decoding: body, as: UTF8.self))")
+            #expect(headers.first(name: "Retry-After") != nil)
+            try pgctl("-l \(dataDir)/server.log start")
+            // Enqueues work again once it is back.
+            #expect(try await eventually(timeout: .seconds(30)) { (try? await Self.post(port, "/v1/jobs", job).0) == 202 })
+
+            let store = try PostgresJobStore(url: url)
+            try await store.migrate()
+            defer { Task { try? await store.close() } }
+            let done = try await eventually(timeout: .seconds(120)) {
+                var n = 0
+                for id in all where try await store.job(JobID(id)!, tenant: nil)?.state == .completed { n += 1 }
+                return n == all.count
+            }
+            #expect(done, "not every job completed after the restart; worker log:\n\(worker.output.suffix(3000))")
+        }
+    }
+}
