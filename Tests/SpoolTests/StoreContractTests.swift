@@ -150,12 +150,12 @@ struct StoreContractTests {
         try await withStore(kind) { store in
             let id = try await store.add().job.id
             var leased = try #require(try await store.leaseAll().first)
-            let retryAt = Date().addingTimeInterval(0.2)
+            let retryAt = Date().addingTimeInterval(1.5)  // room for a loaded machine
             try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 1, message: "boom 1", at: Date()), retryAt: retryAt)
             var job = try await store.mustGet(id)
             #expect(job.state == .scheduled && abs(job.runAt.timeIntervalSince(retryAt)) < 0.01 && job.finishedAt == nil)
             #expect(try await store.leaseAll().isEmpty)
-            try await Task.sleep(for: .milliseconds(250))
+            try await Task.sleep(until: .now + .seconds(max(0, retryAt.timeIntervalSinceNow) + 0.05))
             leased = try #require(try await store.leaseAll().first)
             #expect(leased.job.attempt == 2)
             try await store.fail(id, lease: leased.lease, error: AttemptError(attempt: 2, message: "boom 2", at: Date()), retryAt: Date())

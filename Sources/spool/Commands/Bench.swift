@@ -52,7 +52,7 @@ struct Bench: AsyncParsableCommand {
 
         // 1. Enqueue rate.
         try await withBench(base + "/enqueue.sqlite", level) { spool, _ in
-            let single = try await timeEnqueues(spool, count: jobs, callers: producers)
+            let single = try await Self.timeEnqueues(spool, count: jobs, callers: producers)
             print(String(format: "enqueue, single jobs, %d concurrent callers:   %9.0f jobs/s", producers, single))
             let batched = try await timeBatchEnqueues(spool, count: jobs, batchSize: 100)
             print(String(format: "enqueue, batches of 100:                       %9.0f jobs/s", batched))
@@ -72,7 +72,7 @@ struct Bench: AsyncParsableCommand {
 
         // 3. Pickup latency with idle workers.
         let latencies = try await withBench(base + "/latency.sqlite", level) { spool, store in
-            try await pickupLatency(spool, store: store, samples: latencySamples)
+            try await Self.pickupLatency(spool, samples: latencySamples)
         }
         print(String(format: "pickup latency (enqueue call -> handler start, idle workers, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
                      latencySamples, percentile(latencies, 0.50), percentile(latencies, 0.95), percentile(latencies, 0.99)))
@@ -115,14 +115,15 @@ struct Bench: AsyncParsableCommand {
         return result
     }
 
-    private func timeEnqueues(_ spool: Spool, count: Int, callers: Int) async throws -> Double {
+    /// `count` single enqueues of `kind` to the `bench` queue from `callers` concurrent tasks; jobs/s.
+    static func timeEnqueues(_ spool: Spool, count: Int, callers: Int, kind: String = "bench.noop") async throws -> Double {
         let next = Counter()
         let start = ContinuousClock.now
         try await withThrowingDiscardingTaskGroup { group in
             for _ in 0..<callers {
                 group.addTask {
                     while next.increment() <= count {
-                        try await spool.enqueue(NewJob(queue: "bench", kind: "bench.noop"))
+                        try await spool.enqueue(NewJob(queue: "bench", kind: kind))
                     }
                 }
             }
@@ -145,7 +146,7 @@ struct Bench: AsyncParsableCommand {
     /// first enqueue to the last completion.
     private func endToEnd(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
         try await timeWorkers(spool, store: store, count: count) {
-            _ = try await timeEnqueues(spool, count: count, callers: producers)
+            _ = try await Self.timeEnqueues(spool, count: count, callers: producers)
         }
     }
 
@@ -179,7 +180,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// Enqueues one job at a time with idle workers; returns enqueue-call-to-handler-start times in ms.
-    private func pickupLatency(_ spool: Spool, store: SQLiteJobStore, samples: Int) async throws -> [Double] {
+    static func pickupLatency(_ spool: Spool, samples: Int) async throws -> [Double] {
         struct Sample: Codable, Sendable { var n: Int }
         let starts = Locked<[Int: ContinuousClock.Instant]>([:])
         spool.register(kind: "bench.noop", payload: Sample.self) { sample, _ in

@@ -19,7 +19,7 @@ struct PostgresBench {
     func run(percentile: ([Double], Double) -> Double) async throws {
         print("spool bench: PostgreSQL at \(PostgresJobStore.redacted(serverURL)), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let enqueueRate = try await withDatabase { url, spool in
-            try await timeEnqueues(spool, count: jobs)
+            try await Bench.timeEnqueues(spool, count: jobs, callers: producers, kind: "demo.noop")
         }
         print(String(format: "enqueue, single jobs, %d concurrent callers:   %9.0f jobs/s", producers, enqueueRate))
         for processes in processCounts {
@@ -29,7 +29,7 @@ struct PostgresBench {
             print(String(format: "end to end, %d jobs, %d worker process(es) x %d workers: %9.0f jobs/s",
                          jobs, processes, max(1, concurrency / processes), rate))
         }
-        let latencies = try await withDatabase { _, spool in try await pickupLatency(spool) }
+        let latencies = try await withDatabase { _, spool in try await Bench.pickupLatency(spool, samples: latencySamples) }
         print(String(format: "pickup latency (enqueue call -> handler start, idle workers, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
                      latencySamples, percentile(latencies, 0.50), percentile(latencies, 0.95), percentile(latencies, 0.99)))
     }
@@ -62,21 +62,6 @@ struct PostgresBench {
         return try result.get()
     }
 
-    private func timeEnqueues(_ spool: Spool, count: Int) async throws -> Double {
-        let next = Counter()
-        let start = ContinuousClock.now
-        try await withThrowingDiscardingTaskGroup { group in
-            for _ in 0..<producers {
-                group.addTask {
-                    while next.increment() <= count {
-                        try await spool.enqueue(NewJob(queue: "bench", kind: "demo.noop"))
-                    }
-                }
-            }
-        }
-        return Double(count) / (ContinuousClock.now - start).seconds
-    }
-
     /// Starts `processes` worker processes, enqueues `jobs` single jobs from this process, and
     /// times from the first enqueue to the last completion.
     private func endToEnd(url: String, spool: Spool, processes: Int) async throws -> Double {
@@ -94,7 +79,7 @@ struct PostgresBench {
         }
         try await Task.sleep(for: .seconds(1))  // let them connect and start listening
         let start = ContinuousClock.now
-        _ = try await timeEnqueues(spool, count: jobs)
+        _ = try await Bench.timeEnqueues(spool, count: jobs, callers: producers, kind: "demo.noop")
         while try await spool.store.queueStats(tenant: nil).first(where: { $0.name == "bench" })?.counts[.completed] ?? 0 < jobs {
             if ContinuousClock.now - start > .seconds(600) { throw CLIError("the run did not finish in 10 minutes") }
             try await Task.sleep(for: .milliseconds(20))
@@ -103,34 +88,5 @@ struct PostgresBench {
         for child in children { child.terminate() }
         for child in children { child.waitUntilExit() }
         return Double(jobs) / elapsed.seconds
-    }
-
-    private func pickupLatency(_ spool: Spool) async throws -> [Double] {
-        struct Sample: Codable, Sendable { var n: Int }
-        let starts = Locked<[Int: ContinuousClock.Instant]>([:])
-        spool.register(kind: "bench.noop", payload: Sample.self) { sample, _ in
-            let now = ContinuousClock.now
-            starts.withLock { $0[sample.n] = now }
-        }
-        let worker = spool.worker(queues: ["bench"])
-        let workerTask = Task { try await worker.run() }
-        try await Task.sleep(for: .milliseconds(300))
-        var latencies: [Double] = []
-        for n in 0..<latencySamples {
-            let t0 = ContinuousClock.now
-            try await spool.enqueue(try NewJob(queue: "bench", kind: "bench.noop", payload: Sample(n: n)))
-            var started: ContinuousClock.Instant?
-            let deadline = t0 + .seconds(10)
-            while started == nil && ContinuousClock.now < deadline {
-                started = starts.withLock { $0[n] }
-                if started == nil { try await Task.sleep(for: .microseconds(50)) }
-            }
-            guard let started else { throw CLIError("job \(n) was not picked up within 10 s") }
-            latencies.append((started - t0).seconds * 1000)
-            try await Task.sleep(for: .milliseconds(3))
-        }
-        worker.stop()
-        try await workerTask.value
-        return latencies
     }
 }
