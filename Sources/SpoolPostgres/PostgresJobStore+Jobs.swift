@@ -73,7 +73,11 @@ extension PostgresJobStore {
     /// Single enqueues gathered from many callers, in one transaction; those past their queue's
     /// depth limit are refused alone.
     func insertMany(_ items: [(Job, Int?)]) async throws -> [Result<EnqueueResult, SpoolError>] {
-        try await transaction { connection, changes in
+        if items.allSatisfy({ $0.1 == nil }) {
+            try await insertAutocommit(items.map(\.0))
+            return items.map { .success(EnqueueResult(job: $0.0, replayed: false)) }
+        }
+        return try await transaction { connection, changes in
             var depth: [String: Int] = [:]
             for queue in Set(items.compactMap { $0.1 != nil ? $0.0.queue : nil }).sorted() {
                 depth[queue] = try await self.lockedDepth(connection, queue: queue)
@@ -145,42 +149,15 @@ extension PostgresJobStore {
     // MARK: Workers
 
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
-        let logger = self.logger
-        let leaseMs = Int64(leaseDuration.seconds * 1000)
-        return try await transaction { connection, changes in
-            for (key, _) in try await connection.keys("""
-                UPDATE spool_jobs SET state = 'pending'
-                WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
-                             FOR UPDATE SKIP LOCKED)
-                RETURNING id, tenant, kind, attempt, queue
-                """, logger: logger) {
-                changes.transition(key, from: .scheduled, to: .pending)
-            }
-            let token = LeaseToken.make()
-            var leased: [(LeasedJob, Int64)] = []
-            for try await row in try await connection.query("""
-                UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
-                       lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
-                WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
-                             AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
-                             ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED)
-                RETURNING \(unescaped: PGRows.columns()), seq
-                """, logger: logger) {
-                let job = try PGRows.job(row)
-                let seq = try row.makeRandomAccess()[23].decode(Int64.self)
-                leased.append((LeasedJob(job: job, lease: token), seq))
-            }
-            leased.sort { ($0.0.job.priority, -$0.1) > ($1.0.job.priority, -$1.1) }
-            for (job, _) in leased { changes.transition(.init(job.job), from: .pending, to: .processing) }
-            // An idle worker needs to know when the next scheduled job is due.
-            var next: Date?
-            if leased.count < limit {
-                for try await d in try await connection.query(
-                    "SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled'", logger: logger
-                ).decode(Date?.self) { next = d }
-            }
-            return LeaseBatch(jobs: leased.map(\.0), nextRunAt: next)
+        var (batch, promoted) = try await leaseAutocommit(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration)
+        // Jobs that just became due are leased by a second statement (one statement cannot see
+        // the rows it changed).
+        if promoted > 0 && batch.jobs.count < limit {
+            let (more, _) = try await leaseAutocommit(queue: queue, limit: limit - batch.jobs.count, workerID: workerID, leaseDuration: leaseDuration)
+            batch.jobs = (batch.jobs + more.jobs).sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+            batch.nextRunAt = more.nextRunAt
         }
+        return batch
     }
 
     public func heartbeat(_ leases: [(JobID, LeaseToken)], leaseDuration: Duration) async throws -> Set<JobID> {
@@ -219,10 +196,19 @@ extension PostgresJobStore {
 
     /// Completes many jobs in one statement, checking each lease token (fencing).
     func completeMany(_ items: [(JobID, LeaseToken, String?)]) async throws -> [Result<Void, SpoolError>] {
+        let fast = try await completeAutocommit(items)
+        let rest = items.filter { !fast.contains($0.0) }
+        if rest.isEmpty { return items.map { _ in .success(()) } }
+        let slow = try await completeInTransaction(rest)
+        return items.map { fast.contains($0.0) || slow.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
+    }
+
+    /// Completions that schedule webhooks (or whose lease is gone), in a transaction.
+    private func completeInTransaction(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<JobID> {
         let logger = self.logger
         let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
         let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
-        let done = try await transaction { connection, changes in
+        return try await transaction { connection, changes in
             var done = Set<JobID>()
             for (key, row) in try await connection.keys("""
                 UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
@@ -239,7 +225,6 @@ extension PostgresJobStore {
             }
             return done
         }
-        return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
     }
 
     public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {

@@ -1,0 +1,162 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SpoolCore
+
+// The three calls a busy cluster makes most — single enqueues, leases, completions — each as
+// one statement that also does its bookkeeping (count changes, the event-log row, NOTIFY): one
+// round trip and an implicit transaction instead of BEGIN, statements and COMMIT. Events are
+// built in SQL in the format of ``EventLogFormat`` (keys j t q k y a at s r).
+extension PostgresJobStore {
+    /// The event-log JSON of a state event for a row with `id, tenant, queue, kind, attempt`.
+    static func eventJSON(state: String) -> String {
+        """
+        jsonb_build_object('j', id::text, 't', tenant, 'q', queue, 'k', kind, 'y', 'state', 'a', attempt,
+                           'at', (extract(epoch FROM clock_timestamp()) * 1000000)::int8, 's', \(state))
+        """
+    }
+
+    /// Inserts jobs with no depth limit to check, in one statement.
+    func insertAutocommit(_ jobs: [Job]) async throws {
+        if jobs.isEmpty { return }
+        let changes = ChangeSet()
+        for job in jobs {
+            changes.transition(.init(job), from: nil, to: job.state)
+            changes.signal(.workAvailable(queue: job.queue))
+        }
+        let counts = changes.nonZeroCounts
+        let cq = counts.map(\.0.queue), ct = counts.map(\.0.tenant), cs = counts.map(\.0.state.rawValue), cn = counts.map { Int64($0.1) }
+        let text = EventLogFormat.encode(changes.events[...])
+        let notes = ["e"] + Set(jobs.map { "w:" + $0.queue }).sorted()
+        let ids = jobs.map(\.id.uuid), tenants = jobs.map(\.tenant), queues = jobs.map(\.queue), kinds = jobs.map(\.kind)
+        let payloads = jobs.map { String(decoding: $0.payload, as: UTF8.self) }
+        let priorities = jobs.map { Int64($0.priority) }, states = jobs.map(\.state.rawValue)
+        let maxAttempts = jobs.map { Int64($0.maxAttempts) }, runAts = jobs.map(\.runAt)
+        let timeouts = jobs.map { Int64($0.timeout.seconds * 1000) }, createdAts = jobs.map(\.createdAt)
+        let keys = jobs.map { $0.idempotencyKey ?? "" }, callbacks = jobs.map { $0.callbackURL ?? "" }
+        let tags = jobs.map { PGRows.jsonText($0.tags) }
+        let count = Int64(jobs.count)
+        let logger = self.logger
+        try await read { client in
+            try await client.query("""
+                WITH ins AS (
+                    INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                            created_at, idempotency_key, callback_url, tags)
+                    SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                           created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
+                    FROM unnest(\(ids)::uuid[], \(tenants)::text[], \(queues)::text[], \(kinds)::text[], \(payloads)::text[],
+                                \(priorities)::int8[], \(states)::text[], \(maxAttempts)::int8[], \(runAts)::timestamptz[],
+                                \(timeouts)::int8[], \(createdAts)::timestamptz[], \(keys)::text[], \(callbacks)::text[], \(tags)::text[])
+                         WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                              created_at, key, callback, tags, n)
+                    ORDER BY n
+                    RETURNING 1),
+                counts AS (
+                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
+                    SELECT * FROM unnest(\(cq)::text[], \(ct)::text[], \(cs)::text[], \(cn)::int8[])
+                    RETURNING 1),
+                log AS (
+                    INSERT INTO spool_event_log (count, at, events) VALUES (\(count), clock_timestamp(), \(text))
+                    RETURNING seq),
+                notes AS (SELECT pg_notify(\(Self.channel), p) FROM unnest(\(notes)::text[]) AS p)
+                SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts) + (SELECT count(*) FROM log)
+                """, logger: logger).drain()
+        }
+        for signal in changes.signals { signals.send(signal) }
+    }
+
+    /// A lease in one statement: due scheduled jobs become pending (leased next time), up to
+    /// `limit` pending ones become processing, with their events and count changes.
+    func leaseAutocommit(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> (LeaseBatch, promoted: Int) {
+        let token = LeaseToken.make()
+        let leaseMs = Int64(leaseDuration.seconds * 1000)
+        let logger = self.logger
+        let (rows, promoted, next) = try await read { client in
+            var rows: [(LeasedJob, Int64)] = []
+            var promoted = 0
+            var next: Date?
+            for try await row in try await client.query("""
+                WITH promoted AS (
+                    UPDATE spool_jobs SET state = 'pending'
+                    WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
+                                 FOR UPDATE SKIP LOCKED)
+                    RETURNING id, tenant, queue, kind, attempt),
+                leased AS (
+                    UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
+                           lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
+                    WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
+                                 AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
+                                 ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED)
+                    RETURNING \(unescaped: PGRows.columns()), seq),
+                ev AS (
+                    SELECT 0 AS part, 0::int8 AS ord, \(unescaped: Self.eventJSON(state: "'pending'")) AS e FROM promoted
+                    UNION ALL
+                    SELECT 1, seq, \(unescaped: Self.eventJSON(state: "'processing'")) FROM leased),
+                counts AS (
+                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
+                    SELECT queue, tenant, 'pending', count(*) FROM promoted GROUP BY queue, tenant
+                    UNION ALL SELECT queue, tenant, 'scheduled', -count(*) FROM promoted GROUP BY queue, tenant
+                    UNION ALL SELECT queue, tenant, 'processing', count(*) FROM leased GROUP BY queue, tenant
+                    UNION ALL SELECT queue, tenant, 'pending', -count(*) FROM leased GROUP BY queue, tenant
+                    RETURNING 1),
+                log AS (
+                    INSERT INTO spool_event_log (count, at, events)
+                    SELECT count(*), clock_timestamp(), jsonb_agg(e ORDER BY part, ord)::text FROM ev HAVING count(*) > 0
+                    RETURNING seq),
+                notes AS (
+                    SELECT pg_notify(\(Self.channel), p) FROM (
+                        SELECT 'e' AS p FROM log
+                        UNION ALL SELECT DISTINCT 'w:' || queue FROM promoted) n)
+                SELECT l.*, (SELECT count(*) FROM promoted), (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts),
+                       (SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at > now())
+                FROM (SELECT 1) AS one LEFT JOIN leased AS l ON true
+                """, logger: logger) {
+                let cells = row.makeRandomAccess()
+                promoted = Int(try cells[24].decode(Int64.self))
+                next = try cells[26].decode(Date?.self)
+                guard try cells[0].decode(UUID?.self) != nil else { continue }  // the row of an empty lease
+                let job = try PGRows.job(row)
+                rows.append((LeasedJob(job: job, lease: token), try cells[23].decode(Int64.self)))
+            }
+            return (rows, promoted, next)
+        }
+        if promoted > 0 { signals.send(.workAvailable(queue: queue)) }
+        let jobs = rows.sorted { ($0.0.job.priority, -$0.1) > ($1.0.job.priority, -$1.1) }.map(\.0)
+        return (LeaseBatch(jobs: jobs, nextRunAt: next), promoted)
+    }
+
+    /// Completes, in one statement, the jobs of `items` that have no callback URL; returns the
+    /// ids it completed. The others (a webhook to schedule, or a lost lease) take the
+    /// transaction path.
+    func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<JobID> {
+        let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
+        let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
+        let logger = self.logger
+        return try await read { client in
+            var done = Set<JobID>()
+            for try await id in try await client.query("""
+                WITH done AS (
+                    UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
+                                          lease_token = NULL, lease_expires_at = NULL
+                    FROM unnest(\(ids)::uuid[], \(tokens)::text[], \(results)::text[]) AS v(id, token, result)
+                    WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+                          AND spool_jobs.callback_url IS NULL
+                    RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result),
+                counts AS (
+                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
+                    SELECT queue, tenant, 'completed', count(*) FROM done GROUP BY queue, tenant
+                    UNION ALL SELECT queue, tenant, 'processing', -count(*) FROM done GROUP BY queue, tenant
+                    RETURNING 1),
+                log AS (
+                    INSERT INTO spool_event_log (count, at, events)
+                    SELECT count(*), clock_timestamp(), jsonb_agg(\(unescaped: Self.eventJSON(state: "'completed'"))
+                        || CASE WHEN result IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('r', result::jsonb) END)::text
+                    FROM done HAVING count(*) > 0
+                    RETURNING seq),
+                notes AS (SELECT pg_notify(\(Self.channel), 'e') FROM log)
+                SELECT id FROM done, (SELECT (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts)) AS side
+                """, logger: logger).decode(UUID.self) { done.insert(JobID(uuid: id)) }
+            return done
+        }
+    }
+}
