@@ -181,13 +181,23 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
-    /// A read outside a transaction, with the same deadline and error mapping.
+    /// A statement outside a transaction (a read, or a write in one statement), with the same
+    /// deadline, error mapping and retry of deadlocks as ``transaction(_:)``: a statement that
+    /// failed changed nothing, so running it again is safe.
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         if closed.load(ordering: .relaxed) { throw SpoolError.unavailable(reason: "the store is closed") }
-        do {
-            return try await withDeadline { try await body(self.client) }
-        } catch {
-            throw Self.map(error)
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await withDeadline { try await body(self.client) }
+            } catch {
+                if attempt < 4, Self.isRetryable(error) {
+                    try await Task.sleep(for: .milliseconds(attempt * attempt * 5))
+                    continue
+                }
+                throw Self.map(error)
+            }
         }
     }
 
@@ -223,7 +233,7 @@ public final class PostgresJobStore: JobStore {
     // MARK: Errors
 
     static func sqlState(_ error: any Error) -> String? {
-        (error as? PSQLError)?.serverInfo?[.sqlState]
+        (error as? PSQLError)?.serverInfo?[.sqlState] ?? (error as? PostgresStoreError)?.sqlState
     }
 
     static func isRetryable(_ error: any Error) -> Bool {
@@ -242,9 +252,9 @@ public final class PostgresJobStore: JobStore {
                 if state.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300"].contains(state) {
                     return SpoolError.unavailable(reason: "PostgreSQL is unavailable (\(state): \(e.serverInfo?[.message] ?? ""))")
                 }
-                return error
+                return PostgresStoreError(e)
             default:
-                return error
+                return PostgresStoreError(e)
             }
         }
         if String(reflecting: type(of: error)).hasSuffix("ConnectionPoolError") {
@@ -382,6 +392,18 @@ extension PostgresJobStore {
                 ON CONFLICT (queue, tenant, state) DO UPDATE SET n = spool_queue_counts.n + excluded.n
                 """, logger: logger)
         }
+    }
+}
+
+/// A PostgreSQL error other than a lost connection, with the server's message (postgres-nio
+/// hides it from `description`).
+public struct PostgresStoreError: Error, CustomStringConvertible {
+    public var description: String
+    /// The SQLSTATE, when the server reported the error.
+    public var sqlState: String?
+    init(_ error: PSQLError) {
+        description = String(reflecting: error)
+        sqlState = error.serverInfo?[.sqlState]
     }
 }
 
