@@ -8,6 +8,8 @@ public final class ChangeSet {
         public var queue: String
         public var tenant: String
         public var state: JobState
+        @inlinable
+        public init(queue: String, tenant: String, state: JobState) { self.queue = queue; self.tenant = tenant; self.state = state }
     }
 
     /// What identifies a job in its events.
@@ -17,9 +19,11 @@ public final class ChangeSet {
         public var tenant: String
         public var kind: String
         public var attempt: Int
+        @inlinable
         public init(id: JobID, queue: String, tenant: String, kind: String, attempt: Int) {
             self.id = id; self.queue = queue; self.tenant = tenant; self.kind = kind; self.attempt = attempt
         }
+        @inlinable
         public init(_ job: Job) {
             self.init(id: job.id, queue: job.queue, tenant: job.tenant, kind: job.kind, attempt: job.attempt)
         }
@@ -34,6 +38,7 @@ public final class ChangeSet {
 
     /// Records a state change (`nil`: created or deleted): the counts move and a `state` event
     /// (or `deleted`) is written with the transaction.
+    @inlinable
     public func transition(_ job: JobKey, from: JobState?, to: JobState?, error: AttemptError? = nil, result: Data? = nil) {
         move(queue: job.queue, tenant: job.tenant, from: from, to: to)
         events.append(JobEvent(
@@ -41,14 +46,17 @@ public final class ChangeSet {
             state: to, attempt: job.attempt, error: error, result: result))
     }
 
+    @inlinable
     public func progress(_ job: JobKey, _ progress: JobProgress) {
         events.append(JobEvent(type: .progress, jobID: job.id, tenant: job.tenant, queue: job.queue, kind: job.kind,
                                state: .processing, attempt: job.attempt, progress: progress))
     }
 
+    @inlinable
     public func signal(_ s: StoreSignals.Signal) { signals.insert(s) }
 
     /// Records that `count` jobs of `queue` moved from `from` to `to` (`nil`: created or deleted).
+    @inlinable
     public func move(queue: String, tenant: String, from: JobState?, to: JobState?, count: Int = 1) {
         if from == to { return }
         if let from { counts[CountKey(queue: queue, tenant: tenant, state: from), default: 0] -= count }
@@ -56,6 +64,7 @@ public final class ChangeSet {
     }
 
     /// The change in waiting jobs (pending + scheduled) of `queue` not yet written.
+    @inlinable
     public func waitingDelta(queue: String) -> Int {
         counts.reduce(0) { $0 + ($1.key.queue == queue && $1.key.state.isWaiting ? $1.value : 0) }
     }
@@ -79,6 +88,7 @@ public enum EventLogFormat {
 
     /// The events as one row's JSON array. Names (tenant, queue, kind) are validated to
     /// `[A-Za-z0-9_.:-]` and ids are hex, so only progress and error messages need escaping.
+    @inlinable
     public static func encode(_ events: ArraySlice<JobEvent>) -> String {
         var text = "["
         for (n, event) in events.enumerated() {
@@ -88,7 +98,8 @@ public enum EventLogFormat {
         return text + "]"
     }
 
-    private static func append(_ event: JobEvent, to text: inout String) {
+    @usableFromInline
+    static func append(_ event: JobEvent, to text: inout String) {
         text += "{\"j\":\"\(event.jobID)\",\"t\":\"\(event.tenant)\",\"q\":\"\(event.queue)\",\"k\":\"\(event.kind)\""
         text += ",\"y\":\"\(event.type.rawValue)\",\"a\":\(event.attempt),\"at\":\(micros(event.at))"
         if let state = event.state { text += ",\"s\":\"\(state.rawValue)\"" }
@@ -101,11 +112,13 @@ public enum EventLogFormat {
         text += "}"
     }
 
-    private static func quoted(_ s: String) -> String {
+    @usableFromInline
+    static func quoted(_ s: String) -> String {
         (try? JSON.encode(s)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
     }
 
-    private static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1e6).rounded()) }
+    @usableFromInline
+    static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1e6).rounded()) }
 
     /// The stored form, decoded.
     private struct Stored: Decodable {
