@@ -76,18 +76,23 @@ extension PostgresJobStore {
             var promoted = 0
             var next: Date?
             for try await row in try await client.query("""
-                WITH promoted AS (
-                    UPDATE spool_jobs SET state = 'pending'
-                    WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
-                                 FOR UPDATE SKIP LOCKED)
-                    RETURNING id, tenant, queue, kind, attempt),
+                WITH due AS MATERIALIZED (
+                    SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
+                    ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED),
+                promoted AS (
+                    UPDATE spool_jobs SET state = 'pending' FROM due WHERE spool_jobs.id = due.id
+                    RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt),
+                -- MATERIALIZED: run once. Inside "id IN (...)" a LIMIT ... SKIP LOCKED subquery
+                -- may be run again by the plan and hand out more than the limit.
+                pick AS MATERIALIZED (
+                    SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
+                        AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
+                    ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED),
                 leased AS (
                     UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
                            lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
-                    WHERE id IN (SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
-                                 AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
-                                 ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED)
-                    RETURNING \(unescaped: PGRows.columns()), seq),
+                    FROM pick WHERE spool_jobs.id = pick.id
+                    RETURNING \(unescaped: PGRows.columns("spool_jobs.")), spool_jobs.seq),
                 ev AS (
                     SELECT 0 AS part, 0::int8 AS ord, \(unescaped: Self.eventJSON(state: "'pending'")) AS e FROM promoted
                     UNION ALL
@@ -129,6 +134,9 @@ extension PostgresJobStore {
     /// ids it completed. The others (a webhook to schedule, or a lost lease) take the
     /// transaction path.
     func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<JobID> {
+        // jsonb refuses "\u0000" in strings: such results take the transaction path.
+        let items = items.filter { !($0.2?.contains("\\u0000") ?? false) }
+        if items.isEmpty { return [] }
         let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
         let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
         let logger = self.logger

@@ -199,8 +199,20 @@ extension PostgresJobStore {
         let fast = try await completeAutocommit(items)
         let rest = items.filter { !fast.contains($0.0) }
         if rest.isEmpty { return items.map { _ in .success(()) } }
-        let slow = try await completeInTransaction(rest)
-        return items.map { fast.contains($0.0) || slow.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
+        let slow: Result<Set<JobID>, SpoolError>
+        do {
+            slow = .success(try await completeInTransaction(rest))
+        } catch {
+            // What the fast path committed stays committed; only the rest failed.
+            slow = .failure((error as? SpoolError) ?? .unavailable(reason: "\(error)"))
+        }
+        return items.map { item in
+            if fast.contains(item.0) { return .success(()) }
+            switch slow {
+            case .success(let done): return done.contains(item.0) ? .success(()) : .failure(.leaseLost(item.0))
+            case .failure(let error): return .failure(error)
+            }
+        }
     }
 
     /// Completions that schedule webhooks (or whose lease is gone), in a transaction.
@@ -267,6 +279,9 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await transaction { connection, changes in
             let rows = try await connection.keys("""
+                WITH expired AS MATERIALIZED (
+                    SELECT id FROM spool_jobs WHERE state = 'processing' AND lease_expires_at < now()
+                    ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
                 UPDATE spool_jobs SET
                     state = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
                     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
@@ -276,9 +291,8 @@ extension PostgresJobStore {
                         'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                         'reason', 'lease_expired')),
                     lease_token = NULL, lease_expires_at = NULL
-                WHERE id IN (SELECT id FROM spool_jobs WHERE state = 'processing' AND lease_expires_at < now()
-                             ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-                RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url
+                FROM expired WHERE spool_jobs.id = expired.id
+                RETURNING spool_jobs.id, tenant, kind, attempt, queue, state, worker_id, callback_url
                 """, logger: logger)
             for (key, row) in rows {
                 let (stateText, worker, callback) = try row.makeRandomAccess().decodeTail((String, String?, String?).self, from: 5)
@@ -404,10 +418,11 @@ extension PostgresJobStore {
                 guard let cutoff, deleted < limit else { continue }
                 // Ids are time-ordered: the range scan on the primary key visits only old jobs.
                 for try await (queue, tenant) in try await connection.query("""
-                    DELETE FROM spool_jobs WHERE id IN (
+                    WITH old AS MATERIALIZED (
                         SELECT id FROM spool_jobs WHERE id < \(JobID.lowerBound(at: cutoff).uuid) AND state = \(state.rawValue)
-                            AND finished_at < \(cutoff) LIMIT \(Int64(limit - deleted)))
-                    RETURNING queue, tenant
+                            AND finished_at < \(cutoff) LIMIT \(Int64(limit - deleted)) FOR UPDATE SKIP LOCKED)
+                    DELETE FROM spool_jobs USING old WHERE spool_jobs.id = old.id AND spool_jobs.state = \(state.rawValue)
+                    RETURNING spool_jobs.queue, spool_jobs.tenant
                     """, logger: logger).decode((String, String).self) {
                     changes.move(queue: queue, tenant: tenant, from: state, to: nil)
                     deleted += 1
@@ -501,11 +516,18 @@ extension PostgresJobStore {
     public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
         let wanted = max(1, min(limit, 10_000))
         var found: [JobEvent] = []
-        for (_, events) in try await eventRows(after: after, limit: 10_000) {
-            for event in events where filter.matches(event) {
-                found.append(event)
-                if found.count == wanted { return found }
+        var cursor = after
+        // A page of rows at a time (a row may hold a thousand events), at most 10,000 rows.
+        for _ in 0..<50 {
+            let rows = try await eventRows(after: cursor, limit: 200)
+            for (row, events) in rows {
+                for event in events where filter.matches(event) {
+                    found.append(event)
+                    if found.count == wanted { return found }
+                }
+                cursor = EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1)
             }
+            if rows.isEmpty { break }
         }
         return found
     }
@@ -539,10 +561,16 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await transaction { connection, _ in
             var n = 0
-            for try await _ in try await connection.query("""
-                DELETE FROM spool_event_log WHERE seq IN (SELECT seq FROM spool_event_log WHERE at < \(before) ORDER BY seq LIMIT \(Int64(limit)))
-                RETURNING seq
-                """, logger: logger) { n += 1 }
+            for try await deleted in try await connection.query("""
+                WITH d AS (
+                    DELETE FROM spool_event_log WHERE seq IN (SELECT seq FROM spool_event_log WHERE at < \(before) ORDER BY seq LIMIT \(Int64(limit)))
+                    RETURNING seq),
+                mark AS (
+                    INSERT INTO spool_event_log_pruned (id, through) SELECT 1, max(seq) FROM d HAVING count(*) > 0
+                    ON CONFLICT (id) DO UPDATE SET through = greatest(spool_event_log_pruned.through, excluded.through)
+                    RETURNING 1)
+                SELECT count(*) + 0 * (SELECT count(*) FROM mark) FROM d
+                """, logger: logger).decode(Int64.self) { n = Int(deleted) }
             return n
         }
     }

@@ -54,7 +54,13 @@ public final class PostgresJobStore: JobStore {
 
     /// Connects to `url` (`postgres://user:password@host:port/database`).
     public init(url: String, options: Options = Options(), logger: Logger = Logger(label: "spool.postgres")) throws {
-        let configuration = try PostgresURL.configuration(url, maxConnections: options.maxConnections + 1)
+        var configuration = try PostgresURL.configuration(url, maxConnections: options.maxConnections + 1)
+        // The server gives up on what the client gave up on (a statement past the deadline, a
+        // transaction left open), so an abandoned call cannot hold rows or commit much later.
+        let ms = max(1000, Int(options.operationTimeout.seconds * 1000) - 500)
+        configuration.options.additionalStartupParameters += [
+            ("statement_timeout", String(ms)), ("idle_in_transaction_session_timeout", String(ms)),
+        ]
         self.options = options
         self.logger = logger
         var backgroundLogger = logger
@@ -245,11 +251,11 @@ public final class PostgresJobStore: JobStore {
         if error is SpoolError || error is CancellationError { return error }
         if let e = error as? PSQLError {
             switch e.code {
-            case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown:
+            case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown, .queryCancelled:
                 return SpoolError.unavailable(reason: "lost the connection to PostgreSQL")
             case .server:
                 let state = e.serverInfo?[.sqlState] ?? ""
-                if state.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300"].contains(state) {
+                if state.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300", "53100", "53200", "57014", "25006", "40001", "40P01"].contains(state) {
                     return SpoolError.unavailable(reason: "PostgreSQL is unavailable (\(state): \(e.serverInfo?[.message] ?? ""))")
                 }
                 return PostgresStoreError(e)
@@ -325,14 +331,14 @@ public final class PostgresJobStore: JobStore {
                     lastSeenEvent.store(try await lastEventSeq(), ordering: .relaxed)
                     following = true
                 }
-                while true {
+                for _ in 0..<1000 {  // bounded; the next poll carries on
                     let after = lastSeenEvent.load(ordering: .relaxed)
                     let rows = try await eventRows(after: after, limit: 500)
                     for (row, events) in rows {
-                        lastSeenEvent.store(EventLogFormat.seq(row: row, index: max(0, events.count - 1)), ordering: .relaxed)
+                        lastSeenEvent.store(EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1), ordering: .relaxed)  // the whole row is read
                         if !events.isEmpty { signals.send(events: events) }
                     }
-                    if rows.count < 500 { break }
+                    if rows.isEmpty { break }
                 }
             } catch {
                 if Task.isCancelled { return }
@@ -353,21 +359,22 @@ extension PostgresJobStore {
     func eventRows(after: Int64, limit: Int) async throws -> [(Int64, [JobEvent])] {
         let afterRow = EventLogFormat.row(of: after)
         let logger = self.logger
-        let (rows, oldest) = try await read { client in
+        let (rows, prunedThrough) = try await read { client in
             var found: [(Int64, String, Bool)] = []
-            var oldest: Int64 = 0
+            var prunedThrough: Int64 = 0
             for try await row in try await client.query("""
-                SELECT seq, events, at < now() - \(Self.gapTimeout) * interval '1 second', (SELECT min(seq) FROM spool_event_log)
+                SELECT seq, events, at < now() - \(Self.gapTimeout) * interval '1 second',
+                       (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned)
                 FROM spool_event_log WHERE seq >= \(afterRow) ORDER BY seq LIMIT \(Int64(limit))
                 """, logger: logger).decode((Int64, String, Bool, Int64).self) {
                 found.append((row.0, row.1, row.2))
-                oldest = row.3
+                prunedThrough = row.3
             }
-            return (found, oldest)
+            return (found, prunedThrough)
         }
         var result: [(Int64, [JobEvent])] = []
-        // Rows below the oldest one were pruned: no gap to wait for there.
-        var expected = max(afterRow, oldest - 1)
+        // Rows up to the pruned mark are gone for good: no gap to wait for there.
+        var expected = max(afterRow, prunedThrough)
         for (seq, text, old) in rows {
             if seq > expected + 1 && !old { break }  // a gap that may still fill
             expected = seq

@@ -78,6 +78,8 @@ enum PostgresSchema {
             )
             """,
             "CREATE INDEX spool_event_log_at ON spool_event_log (at)",
+            // The highest event-log seq pruning has deleted: gaps below it are not waited for.
+            "CREATE TABLE spool_event_log_pruned (id integer PRIMARY KEY, through bigint NOT NULL)",
             """
             CREATE TABLE spool_webhook_deliveries (
                 id uuid PRIMARY KEY, job_id uuid NOT NULL, tenant text NOT NULL, url text NOT NULL,
