@@ -25,43 +25,30 @@ extension PostgresJobStore {
             changes.signal(.workAvailable(queue: job.queue))
         }
         let counts = changes.nonZeroCounts
-        let cq = counts.map(\.0.queue), ct = counts.map(\.0.tenant), cs = counts.map(\.0.state.rawValue), cn = counts.map { Int64($0.1) }
-        let text = EventLogFormat.encode(changes.events[...])
-        let notes = ["e"] + Set(jobs.map { "w:" + $0.queue }).sorted()
-        let ids = jobs.map(\.id.uuid), tenants = jobs.map(\.tenant), queues = jobs.map(\.queue), kinds = jobs.map(\.kind)
-        let payloads = jobs.map { String(decoding: $0.payload, as: UTF8.self) }
-        let priorities = jobs.map { Int64($0.priority) }, states = jobs.map(\.state.rawValue)
-        let maxAttempts = jobs.map { Int64($0.maxAttempts) }, runAts = jobs.map(\.runAt)
-        let timeouts = jobs.map { Int64($0.timeout.seconds * 1000) }, createdAts = jobs.map(\.createdAt)
-        let keys = jobs.map { $0.idempotencyKey ?? "" }, callbacks = jobs.map { $0.callbackURL ?? "" }
-        let tags = jobs.map { PGRows.jsonText($0.tags) }
-        let count = Int64(jobs.count)
-        let logger = self.logger
-        try await read { client in
-            try await client.query("""
-                WITH ins AS (
-                    INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                                            created_at, idempotency_key, callback_url, tags)
-                    SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                           created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
-                    FROM unnest(\(ids)::uuid[], \(tenants)::text[], \(queues)::text[], \(kinds)::text[], \(payloads)::text[],
-                                \(priorities)::int8[], \(states)::text[], \(maxAttempts)::int8[], \(runAts)::timestamptz[],
-                                \(timeouts)::int8[], \(createdAts)::timestamptz[], \(keys)::text[], \(callbacks)::text[], \(tags)::text[])
-                         WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                                              created_at, key, callback, tags, n)
-                    ORDER BY n
-                    RETURNING 1),
-                counts AS (
-                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
-                    SELECT * FROM unnest(\(cq)::text[], \(ct)::text[], \(cs)::text[], \(cn)::int8[])
-                    RETURNING 1),
-                log AS (
-                    INSERT INTO spool_event_log (count, at, events) VALUES (\(count), clock_timestamp(), \(text))
-                    RETURNING seq),
-                notes AS (SELECT pg_notify(\(Self.channel), p) FROM unnest(\(notes)::text[]) AS p)
-                SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts) + (SELECT count(*) FROM log)
-                """, logger: logger).drain()
+        var binds = PostgresBindings()
+        let insert = Self.insertStatement(jobs, &binds)
+        func bind<T: PostgresDynamicTypeEncodable>(_ value: T) -> String {
+            binds.append(value)
+            return "$\(binds.count)"
         }
+        let cq = bind(counts.map(\.0.queue)), ct = bind(counts.map(\.0.tenant))
+        let cs = bind(counts.map(\.0.state.rawValue)), cn = bind(counts.map { Int64($0.1) })
+        let count = bind(Int64(jobs.count)), text = bind(EventLogFormat.encode(changes.events[...]))
+        let channel = bind(Self.channel), notes = bind(["e"] + Set(jobs.map { "w:" + $0.queue }).sorted())
+        let query = PostgresQuery(unsafeSQL: """
+            WITH ins AS (\(insert) RETURNING 1),
+            counts AS (
+                INSERT INTO spool_count_deltas (queue, tenant, state, n)
+                SELECT * FROM unnest(\(cq)::text[], \(ct)::text[], \(cs)::text[], \(cn)::int8[])
+                RETURNING 1),
+            log AS (
+                INSERT INTO spool_event_log (count, at, events) VALUES (\(count), clock_timestamp(), \(text))
+                RETURNING seq),
+            notes AS (SELECT pg_notify(\(channel), p) FROM unnest(\(notes)::text[]) AS p)
+            SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts) + (SELECT count(*) FROM log)
+            """, binds: binds)
+        let logger = self.logger
+        try await read { client in try await client.query(query, logger: logger).drain() }
         for signal in changes.signals { signals.send(signal) }
     }
 

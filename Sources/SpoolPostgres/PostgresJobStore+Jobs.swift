@@ -124,26 +124,38 @@ extension PostgresJobStore {
             changes.transition(.init(job), from: nil, to: job.state)
             changes.signal(.workAvailable(queue: job.queue))
         }
-        let ids = jobs.map(\.id.uuid), tenants = jobs.map(\.tenant), queues = jobs.map(\.queue), kinds = jobs.map(\.kind)
-        let payloads = jobs.map { String(decoding: $0.payload, as: UTF8.self) }
-        let priorities = jobs.map { Int64($0.priority) }, states = jobs.map(\.state.rawValue)
-        let maxAttempts = jobs.map { Int64($0.maxAttempts) }, runAts = jobs.map(\.runAt)
-        let timeouts = jobs.map { Int64($0.timeout.seconds * 1000) }, createdAts = jobs.map(\.createdAt)
+        var binds = PostgresBindings()
+        let sql = Self.insertStatement(jobs, &binds)
+        try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+    }
+
+    /// `INSERT INTO spool_jobs ...` for `jobs` in one statement (arrays unnested in order), its
+    /// values appended to `binds`.
+    static func insertStatement(_ jobs: [Job], _ binds: inout PostgresBindings) -> String {
+        func bind<T: PostgresDynamicTypeEncodable>(_ value: T) -> String {
+            binds.append(value)
+            return "$\(binds.count)"
+        }
         // Arrays cannot hold NULL here: an empty string stands for none (neither can be empty).
-        let keys = jobs.map { $0.idempotencyKey ?? "" }, callbacks = jobs.map { $0.callbackURL ?? "" }
-        let tags = jobs.map { PGRows.jsonText($0.tags) }
-        try await connection.query("""
+        let columns = [
+            bind(jobs.map(\.id.uuid)) + "::uuid[]", bind(jobs.map(\.tenant)) + "::text[]", bind(jobs.map(\.queue)) + "::text[]",
+            bind(jobs.map(\.kind)) + "::text[]", bind(jobs.map { String(decoding: $0.payload, as: UTF8.self) }) + "::text[]",
+            bind(jobs.map { Int64($0.priority) }) + "::int8[]", bind(jobs.map(\.state.rawValue)) + "::text[]",
+            bind(jobs.map { Int64($0.maxAttempts) }) + "::int8[]", bind(jobs.map(\.runAt)) + "::timestamptz[]",
+            bind(jobs.map { Int64($0.timeout.seconds * 1000) }) + "::int8[]", bind(jobs.map(\.createdAt)) + "::timestamptz[]",
+            bind(jobs.map { $0.idempotencyKey ?? "" }) + "::text[]", bind(jobs.map { $0.callbackURL ?? "" }) + "::text[]",
+            bind(jobs.map { PGRows.jsonText($0.tags) }) + "::text[]",
+        ]
+        return """
             INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
                                     created_at, idempotency_key, callback_url, tags)
             SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
                    created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
-            FROM unnest(\(ids)::uuid[], \(tenants)::text[], \(queues)::text[], \(kinds)::text[], \(payloads)::text[],
-                        \(priorities)::int8[], \(states)::text[], \(maxAttempts)::int8[], \(runAts)::timestamptz[],
-                        \(timeouts)::int8[], \(createdAts)::timestamptz[], \(keys)::text[], \(callbacks)::text[], \(tags)::text[])
+            FROM unnest(\(columns.joined(separator: ", ")))
                  WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
                                       created_at, key, callback, tags, n)
             ORDER BY n
-            """, logger: logger)
+            """
     }
 
     // MARK: Workers
