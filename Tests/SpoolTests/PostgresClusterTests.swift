@@ -143,10 +143,21 @@ struct PostgresClusterTests {
             return
         }
         // system(3), not Foundation's Process: its wait can miss the exit of a child that
-        // leaves a daemon behind (pg_ctl start).
+        // leaves a daemon behind (pg_ctl start). The server must not inherit this process's
+        // open sockets (other tests' connections would then never close), so a script closes
+        // every descriptor above 2 (but its own, 255) before it runs pg_ctl.
+        let script = NSTemporaryDirectory() + "spool-pgctl-\(UUID().uuidString.prefix(8)).sh"
+        defer { try? FileManager.default.removeItem(atPath: script) }
         func pgctl(_ args: String) throws {
             let command = "\(bin)/pg_ctl -D \(dataDir)/data -w \(args) >/dev/null 2>&1"
-            let status = system(getuid() == 0 ? "su -s /bin/sh postgres -c '\(command)'" : command)
+            let run = getuid() == 0 ? "su -s /bin/sh postgres -c '\(command)'" : command
+            let text = """
+                for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ] && [ "$n" -ne 255 ]; then eval "exec $n>&-"; fi; done 2>/dev/null
+                exec \(run)
+
+                """
+            try text.write(toFile: script, atomically: true, encoding: .utf8)
+            let status = system("/bin/bash \(script)")
             guard status == 0 else { throw CLIMissing(searched: "pg_ctl \(args) failed (\(status))") }
         }
         try await PostgresTestDatabase.with { url in
