@@ -271,14 +271,13 @@ public final class PostgresJobStore: JobStore {
 
     // MARK: Notifications and events from every process
 
+    /// Starts the listener and the event follower, once (`migrate()` may be called again).
     private func startListening() {
-        let alreadyStarted = background.withLock { tasks -> Bool in
-            if !tasks.isEmpty { return true }
+        background.withLock { tasks in
+            guard tasks.isEmpty else { return }
             tasks.append(Task { await self.listenLoop() })
             tasks.append(Task { await self.followEvents() })
-            return false
         }
-        if alreadyStarted { return }
     }
 
     /// Keeps one connection listening on the channel, reconnecting with backoff.

@@ -162,9 +162,8 @@ extension ConfigFile.QueueFile {
     }
 }
 
-func positiveDuration(_ seconds: Double, _ name: String) throws -> Duration { try positive(seconds, name) }
-
-private func positive(_ seconds: Double, _ name: String) throws -> Duration {
+/// A positive number of seconds from the config file, or a readable error naming the field.
+func positive(_ seconds: Double, _ name: String) throws -> Duration {
     guard seconds > 0, seconds.isFinite else { throw CLIError("\(name) must be a positive number") }
     return .seconds(fractional: seconds)
 }

@@ -75,7 +75,7 @@ struct StoreOptions: ParsableArguments {
                 guard (1...1000).contains(n) else { throw CLIError("postgres.max_connections must be 1-1000") }
                 options.maxConnections = n
             }
-            if let t = file?.postgres?.operation_timeout_seconds { options.operationTimeout = try positiveDuration(t, "postgres.operation_timeout_seconds") }
+            if let t = file?.postgres?.operation_timeout_seconds { options.operationTimeout = try positive(t, "postgres.operation_timeout_seconds") }
             let store = try PostgresJobStore(url: path, options: options, logger: Logger(label: "spool.postgres"))
             do {
                 try await store.migrate()

@@ -74,30 +74,25 @@ func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) a
     switch kind {
     case .postgres:
         return try await PostgresTestDatabase.with { url in
-            let store = try PostgresJobStore(url: url)
-            try await store.migrate()
-            do {
-                let result = try await body(store)
-                try await store.close()
-                return result
-            } catch {
-                try? await store.close()
-                throw error
-            }
+            try await migratedThenClosed(try PostgresJobStore(url: url), body)
         }
     case .sqlite:
         let dir = TempDir()
         defer { dir.remove() }
-        let store = try SQLiteJobStore(path: dir.file("spool.sqlite"))
+        return try await migratedThenClosed(try SQLiteJobStore(path: dir.file("spool.sqlite")), body)
+    }
+}
+
+/// Migrates `store`, runs `body` with it, and closes it whatever `body` does.
+private func migratedThenClosed<T>(_ store: any JobStore, _ body: (any JobStore) async throws -> T) async throws -> T {
+    do {
         try await store.migrate()
-        do {
-            let result = try await body(store)
-            try await store.close()
-            return result
-        } catch {
-            try? await store.close()
-            throw error
-        }
+        let result = try await body(store)
+        try await store.close()
+        return result
+    } catch {
+        try? await store.close()
+        throw error
     }
 }
 
