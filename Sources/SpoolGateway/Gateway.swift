@@ -120,7 +120,8 @@ public struct Gateway: Sendable {
         return Application(
             router: router(),
             server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter()),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "spool"),
+            // A deep accept queue: after a restart every SSE/WebSocket client reconnects at once.
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "spool", backlog: 4096),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

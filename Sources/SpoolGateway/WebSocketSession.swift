@@ -141,10 +141,10 @@ struct WebSocketSession {
             }
             var after: Int64?
             if let raw = message["after"] {
-                guard let n = raw.doubleValue, n >= 0, n == n.rounded() else {
+                guard let n = raw.doubleValue, let seq = Int64(exactly: n), seq >= 0 else {
                     return try await send(outbound, error: "bad_message", "'after' must be the seq of an event")
                 }
-                after = Int64(n)
+                after = seq
             }
             // Look the jobs up (another tenant's job looks missing), then subscribe before reading
             // snapshots so that nothing happens unseen in between.

@@ -29,7 +29,7 @@ func readSSE(
     let ready = request
     return try await withThrowingTaskGroup(of: (Int, [SSEEvent])?.self) { group in
         group.addTask {
-            let response = try await client.execute(ready, timeout: .seconds(60))
+            let response = try await client.execute(ready, timeout: .seconds(Int64(timeout.components.seconds) + 5))
             guard response.status == .ok else { return (Int(response.status.code), []) }
             var events: [SSEEvent] = []
             var text = ""
@@ -123,26 +123,41 @@ struct SSETests {
         limit.rlim_cur = limit.rlim_max
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+            timeout: .init(connect: .seconds(30)),  // 1,000 connects at once on a busy machine
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 1200)))
-        try await TestGateway.with(engine: { $0.defaultQueue.concurrency = 50 }) { gw in
-            try await gw.spool.pause(queue: "default")
-            let jobs = try await gw.spool.enqueue((0..<1000).map { _ in NewJob(kind: "demo.noop") }).map(\.job.id)
-            let results = try await withThrowingTaskGroup(of: String?.self) { group in
-                for id in jobs {
-                    group.addTask {
-                        let (_, events) = try await readSSE(client: client, port: gw.port, path: "/v1/jobs/\(id)/events", timeout: .seconds(90))
-                        return events.last?.string("state")
+        // Shut the client down whatever happens: an HTTPClient dropped without it traps (in
+        // debug builds), which would hide the test's own error behind a crash.
+        do {
+            try await TestGateway.with(engine: { $0.defaultQueue.concurrency = 50 }) { gw in
+                try await gw.spool.pause(queue: "default")
+                let jobs = try await gw.spool.enqueue((0..<1000).map { _ in NewJob(kind: "demo.noop") }).map(\.job.id)
+                let results = try await withThrowingTaskGroup(of: String?.self) { group in
+                    for id in jobs {
+                        group.addTask {
+                            // An error is an outcome to count, so that one stream's failure is
+                            // reported with the others' rather than cancelling them all.
+                            do {
+                                let (status, events) = try await readSSE(client: client, port: gw.port, path: "/v1/jobs/\(id)/events", timeout: .seconds(90))
+                                return events.last?.string("state") ?? "status \(status), \(events.count) events"
+                            } catch {
+                                return "error: \(error)"
+                            }
+                        }
                     }
+                    // Resume once every stream is open.
+                    group.addTask {
+                        _ = await eventually(timeout: .seconds(60)) { gw.events.subscriberCount >= 1000 }
+                        try await gw.spool.resume(queue: "default")
+                        return nil
+                    }
+                    return try await group.reduce(into: [String?]()) { $0.append($1) }
                 }
-                // Resume once every stream is open.
-                group.addTask {
-                    _ = await eventually(timeout: .seconds(60)) { gw.events.subscriberCount >= 1000 }
-                    try await gw.spool.resume(queue: "default")
-                    return nil
-                }
-                return try await group.reduce(into: [String?]()) { $0.append($1) }
+                let outcomes = Dictionary(results.compactMap { $0 }.map { ($0, 1) }, uniquingKeysWith: +)
+                #expect(outcomes == ["completed": 1000], "stream outcomes: \(outcomes)")
             }
-            #expect(results.filter { $0 == "completed" }.count == 1000)
+        } catch {
+            try? await client.shutdown()
+            throw error
         }
         try await client.shutdown()
     }

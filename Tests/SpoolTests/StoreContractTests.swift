@@ -85,16 +85,20 @@ struct StoreContractTests {
     @Test("a delayed job waits for its run_at", arguments: StoreKind.allCases)
     func delayedJob(kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            // Long enough for a loaded machine (the suite runs its cases in parallel).
-            let runAt = Date().addingTimeInterval(2)
-            let id = try await store.add(runAt: runAt).job.id
-            #expect(try await store.mustGet(id).state == .scheduled)
+            // Far in the future, so that a slow machine cannot reach it during the test.
+            let later = Date().addingTimeInterval(3600)
+            let waiting = try await store.add(runAt: later).job.id
+            #expect(try await store.mustGet(waiting).state == .scheduled)
             let early = try await store.lease(queue: "q", limit: 10, workerID: "w", leaseDuration: .seconds(30))
             #expect(early.jobs.isEmpty)
             let next = try #require(early.nextRunAt)
-            #expect(abs(next.timeIntervalSince(runAt)) < 0.01)
-            try await Task.sleep(until: .now + .seconds(max(0, runAt.timeIntervalSinceNow) + 0.05))
-            #expect(try await store.leaseAll().map(\.id) == [id])
+            #expect(abs(next.timeIntervalSince(later)) < 0.01)
+            // A job due soon is leased once due; the far one still waits.
+            let soon = Date().addingTimeInterval(0.3)
+            let due = try await store.add(runAt: soon).job.id
+            try await Task.sleep(until: .now + .seconds(max(0, soon.timeIntervalSinceNow) + 0.05))
+            #expect(try await store.leaseAll().map(\.id) == [due])
+            #expect(try await store.mustGet(waiting).state == .scheduled)
         }
     }
 

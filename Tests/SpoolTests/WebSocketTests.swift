@@ -68,6 +68,7 @@ struct WebSocketTests {
                     try await outbound.write(.text(#"{"type": "subscribe", "jobs": ["\#(a)", "\#(b)"]}"#))
                     try await outbound.write(.text(#"{"type": "ping", "id": 7}"#))
                     try await outbound.write(.text(#"{"type": "dance"}"#))
+                    try await outbound.write(.text(#"{"type": "subscribe", "jobs": ["\#(c)"], "after": 1e300}"#))  // past Int64
                     var resumed = false
                     for try await message in inbound.messages(maxSize: 1 << 20) {
                         guard case .text(let text) = message, case .object(let m)? = JSONValue(json: Data(text.utf8)) else { continue }
@@ -102,7 +103,7 @@ struct WebSocketTests {
                 #expect(job["state"] == "pending" && [a, b].contains { job["id"] == .string($0) })
             }
             #expect(all.contains { $0["type"] == "pong" && $0["id"]?.doubleValue == 7 })
-            #expect(all.contains { $0["type"] == "error" && $0["error"] == "bad_message" })
+            #expect(all.filter { $0["type"] == "error" && $0["error"] == "bad_message" }.count == 2)
             #expect(try await eventually { gw.events.subscriberCount == 0 }, "the session's subscription was not released")
         }
     }
