@@ -25,30 +25,14 @@ extension PostgresJobStore {
             changes.signal(.workAvailable(queue: job.queue))
         }
         let counts = changes.nonZeroCounts
-        var binds = PostgresBindings()
-        let insert = Self.insertStatement(jobs, &binds)
-        func bind<T: PostgresDynamicTypeEncodable>(_ value: T) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
-        }
-        let cq = bind(counts.map(\.0.queue)), ct = bind(counts.map(\.0.tenant))
-        let cs = bind(counts.map(\.0.state.rawValue)), cn = bind(counts.map { Int64($0.1) })
-        let count = bind(Int64(jobs.count)), text = bind(EventLogFormat.encode(changes.events[...]))
-        let channel = bind(Self.channel), notes = bind(["e"] + Set(jobs.map { "w:" + $0.queue }).sorted())
-        let query = PostgresQuery(unsafeSQL: """
-            WITH ins AS (\(insert) RETURNING 1),
-            counts AS (
-                INSERT INTO spool_count_deltas (queue, tenant, state, n)
-                SELECT * FROM unnest(\(cq)::text[], \(ct)::text[], \(cs)::text[], \(cn)::int8[])
-                RETURNING 1),
-            log AS (
-                INSERT INTO spool_event_log (count, at, events) VALUES (\(count), clock_timestamp(), \(text))
-                RETURNING seq),
-            notes AS (SELECT pg_notify(\(channel), p) FROM unnest(\(notes)::text[]) AS p)
-            SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts) + (SELECT count(*) FROM log)
-            """, binds: binds)
+        var binds = Self.insertBindings(jobs)
+        binds.append(counts.map(\.0.queue)); binds.append(counts.map(\.0.tenant))
+        binds.append(counts.map(\.0.state.rawValue)); binds.append(counts.map { Int64($0.1) })
+        binds.append(Int64(jobs.count)); binds.append(EventLogFormat.encode(changes.events[...]))
+        binds.append(["e"] + Set(jobs.map { "w:" + $0.queue }).sorted())
+        let statement = InsertStatement(binds: binds)
         let logger = self.logger
-        try await read { client in try await client.query(query, logger: logger).drain() }
+        try await read { client in for try await _ in try await client.execute(statement, logger: logger) {} }
         for signal in changes.signals { signals.send(signal) }
     }
 
@@ -62,47 +46,8 @@ extension PostgresJobStore {
             var rows: [(LeasedJob, Int64)] = []
             var promoted = 0
             var next: Date?
-            for try await row in try await client.query("""
-                WITH due AS MATERIALIZED (
-                    SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at <= now()
-                    ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED),
-                promoted AS (
-                    UPDATE spool_jobs SET state = 'pending' FROM due WHERE spool_jobs.id = due.id
-                    RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt),
-                -- MATERIALIZED: run once. Inside "id IN (...)" a LIMIT ... SKIP LOCKED subquery
-                -- may be run again by the plan and hand out more than the limit.
-                pick AS MATERIALIZED (
-                    SELECT id FROM spool_jobs WHERE queue = \(queue) AND state = 'pending'
-                        AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = \(queue) AND paused)
-                    ORDER BY priority DESC, seq LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED),
-                leased AS (
-                    UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = \(token.value),
-                           lease_expires_at = now() + \(leaseMs) * interval '1 millisecond', worker_id = \(workerID), started_at = now()
-                    FROM pick WHERE spool_jobs.id = pick.id
-                    RETURNING \(unescaped: PGRows.columns("spool_jobs.")), spool_jobs.seq),
-                ev AS (
-                    SELECT 0 AS part, 0::int8 AS ord, \(unescaped: Self.eventJSON(state: "'pending'")) AS e FROM promoted
-                    UNION ALL
-                    SELECT 1, seq, \(unescaped: Self.eventJSON(state: "'processing'")) FROM leased),
-                counts AS (
-                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
-                    SELECT queue, tenant, 'pending', count(*) FROM promoted GROUP BY queue, tenant
-                    UNION ALL SELECT queue, tenant, 'scheduled', -count(*) FROM promoted GROUP BY queue, tenant
-                    UNION ALL SELECT queue, tenant, 'processing', count(*) FROM leased GROUP BY queue, tenant
-                    UNION ALL SELECT queue, tenant, 'pending', -count(*) FROM leased GROUP BY queue, tenant
-                    RETURNING 1),
-                log AS (
-                    INSERT INTO spool_event_log (count, at, events)
-                    SELECT count(*), clock_timestamp(), jsonb_agg(e ORDER BY part, ord)::text FROM ev HAVING count(*) > 0
-                    RETURNING seq),
-                notes AS (
-                    SELECT pg_notify(\(Self.channel), p) FROM (
-                        SELECT 'e' AS p FROM log
-                        UNION ALL SELECT DISTINCT 'w:' || queue FROM promoted) n)
-                SELECT l.*, (SELECT count(*) FROM promoted), (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts),
-                       (SELECT min(run_at) FROM spool_jobs WHERE queue = \(queue) AND state = 'scheduled' AND run_at > now())
-                FROM (SELECT 1) AS one LEFT JOIN leased AS l ON true
-                """, logger: logger) {
+            let statement = LeaseStatement(queue: queue, limit: Int64(limit), token: token.value, leaseMs: leaseMs, workerID: workerID)
+            for try await row in try await client.execute(statement, logger: logger) {
                 let cells = row.makeRandomAccess()
                 promoted = Int(try cells[24].decode(Int64.self))
                 next = try cells[26].decode(Date?.self)
@@ -129,29 +74,125 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await read { client in
             var done = Set<JobID>()
-            for try await id in try await client.query("""
-                WITH done AS (
-                    UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
-                                          lease_token = NULL, lease_expires_at = NULL
-                    FROM unnest(\(ids)::uuid[], \(tokens)::text[], \(results)::text[]) AS v(id, token, result)
-                    WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
-                          AND spool_jobs.callback_url IS NULL
-                    RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result),
-                counts AS (
-                    INSERT INTO spool_count_deltas (queue, tenant, state, n)
-                    SELECT queue, tenant, 'completed', count(*) FROM done GROUP BY queue, tenant
-                    UNION ALL SELECT queue, tenant, 'processing', -count(*) FROM done GROUP BY queue, tenant
-                    RETURNING 1),
-                log AS (
-                    INSERT INTO spool_event_log (count, at, events)
-                    SELECT count(*), clock_timestamp(), jsonb_agg(\(unescaped: Self.eventJSON(state: "'completed'"))
-                        || CASE WHEN result IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('r', result::jsonb) END)::text
-                    FROM done HAVING count(*) > 0
-                    RETURNING seq),
-                notes AS (SELECT pg_notify(\(Self.channel), 'e') FROM log)
-                SELECT id FROM done, (SELECT (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts)) AS side
-                """, logger: logger).decode(UUID.self) { done.insert(JobID(uuid: id)) }
+            for try await id in try await client.execute(CompleteStatement(ids: ids, tokens: tokens, results: results), logger: logger) {
+                done.insert(JobID(uuid: id))
+            }
             return done
         }
     }
+}
+
+// The fast paths as prepared statements: postgres-nio prepares each once per connection, so the
+// server parses and plans them once instead of on every call (planning the lease statement
+// cost more than running it for a small batch). `'spool'` is ``PostgresJobStore/channel``.
+
+/// ``PostgresJobStore/insertAutocommit(_:)``: $1...$14 the jobs (``PostgresJobStore/insertBindings(_:)``),
+/// $15...$18 the count changes, $19 and $20 the event-log row, $21 the notifications.
+struct InsertStatement: PostgresPreparedStatement {
+    static let name = "spool_insert_v1"
+    static let sql = """
+        WITH ins AS (\(PostgresJobStore.insertSQL) RETURNING 1),
+        counts AS (
+            INSERT INTO spool_count_deltas (queue, tenant, state, n)
+            SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[])
+            RETURNING 1),
+        log AS (
+            INSERT INTO spool_event_log (count, at, events) VALUES ($19, clock_timestamp(), $20)
+            RETURNING seq),
+        notes AS (SELECT pg_notify('spool', p) FROM unnest($21::text[]) AS p)
+        SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts) + (SELECT count(*) FROM log)
+        """
+    typealias Row = Int64
+    var binds: PostgresBindings
+    func makeBindings() -> PostgresBindings { binds }
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
+}
+
+/// ``PostgresJobStore/leaseAutocommit(queue:limit:workerID:leaseDuration:)``.
+struct LeaseStatement: PostgresPreparedStatement {
+    static let name = "spool_lease_v1"
+    static let sql = """
+        WITH due AS MATERIALIZED (
+            SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'scheduled' AND run_at <= now()
+            ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED),
+        promoted AS (
+            UPDATE spool_jobs SET state = 'pending' FROM due WHERE spool_jobs.id = due.id
+            RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt),
+        -- MATERIALIZED: run once. Inside "id IN (...)" a LIMIT ... SKIP LOCKED subquery
+        -- may be run again by the plan and hand out more than the limit.
+        pick AS MATERIALIZED (
+            SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'pending'
+                AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = $1 AND paused)
+            ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED),
+        leased AS (
+            UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = $3,
+                   lease_expires_at = now() + $4 * interval '1 millisecond', worker_id = $5, started_at = now()
+            FROM pick WHERE spool_jobs.id = pick.id
+            RETURNING \(PGRows.columns("spool_jobs.")), spool_jobs.seq),
+        ev AS (
+            SELECT 0 AS part, 0::int8 AS ord, \(PostgresJobStore.eventJSON(state: "'pending'")) AS e FROM promoted
+            UNION ALL
+            SELECT 1, seq, \(PostgresJobStore.eventJSON(state: "'processing'")) FROM leased),
+        counts AS (
+            INSERT INTO spool_count_deltas (queue, tenant, state, n)
+            SELECT queue, tenant, 'pending', count(*) FROM promoted GROUP BY queue, tenant
+            UNION ALL SELECT queue, tenant, 'scheduled', -count(*) FROM promoted GROUP BY queue, tenant
+            UNION ALL SELECT queue, tenant, 'processing', count(*) FROM leased GROUP BY queue, tenant
+            UNION ALL SELECT queue, tenant, 'pending', -count(*) FROM leased GROUP BY queue, tenant
+            RETURNING 1),
+        log AS (
+            INSERT INTO spool_event_log (count, at, events)
+            SELECT count(*), clock_timestamp(), jsonb_agg(e ORDER BY part, ord)::text FROM ev HAVING count(*) > 0
+            RETURNING seq),
+        notes AS (
+            SELECT pg_notify('spool', p) FROM (
+                SELECT 'e' AS p FROM log
+                UNION ALL SELECT DISTINCT 'w:' || queue FROM promoted) n)
+        SELECT l.*, (SELECT count(*) FROM promoted), (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts),
+               (SELECT min(run_at) FROM spool_jobs WHERE queue = $1 AND state = 'scheduled' AND run_at > now())
+        FROM (SELECT 1) AS one LEFT JOIN leased AS l ON true
+        """
+    typealias Row = PostgresRow
+    var queue: String, limit: Int64, token: String, leaseMs: Int64, workerID: String
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 5)
+        binds.append(queue); binds.append(limit); binds.append(token); binds.append(leaseMs); binds.append(workerID)
+        return binds
+    }
+    func decodeRow(_ row: PostgresRow) -> PostgresRow { row }
+}
+
+/// ``PostgresJobStore/completeAutocommit(_:)``: $1 ids, $2 lease tokens, $3 results ("" for none).
+struct CompleteStatement: PostgresPreparedStatement {
+    static let name = "spool_complete_v1"
+    static let sql = """
+        WITH done AS (
+            UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
+                                  lease_token = NULL, lease_expires_at = NULL
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, token, result)
+            WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+                  AND spool_jobs.callback_url IS NULL
+            RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result),
+        counts AS (
+            INSERT INTO spool_count_deltas (queue, tenant, state, n)
+            SELECT queue, tenant, 'completed', count(*) FROM done GROUP BY queue, tenant
+            UNION ALL SELECT queue, tenant, 'processing', -count(*) FROM done GROUP BY queue, tenant
+            RETURNING 1),
+        log AS (
+            INSERT INTO spool_event_log (count, at, events)
+            SELECT count(*), clock_timestamp(), jsonb_agg(\(PostgresJobStore.eventJSON(state: "'completed'"))
+                || CASE WHEN result IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('r', result::jsonb) END)::text
+            FROM done HAVING count(*) > 0
+            RETURNING seq),
+        notes AS (SELECT pg_notify('spool', 'e') FROM log)
+        SELECT id FROM done, (SELECT (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts)) AS side
+        """
+    typealias Row = UUID
+    var ids: [UUID], tokens: [String], results: [String]
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 3)
+        binds.append(ids); binds.append(tokens); binds.append(results)
+        return binds
+    }
+    func decodeRow(_ row: PostgresRow) throws -> UUID { try row.decode(UUID.self) }
 }

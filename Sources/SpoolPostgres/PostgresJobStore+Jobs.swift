@@ -124,38 +124,35 @@ extension PostgresJobStore {
             changes.transition(.init(job), from: nil, to: job.state)
             changes.signal(.workAvailable(queue: job.queue))
         }
-        var binds = PostgresBindings()
-        let sql = Self.insertStatement(jobs, &binds)
-        try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: Self.insertSQL, binds: Self.insertBindings(jobs)), logger: logger)
     }
 
-    /// `INSERT INTO spool_jobs ...` for `jobs` in one statement (arrays unnested in order), its
-    /// values appended to `binds`.
-    static func insertStatement(_ jobs: [Job], _ binds: inout PostgresBindings) -> String {
-        func bind<T: PostgresDynamicTypeEncodable>(_ value: T) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
-        }
-        // Arrays cannot hold NULL here: an empty string stands for none (neither can be empty).
-        let columns = [
-            bind(jobs.map(\.id.uuid)) + "::uuid[]", bind(jobs.map(\.tenant)) + "::text[]", bind(jobs.map(\.queue)) + "::text[]",
-            bind(jobs.map(\.kind)) + "::text[]", bind(jobs.map { String(decoding: $0.payload, as: UTF8.self) }) + "::text[]",
-            bind(jobs.map { Int64($0.priority) }) + "::int8[]", bind(jobs.map(\.state.rawValue)) + "::text[]",
-            bind(jobs.map { Int64($0.maxAttempts) }) + "::int8[]", bind(jobs.map(\.runAt)) + "::timestamptz[]",
-            bind(jobs.map { Int64($0.timeout.seconds * 1000) }) + "::int8[]", bind(jobs.map(\.createdAt)) + "::timestamptz[]",
-            bind(jobs.map { $0.idempotencyKey ?? "" }) + "::text[]", bind(jobs.map { $0.callbackURL ?? "" }) + "::text[]",
-            bind(jobs.map { PGRows.jsonText($0.tags) }) + "::text[]",
-        ]
-        return """
-            INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                                    created_at, idempotency_key, callback_url, tags)
-            SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                   created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
-            FROM unnest(\(columns.joined(separator: ", ")))
-                 WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
-                                      created_at, key, callback, tags, n)
-            ORDER BY n
-            """
+    /// `INSERT INTO spool_jobs ...` of the jobs given by ``insertBindings(_:)`` as $1...$14 (arrays
+    /// unnested in order). Fixed text, so that it can be a prepared statement.
+    static let insertSQL = """
+        INSERT INTO spool_jobs (id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                created_at, idempotency_key, callback_url, tags)
+        SELECT id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+               created_at, NULLIF(key, ''), NULLIF(callback, ''), tags::jsonb
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::int8[],
+                    $9::timestamptz[], $10::int8[], $11::timestamptz[], $12::text[], $13::text[], $14::text[])
+             WITH ORDINALITY AS v(id, tenant, queue, kind, payload, priority, state, max_attempts, run_at, timeout_ms,
+                                  created_at, key, callback, tags, n)
+        ORDER BY n
+        """
+
+    /// The 14 arrays ``insertSQL`` takes. Arrays cannot hold NULL here: an empty string stands
+    /// for none (neither can be empty).
+    static func insertBindings(_ jobs: [Job]) -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 14)
+        binds.append(jobs.map(\.id.uuid)); binds.append(jobs.map(\.tenant)); binds.append(jobs.map(\.queue))
+        binds.append(jobs.map(\.kind)); binds.append(jobs.map { String(decoding: $0.payload, as: UTF8.self) })
+        binds.append(jobs.map { Int64($0.priority) }); binds.append(jobs.map(\.state.rawValue))
+        binds.append(jobs.map { Int64($0.maxAttempts) }); binds.append(jobs.map(\.runAt))
+        binds.append(jobs.map { Int64($0.timeout.seconds * 1000) }); binds.append(jobs.map(\.createdAt))
+        binds.append(jobs.map { $0.idempotencyKey ?? "" }); binds.append(jobs.map { $0.callbackURL ?? "" })
+        binds.append(jobs.map { PGRows.jsonText($0.tags) })
+        return binds
     }
 
     // MARK: Workers

@@ -317,12 +317,18 @@ public final class PostgresJobStore: JobStore {
     private func followEvents() async {
         let poll = options.eventPollInterval
         var following = false
+        var lastFold = ContinuousClock.now
         while !Task.isCancelled {
             // Wait for a notification or the poll interval, whichever comes first.
             await eventBell.wait(timeout: poll)
             if Task.isCancelled { return }
             do {
-                try await foldCounts()
+                // Once a second, not on every notification: under load those come hundreds of
+                // times a second, and each fold is a write.
+                if ContinuousClock.now - lastFold >= .seconds(1) {
+                    lastFold = ContinuousClock.now
+                    try await foldCounts()
+                }
                 // A process without event subscribers (a worker) reads no events; one that gains
                 // some starts from the newest event.
                 guard signals.hasEventListeners else { following = false; continue }

@@ -19,6 +19,10 @@ final class QueueWorker: Sendable {
         /// Jobs whose handler has not finished: these take the queue's concurrency slots. A
         /// job's slot is free as soon as its outcome is known, while its report commits.
         var busySlots = 0
+        /// Jobs whose outcome is being stored. At most `concurrency` of them may wait on top of
+        /// the busy slots: when the store falls behind the handlers, leasing stops rather than
+        /// holding ever more leases (each heartbeated, and run again if the process dies).
+        var reporting = 0
         var stopping = false
         var finished = false
         /// Whether a lease may find something; cleared when a lease comes back short, set
@@ -84,7 +88,8 @@ final class QueueWorker: Sendable {
         var failures = 0
         while true {
             let (stopping, free, mayHaveWork, wakeups) = state.withLock { s in
-                (s.stopping, settings.concurrency - s.busySlots, s.mayHaveWork, s.wakeups)
+                (s.stopping, min(settings.concurrency - s.busySlots, 2 * settings.concurrency - s.busySlots - s.reporting),
+                 s.mayHaveWork, s.wakeups)
             }
             if stopping { return }
             if free > 0 && mayHaveWork {
@@ -220,10 +225,14 @@ final class QueueWorker: Sendable {
 
     /// Frees the job's slot, records the outcome and forgets the job.
     private func finish(_ running: RunningJob, _ outcome: AttemptOutcome) async {
-        state.withLock { $0.busySlots -= 1 }
+        state.withLock { s in
+            s.busySlots -= 1
+            s.reporting += 1
+        }
         bell.ring()
         await report(outcome, for: running.leased)
         state.withLock { s in
+            s.reporting -= 1
             // Only this attempt: a newer one of the same job may have replaced it.
             if s.running[running.id] === running { s.running.removeValue(forKey: running.id) }
         }
