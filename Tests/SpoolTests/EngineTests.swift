@@ -379,3 +379,94 @@ struct EngineTests {
         }
     }
 }
+
+/// A store whose completions wait at a gate (a database that has fallen behind), counting the
+/// jobs it leased and completed.
+final class GatedCompletions: JobStore {
+    let base: any JobStore
+    let gate = Gate()
+    private let counts = Mutex<(leased: Int, completed: Int)>((0, 0))
+    init(_ base: any JobStore) { self.base = base }
+    var leased: Int { counts.withLock { $0.leased } }
+    var completed: Int { counts.withLock { $0.completed } }
+
+    var signals: StoreSignals { base.signals }
+    func migrate() async throws { try await base.migrate() }
+    func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
+        try await base.enqueue(jobs, defaults: defaults, depthLimits: depthLimits)
+    }
+    func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+        let batch = try await base.lease(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration)
+        counts.withLock { $0.leased += batch.jobs.count }
+        return batch
+    }
+    func heartbeat(_ leases: [(JobID, LeaseToken)], leaseDuration: Duration) async throws -> Set<JobID> {
+        try await base.heartbeat(leases, leaseDuration: leaseDuration)
+    }
+    func reportProgress(_ id: JobID, lease: LeaseToken, progress: JobProgress) async throws {
+        try await base.reportProgress(id, lease: lease, progress: progress)
+    }
+    func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
+        await gate.wait()
+        try await base.complete(id, lease: lease, result: result)
+        counts.withLock { $0.completed += 1 }
+    }
+    func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {
+        try await base.fail(id, lease: lease, error: error, retryAt: retryAt)
+    }
+    func release(_ id: JobID, lease: LeaseToken) async throws { try await base.release(id, lease: lease) }
+    func cancel(_ id: JobID, tenant: String?) async throws -> Job { try await base.cancel(id, tenant: tenant) }
+    func retry(_ id: JobID, tenant: String?) async throws -> Job { try await base.retry(id, tenant: tenant) }
+    func delete(_ id: JobID, tenant: String?) async throws { try await base.delete(id, tenant: tenant) }
+    func job(_ id: JobID, tenant: String?) async throws -> Job? { try await base.job(id, tenant: tenant) }
+    func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
+    func rescueExpiredLeases() async throws -> Int { try await base.rescueExpiredLeases() }
+    func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
+        try await base.prune(completedBefore: completedBefore, failedBefore: failedBefore, limit: limit)
+    }
+    func setPaused(_ paused: Bool, queue: String) async throws { try await base.setPaused(paused, queue: queue) }
+    func queueStats(tenant: String?) async throws -> [QueueStats] { try await base.queueStats(tenant: tenant) }
+    func retryFailed(queue: String, tenant: String?) async throws -> Int { try await base.retryFailed(queue: queue, tenant: tenant) }
+    func purge(queue: String, tenant: String?) async throws -> Int { try await base.purge(queue: queue, tenant: tenant) }
+    func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+        try await base.events(after: after, filter: filter, limit: limit)
+    }
+    func lastEventSeq() async throws -> Int64 { try await base.lastEventSeq() }
+    func pruneEvents(before: Date, limit: Int) async throws -> Int { try await base.pruneEvents(before: before, limit: limit) }
+    func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {
+        try await base.webhookDeliveries(of: job, tenant: tenant)
+    }
+    func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
+        try await base.recordWebhookAttempt(attempt, delivery: delivery)
+    }
+    func webhookSecret(tenant: String) async throws -> String { try await base.webhookSecret(tenant: tenant) }
+    func close() async throws { try await base.close() }
+}
+
+@Suite("Engine back-pressure")
+struct EngineBackPressureTests {
+    @Test("when completions fall behind, a worker holds at most twice its concurrency in leases, and loses nothing")
+    func leasesAreCapped() async throws {
+        try await withStore(.sqlite) { sqlite in
+            let store = GatedCompletions(sqlite)
+            let spool = Spool(store: store, configuration: fastConfiguration {
+                $0.defaultQueue.concurrency = 5
+                $0.leaseDuration = .seconds(60)  // the gate holds completions; leases must not expire meanwhile
+            })
+            DemoJobs.register(on: spool)
+            let jobs = try await spool.enqueue((0..<50).map { _ in NewJob(kind: "demo.noop") }).map(\.job.id)
+            let worker = spool.worker()
+            let task = Task { try await worker.run() }
+            // The handlers finish at once; their completions wait at the gate.
+            #expect(await eventually { store.leased >= 10 })
+            try await Task.sleep(for: .milliseconds(500))  // several poll intervals: would it lease more?
+            #expect(store.leased == 10, "leased \(store.leased) jobs with concurrency 5")
+            #expect(store.completed == 0)
+            store.gate.open()
+            #expect(await eventually(timeout: .seconds(20)) { store.completed == 50 })
+            worker.stop()
+            try await task.value
+            for id in jobs { #expect(try await spool.job(id)?.state == .completed) }
+        }
+    }
+}
