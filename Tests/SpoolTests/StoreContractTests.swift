@@ -530,6 +530,40 @@ struct StoreContractTests {
             #expect(await eventually { recorder.contains(.workAvailable(queue: "wake")) })
         }
     }
+
+    @Test("every state change is a stored event, in order, with the attempt and the result", arguments: StoreKind.allCases)
+    func stateEvents(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let before = try await store.lastEventSeq()
+            let id = try await store.add().job.id
+            let other = try await store.add().job.id
+            let due = try await store.add(runAt: Date().addingTimeInterval(0.2)).job.id
+            let leased = try await store.leaseAll(limit: 1)
+            #expect(leased.map(\.id) == [id])
+            try await store.complete(id, lease: leased[0].lease, result: Data(#"{"n": 1, "s": "a\"b"}"#.utf8))
+
+            let events = try await store.events(after: before, filter: EventFilter(jobIDs: [id]), limit: 100)
+            #expect(events.map(\.type) == [.state, .state, .state])
+            #expect(events.map(\.state) == [.pending, .processing, .completed])
+            #expect(events.map(\.attempt) == [0, 1, 1])
+            #expect(events.allSatisfy { $0.jobID == id && $0.queue == "q" && $0.kind == "k" && $0.tenant == NewJob.defaultTenant })
+            #expect(zip(events, events.dropFirst()).allSatisfy { $0.seq < $1.seq })
+            let result = try #require(events.last?.result)
+            #expect(JSONValue(json: result) == JSONValue(json: Data(#"{"n":1,"s":"a\"b"}"#.utf8)))
+            #expect(events.dropLast().allSatisfy { $0.result == nil })
+
+            // A scheduled job coming due is announced as pending when a lease promotes it.
+            try await Task.sleep(for: .milliseconds(300))
+            let next = try await store.leaseAll(limit: 10)
+            #expect(Set(next.map(\.id)) == [other, due])
+            let dueEvents = try await store.events(after: before, filter: EventFilter(jobIDs: [due]), limit: 100)
+            #expect(Array(dueEvents.map(\.state).prefix(2)) == [.scheduled, .pending])
+            // The queue filter sees all three jobs; another queue's filter none.
+            let all = try await store.events(after: before, filter: EventFilter(queues: ["q"]), limit: 100)
+            #expect(Set(all.map(\.jobID)) == [id, other, due])
+            #expect(try await store.events(after: before, filter: EventFilter(queues: ["elsewhere"]), limit: 100).isEmpty)
+        }
+    }
 }
 
 /// Records the signals a store raises.
