@@ -66,15 +66,15 @@ extension PostgresJobStore {
     /// Completes, in one statement, the jobs of `items` that have no callback URL; returns the
     /// ids it completed. The others (a webhook to schedule, or a lost lease) take the
     /// transaction path.
-    func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<JobID> {
+    func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<HeldLease> {
         if items.isEmpty { return [] }
         let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
         let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
         let logger = self.logger
         return try await read { client in
-            var done = Set<JobID>()
-            for try await id in try await client.execute(CompleteStatement(ids: ids, tokens: tokens, results: results), logger: logger) {
-                done.insert(JobID(uuid: id))
+            var done = Set<HeldLease>()
+            for try await (id, token) in try await client.execute(CompleteStatement(ids: ids, tokens: tokens, results: results), logger: logger) {
+                done.insert(HeldLease(JobID(uuid: id), LeaseToken(token)))
             }
             return done
         }
@@ -171,7 +171,7 @@ struct CompleteStatement: PostgresPreparedStatement {
             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, token, result)
             WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
                   AND spool_jobs.callback_url IS NULL
-            RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result),
+            RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result, v.token),
         counts AS (
             INSERT INTO spool_count_deltas (queue, tenant, state, n)
             SELECT queue, tenant, 'completed', count(*) FROM done GROUP BY queue, tenant
@@ -183,14 +183,22 @@ struct CompleteStatement: PostgresPreparedStatement {
             FROM done HAVING count(*) > 0
             RETURNING seq),
         notes AS (SELECT pg_notify('spool', 'e') FROM log)
-        SELECT id FROM done, (SELECT (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts)) AS side
+        SELECT id, token FROM done, (SELECT (SELECT count(*) FROM notes) + (SELECT count(*) FROM counts)) AS side
         """
-    typealias Row = UUID
+    typealias Row = (UUID, String)
     var ids: [UUID], tokens: [String], results: [String]
     func makeBindings() -> PostgresBindings {
         var binds = PostgresBindings(capacity: 3)
         binds.append(ids); binds.append(tokens); binds.append(results)
         return binds
     }
-    func decodeRow(_ row: PostgresRow) throws -> UUID { try row.decode(UUID.self) }
+    func decodeRow(_ row: PostgresRow) throws -> (UUID, String) { try row.decode((UUID, String).self) }
+}
+
+/// A job under one lease: what batched completions are answered by (a stale and the current
+/// lease of one job may meet in a batch, and only the current one may succeed).
+struct HeldLease: Hashable, Sendable {
+    var id: JobID
+    var lease: LeaseToken
+    init(_ id: JobID, _ lease: LeaseToken) { self.id = id; self.lease = lease }
 }

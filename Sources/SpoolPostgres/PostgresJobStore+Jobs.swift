@@ -203,12 +203,13 @@ extension PostgresJobStore {
         try await completions.submit((id, lease, result.map { String(decoding: $0, as: UTF8.self) }))
     }
 
-    /// Completes many jobs in one statement, checking each lease token (fencing).
+    /// Completes many jobs in one statement, checking each lease token (fencing). Answers are
+    /// matched by job and token: a stale and a current lease of one job may share a batch.
     func completeMany(_ items: [(JobID, LeaseToken, String?)]) async throws -> [Result<Void, SpoolError>] {
         let fast = try await completeAutocommit(items)
-        let rest = items.filter { !fast.contains($0.0) }
+        let rest = items.filter { !fast.contains(HeldLease($0.0, $0.1)) }
         if rest.isEmpty { return items.map { _ in .success(()) } }
-        let slow: Result<Set<JobID>, SpoolError>
+        let slow: Result<Set<HeldLease>, SpoolError>
         do {
             slow = .success(try await completeInTransaction(rest))
         } catch {
@@ -216,31 +217,32 @@ extension PostgresJobStore {
             slow = .failure((error as? SpoolError) ?? .unavailable(reason: "\(error)"))
         }
         return items.map { item in
-            if fast.contains(item.0) { return .success(()) }
+            let lease = HeldLease(item.0, item.1)
+            if fast.contains(lease) { return .success(()) }
             switch slow {
-            case .success(let done): return done.contains(item.0) ? .success(()) : .failure(.leaseLost(item.0))
+            case .success(let done): return done.contains(lease) ? .success(()) : .failure(.leaseLost(item.0))
             case .failure(let error): return .failure(error)
             }
         }
     }
 
     /// Completions that schedule webhooks (or whose lease is gone), in a transaction.
-    private func completeInTransaction(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<JobID> {
+    private func completeInTransaction(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<HeldLease> {
         let logger = self.logger
         let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
         let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
         return try await transaction { connection, changes in
-            var done = Set<JobID>()
+            var done = Set<HeldLease>()
             for (key, row) in try await connection.keys("""
                 UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
                                       lease_token = NULL, lease_expires_at = NULL
                 FROM unnest(\(ids)::uuid[], \(tokens)::text[], \(results)::text[]) AS v(id, token, result)
                 WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
                 RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.kind, spool_jobs.attempt, spool_jobs.queue,
-                          spool_jobs.result, spool_jobs.callback_url
+                          spool_jobs.result, spool_jobs.callback_url, v.token
                 """, logger: logger) {
-                done.insert(key.id)
-                let (result, callback) = try row.makeRandomAccess().decodeTail((String?, String?).self, from: 5)
+                let (result, callback, token) = try row.makeRandomAccess().decodeTail((String?, String?, String).self, from: 5)
+                done.insert(HeldLease(key.id, LeaseToken(token)))
                 changes.transition(key, from: .processing, to: .completed, result: result.map { Data($0.utf8) })
                 if callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }
             }

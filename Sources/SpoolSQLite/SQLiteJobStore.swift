@@ -238,9 +238,19 @@ public final class SQLiteJobStore: JobStore {
     /// Completes many jobs with one statement per 500, checking each lease token (fencing).
     private static func completeMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(JobID, LeaseToken, String?)]) throws -> [Result<Void, SpoolError>] {
         let now = Rows.micros(Date())
+        // A job twice in one batch (a stale and the current lease of it): the statement below
+        // could not tell which lease completed it, so only the current one goes in.
+        var seen = Set<JobID>(), twice = Set<JobID>()
+        for (id, _, _) in items where !seen.insert(id).inserted { twice.insert(id) }
+        var current: [JobID: String] = [:]
+        for id in twice {
+            current[id] = try String.fetchOne(db, sql: "SELECT lease_token FROM jobs WHERE id = ? AND state = 'processing'", arguments: [id.description])
+        }
+        let eligible = items.map { twice.contains($0.0) ? current[$0.0] == $0.1.value : true }
+        let toComplete = zip(items, eligible).filter(\.1).map(\.0)
         var done = Set<JobID>()
-        for start in stride(from: 0, to: items.count, by: 500) {
-            let slice = items[start..<min(start + 500, items.count)]
+        for start in stride(from: 0, to: toComplete.count, by: 500) {
+            let slice = toComplete[start..<min(start + 500, toComplete.count)]
             var arguments: StatementArguments = [now]
             for (id, lease, result) in slice { arguments += [id.description, lease.value, result] }
             let rows = try Row.fetchAll(
@@ -259,7 +269,9 @@ public final class SQLiteJobStore: JobStore {
                 try scheduleWebhook(db, batch, key, url: row[6], state: .completed)
             }
         }
-        return items.map { done.contains($0.0) ? .success(()) : .failure(.leaseLost($0.0)) }
+        return zip(items, eligible).map { item, eligible in
+            eligible && done.contains(item.0) ? .success(()) : .failure(.leaseLost(item.0))
+        }
     }
 
     public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {

@@ -57,21 +57,38 @@ struct PostgresClusterTests {
             var workers = try (1...3).map { try SpoolProcess(workerArgs, logTo: dir.file("worker\($0).log")) }
             defer { for w in workers + [g1, g2] { w.signal(SIGKILL) } }
 
-            // Gateway 1 streams every event; we note the completions it shows.
+            // Gateway 1 streams every event; we note the completions it shows. Like any SSE
+            // client, it resumes with Last-Event-ID when the stream ends (the gateway closes a
+            // subscriber that falls too far behind, and this test process is busy).
             let completedOn1 = Mutex<Set<String>>([])
+            let reconnects = Mutex(0)
             let sse = Task {
-                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port1)/v1/events?queue=default")
-                request.headers.add(name: "Accept", value: "text/event-stream")
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(600))
-                var text = ""
-                for try await chunk in response.body {
-                    text += String(buffer: chunk)
-                    while let end = text.range(of: "\n\n") {
-                        let frame = text[..<end.lowerBound]
-                        text = String(text[end.upperBound...])
-                        guard frame.contains("\"completed\""), let data = frame.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }),
-                              case .object(let e)? = JSONValue(json: Data(data.dropFirst(6).utf8)), case .string(let id)? = e["job_id"] else { continue }
-                        completedOn1.withLock { _ = $0.insert(id) }
+                var lastID: String?
+                for attempt in 0..<100 {  // bounded; each pass reads until the stream ends
+                    if attempt > 0 { reconnects.withLock { $0 += 1 } }
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port1)/v1/events?queue=default")
+                    request.headers.add(name: "Accept", value: "text/event-stream")
+                    if let lastID { request.headers.add(name: "Last-Event-ID", value: lastID) }
+                    guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(600)) else {
+                        try await Task.sleep(for: .milliseconds(100))
+                        continue
+                    }
+                    var text = ""
+                    do {
+                        for try await chunk in response.body {
+                            text += String(buffer: chunk)
+                            while let end = text.range(of: "\n\n") {
+                                let frame = text[..<end.lowerBound]
+                                text = String(text[end.upperBound...])
+                                let lines = frame.split(separator: "\n")
+                                if let id = lines.first(where: { $0.hasPrefix("id: ") }) { lastID = String(id.dropFirst(4)) }
+                                guard frame.contains("\"completed\""), let data = lines.first(where: { $0.hasPrefix("data: ") }),
+                                      case .object(let e)? = JSONValue(json: Data(data.dropFirst(6).utf8)), case .string(let id)? = e["job_id"] else { continue }
+                                completedOn1.withLock { _ = $0.insert(id) }
+                            }
+                        }
+                    } catch {
+                        if Task.isCancelled { return }
                     }
                 }
             }
@@ -135,12 +152,13 @@ struct PostgresClusterTests {
                 let earlier = runs.sorted { $0.attempt < $1.attempt }.dropLast()
                 #expect(earlier.allSatisfy { $0.worker.hasSuffix(killed) }, "job \(id) ran again after a run on a live worker: \(runs)")
             }
-            #expect(rerun.allSatisfy { runsPerJob[$0]?.contains { $0.worker.hasSuffix(killed) } == true },
-                    "jobs with a second attempt that the killed worker never ran: \(rerun.filter { runsPerJob[$0]?.contains { $0.worker.hasSuffix(killed) } != true }.count)")
+            // A second attempt only for leases the killed worker held: at most twice its
+            // concurrency (jobs running or not yet started, and outcomes being stored).
+            #expect(rerun.count <= 32, "\(rerun.count) jobs needed a second attempt")
 
             // The stream on gateway 1 showed the jobs enqueued on gateway 2.
             #expect(try await eventually(timeout: .seconds(10)) { completedOn1.withLock { $0.isSuperset(of: viaGateway2) } },
-                    "gateway 1 saw \(completedOn1.withLock { $0.intersection(viaGateway2).count }) of \(viaGateway2.count) completions of gateway 2's jobs")
+                    "gateway 1 saw \(completedOn1.withLock { $0.intersection(viaGateway2).count }) of \(viaGateway2.count) completions of gateway 2's jobs (\(reconnects.withLock { $0 }) reconnects)")
             for w in workers where w.process.isRunning { w.signal(SIGTERM) }
             workers.removeAll()
         }

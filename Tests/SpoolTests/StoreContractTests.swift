@@ -531,6 +531,29 @@ struct StoreContractTests {
         }
     }
 
+    @Test("concurrent completions of one job under a stale and the current lease: only the current one counts", arguments: StoreKind.allCases)
+    func staleAndCurrentCompletion(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = try await store.add().job.id
+            let stale = try #require(try await store.leaseAll(lease: .milliseconds(1)).first)
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await store.rescueExpiredLeases() == 1)
+            let current = try #require(try await store.leaseAll().first)
+            #expect(current.id == id && current.lease != stale.lease)
+            // Submitted together, so that a store batching completions gets both in one batch.
+            func complete(_ lease: LeaseToken, _ from: String) async -> Result<Void, any Error> {
+                do { return .success(try await store.complete(id, lease: lease, result: Data(#"{"from":"\#(from)"}"#.utf8))) } catch { return .failure(error) }
+            }
+            async let old = complete(stale.lease, "stale")
+            async let new = complete(current.lease, "current")
+            let outcomes = await [old, new]
+            if case .failure(SpoolError.leaseLost) = outcomes[0] {} else { Issue.record("the stale completion was answered \(outcomes[0])") }
+            if case .failure(let error) = outcomes[1] { Issue.record("the current completion failed: \(error)") }
+            let job = try await store.mustGet(id)
+            #expect(job.state == .completed && job.result.flatMap { JSONValue(json: $0) } == JSONValue(json: Data(#"{"from":"current"}"#.utf8)))
+        }
+    }
+
     @Test("every state change is a stored event, in order, with the attempt and the result", arguments: StoreKind.allCases)
     func stateEvents(kind: StoreKind) async throws {
         try await withStore(kind) { store in
