@@ -17,6 +17,27 @@ extension PostgresJobStore {
         """
     }
 
+    /// Runs `statement` prepared; if the server refuses it, runs the same SQL unprepared.
+    ///
+    /// A connection remembers a failed preparation for good (postgres-nio): one that timed out
+    /// waiting behind a migration's lock, say, would otherwise fail every later call on that
+    /// connection. A refused statement changed nothing, so running it again is safe.
+    static func run<S: PostgresPreparedStatement>(_ statement: S, on client: PostgresClient, logger: Logger) async throws -> [S.Row] {
+        do {
+            var rows: [S.Row] = []
+            for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        } catch let error as PSQLError where error.code == .server && !isRetryable(error) {
+            logger.debug("prepared statement refused; running it unprepared", metadata: [
+                "statement": "\(S.name)", "error": "\(error.serverInfo?[.message] ?? "")"])
+            var rows: [S.Row] = []
+            for try await row in try await client.query(PostgresQuery(unsafeSQL: S.sql, binds: try statement.makeBindings()), logger: logger) {
+                rows.append(try statement.decodeRow(row))
+            }
+            return rows
+        }
+    }
+
     /// Inserts jobs with no depth limit to check, in one statement.
     func insertAutocommit(_ jobs: [Job]) async throws {
         if jobs.isEmpty { return }
@@ -33,7 +54,7 @@ extension PostgresJobStore {
         binds.append(["e"] + Set(jobs.map { "w:" + $0.queue }).sorted())
         let statement = InsertStatement(binds: binds)
         let logger = self.logger
-        try await read { client in for try await _ in try await client.execute(statement, logger: logger) {} }
+        try await read { client in _ = try await Self.run(statement, on: client, logger: logger) }
         for signal in changes.signals { signals.send(signal) }
     }
 
@@ -48,7 +69,7 @@ extension PostgresJobStore {
             var promoted = 0
             var next: Date?
             let statement = LeaseStatement(queue: queue, limit: Int64(limit), token: token.value, leaseMs: leaseMs, workerID: workerID)
-            for try await row in try await client.execute(statement, logger: logger) {
+            for row in try await Self.run(statement, on: client, logger: logger) {
                 let cells = row.makeRandomAccess()
                 promoted = Int(try cells[24].decode(Int64.self))
                 next = try cells[26].decode(Date?.self)
@@ -73,7 +94,7 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await read { client in
             var done = Set<HeldLease>()
-            for try await (id, token) in try await client.execute(CompleteStatement(ids: ids, tokens: tokens, results: results), logger: logger) {
+            for (id, token) in try await Self.run(CompleteStatement(ids: ids, tokens: tokens, results: results), on: client, logger: logger) {
                 done.insert(HeldLease(JobID(uuid: id), LeaseToken(token)))
             }
             return done
