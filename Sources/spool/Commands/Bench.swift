@@ -197,11 +197,11 @@ struct Bench: AsyncParsableCommand {
             let t0 = ContinuousClock.now
             let timer = Task {
                 try await Task.sleep(for: .seconds(10))
-                startFeed.yield((-1, ContinuousClock.now))  // gives up on this sample
+                startFeed.yield((-1 - n, ContinuousClock.now))  // gives up on sample n (not a later one)
             }
             try await spool.enqueue(try NewJob(queue: "bench", kind: "bench.noop", payload: Sample(n: n)))
             var started: ContinuousClock.Instant?
-            while let start = await startsIterator.next(), start.n != -1 {
+            while let start = await startsIterator.next(), start.n != -1 - n {
                 if start.n == n { started = start.at; break }
             }
             timer.cancel()
