@@ -89,12 +89,11 @@ extension PostgresJobStore {
     /// transaction path.
     func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<HeldLease> {
         if items.isEmpty { return [] }
-        let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
-        let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
+        let statement = CompleteStatement(items)
         let logger = self.logger
         return try await read { client in
             var done = Set<HeldLease>()
-            for (id, token) in try await Self.run(CompleteStatement(ids: ids, tokens: tokens, results: results), on: client, logger: logger) {
+            for (id, token) in try await Self.run(statement, on: client, logger: logger) {
                 done.insert(HeldLease(JobID(uuid: id), LeaseToken(token)))
             }
             return done
@@ -185,12 +184,16 @@ struct LeaseStatement: PostgresPreparedStatement {
 /// ``PostgresJobStore/completeAutocommit(_:)``: $1 ids, $2 lease tokens, $3 results ("" for none).
 struct CompleteStatement: PostgresPreparedStatement {
     static let name = "spool_complete_v1"
+    /// Completes the jobs still held under their tokens (shared with the transaction path).
+    static let update = """
+        UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
+                              lease_token = NULL, lease_expires_at = NULL
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, token, result)
+        WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+        """
     static let sql = """
         WITH done AS (
-            UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
-                                  lease_token = NULL, lease_expires_at = NULL
-            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, token, result)
-            WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
+            \(update)
                   AND spool_jobs.callback_url IS NULL
             RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result, v.token),
         counts AS (
@@ -208,6 +211,11 @@ struct CompleteStatement: PostgresPreparedStatement {
         """
     typealias Row = (UUID, String)
     var ids: [UUID], tokens: [String], results: [String]
+    init(_ items: [(JobID, LeaseToken, String?)]) {
+        ids = items.map(\.0.uuid)
+        tokens = items.map(\.1.value)
+        results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
+    }
     func makeBindings() -> PostgresBindings {
         var binds = PostgresBindings(capacity: 3)
         binds.append(ids); binds.append(tokens); binds.append(results)

@@ -229,18 +229,17 @@ extension PostgresJobStore {
     /// Completions that schedule webhooks (or whose lease is gone), in a transaction.
     private func completeInTransaction(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<HeldLease> {
         let logger = self.logger
-        let ids = items.map(\.0.uuid), tokens = items.map(\.1.value)
-        let results = items.map { $0.2 ?? "" }  // no JSON document is empty: "" stands for none
+        let statement = CompleteStatement(items)
+        // The completion UPDATE of the fast path, for any callback, returning what the webhook
+        // and the events need.
+        let query = PostgresQuery(unsafeSQL: """
+            \(CompleteStatement.update)
+            RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.kind, spool_jobs.attempt, spool_jobs.queue,
+                      spool_jobs.result, spool_jobs.callback_url, v.token
+            """, binds: statement.makeBindings())
         return try await transaction { connection, changes in
             var done = Set<HeldLease>()
-            for (key, row) in try await connection.keys("""
-                UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
-                                      lease_token = NULL, lease_expires_at = NULL
-                FROM unnest(\(ids)::uuid[], \(tokens)::text[], \(results)::text[]) AS v(id, token, result)
-                WHERE spool_jobs.id = v.id AND spool_jobs.state = 'processing' AND spool_jobs.lease_token = v.token
-                RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.kind, spool_jobs.attempt, spool_jobs.queue,
-                          spool_jobs.result, spool_jobs.callback_url, v.token
-                """, logger: logger) {
+            for (key, row) in try await connection.keys(query, logger: logger) {
                 let (result, callback, token) = try row.makeRandomAccess().decodeTail((String?, String?, String).self, from: 5)
                 done.insert(HeldLease(key.id, LeaseToken(token)))
                 changes.transition(key, from: .processing, to: .completed, result: result.map { Data($0.utf8) })
