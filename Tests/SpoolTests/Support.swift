@@ -31,30 +31,7 @@ enum PostgresTestDatabase {
     /// Creates an empty database, runs `body` with its URL, and drops it.
     static func with<T>(_ body: (String) async throws -> T) async throws -> T {
         guard let server = serverURL else { throw NotConfigured() }
-        let name = "spool_test_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
-        try await admin(server, "CREATE DATABASE \(name)")
-        var components = URLComponents(string: server)!
-        components.path = "/" + name
-        do {
-            let result = try await body(components.string!)
-            try await admin(server, "DROP DATABASE \(name) WITH (FORCE)")
-            return result
-        } catch {
-            try? await admin(server, "DROP DATABASE \(name) WITH (FORCE)")
-            throw error
-        }
-    }
-
-    /// Runs one statement on the server's own database.
-    static func admin(_ server: String, _ sql: String) async throws {
-        let store = try PostgresJobStore(url: server)
-        do {
-            try await store.execute(sql)
-            try await store.close()
-        } catch {
-            try? await store.close()
-            throw error
-        }
+        return try await PostgresJobStore.withScratchDatabase(on: server, prefix: "spool_test_", body)
     }
 }
 

@@ -36,30 +36,23 @@ struct PostgresBench {
 
     /// Runs `body` against a new, migrated database on the server, dropped afterwards.
     private func withDatabase<T: Sendable>(_ body: (String, Spool) async throws -> T) async throws -> T {
-        let name = "spool_bench_" + UUID().uuidString.prefix(8).lowercased()
-        let admin = try PostgresJobStore(url: serverURL)
-        try await admin.execute("CREATE DATABASE \(name)")
-        guard var components = URLComponents(string: serverURL) else { throw CLIError("bad database URL") }
-        components.path = "/" + name
-        let url = components.string!
-        var options = PostgresJobStore.Options()
-        options.maxConnections = 40
-        let store = try PostgresJobStore(url: url, options: options)
-        var result: Result<T, any Error>
-        do {
-            try await store.migrate()
-            var config = EngineConfiguration()
-            config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
-            config.leaseBatchSize = max(100, concurrency)
-            let spool = Spool(store: store, configuration: config, logger: Logger(label: "bench"))
-            result = .success(try await body(url, spool))
-        } catch {
-            result = .failure(error)
+        try await PostgresJobStore.withScratchDatabase(on: serverURL, prefix: "spool_bench_") { url in
+            var options = PostgresJobStore.Options()
+            options.maxConnections = 40
+            let store = try PostgresJobStore(url: url, options: options)
+            do {
+                try await store.migrate()
+                var config = EngineConfiguration()
+                config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
+                config.leaseBatchSize = max(100, concurrency)
+                let result = try await body(url, Spool(store: store, configuration: config, logger: Logger(label: "bench")))
+                try? await store.close()
+                return result
+            } catch {
+                try? await store.close()
+                throw error
+            }
         }
-        try? await store.close()
-        try? await admin.execute("DROP DATABASE \(name) WITH (FORCE)")
-        try? await admin.close()
-        return try result.get()
     }
 
     /// Starts `processes` worker processes, enqueues `jobs` single jobs from this process, and
