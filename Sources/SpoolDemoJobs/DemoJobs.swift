@@ -14,15 +14,18 @@ public enum DemoJobs {
 
 /// `demo.sleep`: sleeps `seconds`, reporting progress `steps` times on the way.
 /// Payload: `{"seconds": 5, "steps": 10}`. Result: `{"slept_seconds": 5, "attempt": 1, "worker": "host:pid"}`.
-/// With `"record": "/path"` every run first appends `<job id> <attempt> <worker>` to that file
-/// (the multi-process tests check which runs wrote results).
+///
+/// Nothing in the payload names a file, command or address. When the process was started with
+/// the environment variable ``recordRunsVariable`` set to a path (the multi-process tests do),
+/// every run first appends `<job id> <attempt> <worker>` to that file.
 public struct DemoSleep: JobHandler {
     public static let kind = "demo.sleep"
+    /// `SPOOL_DEMO_RECORD_RUNS`: where runs are recorded; set only by whoever starts the process.
+    public static let recordRunsVariable = "SPOOL_DEMO_RECORD_RUNS"
     public struct Payload: Codable, Sendable {
         public var seconds: Double
         public var steps: Int?
-        public var record: String?
-        public init(seconds: Double, steps: Int? = nil, record: String? = nil) { self.seconds = seconds; self.steps = steps; self.record = record }
+        public init(seconds: Double, steps: Int? = nil) { self.seconds = seconds; self.steps = steps }
     }
     public struct Output: Codable, Sendable {
         public var slept_seconds: Double
@@ -30,11 +33,14 @@ public struct DemoSleep: JobHandler {
         public var attempt: Int
         public var worker: String
     }
-    public init() {}
+    private let recordPath: String?
+    public init() {
+        recordPath = ProcessInfo.processInfo.environment[Self.recordRunsVariable].flatMap { $0.isEmpty ? nil : $0 }
+    }
 
     public func run(_ payload: Payload, context: JobContext) async throws -> Output {
         let worker = context.job.workerID ?? "?"
-        if let path = payload.record {
+        if let path = recordPath {
             // One write(2) per line with O_APPEND: lines from many processes do not interleave.
             let line = "\(context.id) \(context.attempt) \(worker)\n"
             let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)

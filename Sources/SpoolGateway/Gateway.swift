@@ -78,10 +78,26 @@ public struct Gateway: Sendable {
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
     ]
 
+    /// The methods `path` answers to (empty for a path no route has).
+    static func methods(allowedOn path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        var methods: [String] = []
+        for route in routes {
+            let parts = route.split(separator: " ")
+            let pattern = parts[1].split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            guard pattern.count == segments.count else { continue }
+            if zip(pattern, segments).allSatisfy({ p, s in p == s || (p.hasPrefix("{") && !s.isEmpty) }) {
+                methods.append(String(parts[0]))
+            }
+        }
+        return methods
+    }
+
     /// The router with every route and middleware.
     public func router() -> Router<SpoolRequestContext> {
         let router = Router(context: SpoolRequestContext.self)
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
         router.add(middleware: MetricsMiddleware())
         OpsRoutes(gateway: self).register(on: router)
         let v1 = router.group("v1")
@@ -104,6 +120,7 @@ public struct Gateway: Sendable {
     public func webSocketRouter() -> Router<SpoolRequestContext> {
         let router = Router(context: SpoolRequestContext.self)
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
         router.group("v1").add(middleware: AuthMiddleware(tokens: configuration.tokens, webSocket: true))
             .ws("ws", shouldUpgrade: WebSocketSession.shouldUpgrade, onUpgrade: { inbound, outbound, context in
                 try await WebSocketSession(gateway: self, context: context.requestContext).run(inbound: inbound, outbound: outbound)
@@ -147,6 +164,13 @@ struct ProblemMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            // A path that exists with other methods: 405 and what it allows.
+            let allowed = Gateway.methods(allowedOn: request.uri.path)
+            guard !allowed.isEmpty else { throw Problem.wrap(error) }
+            throw Problem(.methodNotAllowed, type: "method-not-allowed", title: "Method not allowed",
+                          detail: "\(request.method.rawValue) is not allowed on \(request.uri.path.prefix(200)); allowed: \(allowed.joined(separator: ", "))",
+                          headers: [.allow: allowed.joined(separator: ", ")])
         } catch {
             let wrapped = Problem.wrap(error)
             if let problem = wrapped as? Problem, problem.status == .internalServerError {

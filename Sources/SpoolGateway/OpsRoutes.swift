@@ -33,13 +33,17 @@ struct OpsRoutes {
     private func updateDepthGauges() async throws {
         for stats in try await gateway.spool.store.queueStats(tenant: nil) {
             for state in JobState.allCases {
-                gateway.metrics.makeGauge(name: "spool_queue_jobs", labels: [("queue", stats.name), ("state", state.rawValue)])
+                gauge("spool_queue_jobs", [("queue", stats.name), ("state", state.rawValue)])
                     .set(Double(stats.counts[state] ?? 0))
             }
-            gateway.metrics.makeGauge(name: "spool_queue_oldest_pending_age_seconds", labels: [("queue", stats.name)])
+            gauge("spool_queue_oldest_pending_age_seconds", [("queue", stats.name)])
                 .set(stats.oldestPendingAge?.seconds ?? 0)
-            gateway.metrics.makeGauge(name: "spool_queue_paused", labels: [("queue", stats.name)]).set(stats.paused ? 1.0 : 0.0)
+            gauge("spool_queue_paused", [("queue", stats.name)]).set(stats.paused ? 1.0 : 0.0)
         }
+    }
+
+    private func gauge(_ name: String, _ labels: [(String, String)]) -> Prometheus.Gauge {
+        gateway.metrics.makeGauge(name: name, labels: labels, help: PrometheusExport.gaugeHelp[name] ?? "Metric \(name).")
     }
 
     /// The OpenAPI document shipped with the gateway (`Sources/SpoolGateway/openapi.json`).

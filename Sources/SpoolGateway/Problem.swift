@@ -16,14 +16,18 @@ public struct Problem: Error, HTTPResponseError, Sendable {
     public var retryAfter: Int?
     /// Extra members of the document (for example the existing job of an idempotency conflict).
     public var extra: [String: String] = [:]
+    /// Headers of the response besides the content type (for example `Allow`).
+    public var headers: HTTPFields = [:]
 
-    public init(_ status: HTTPResponse.Status, type: String, title: String, detail: String, retryAfter: Int? = nil, extra: [String: String] = [:]) {
+    public init(_ status: HTTPResponse.Status, type: String, title: String, detail: String, retryAfter: Int? = nil,
+                extra: [String: String] = [:], headers: HTTPFields = [:]) {
         self.status = status
         self.type = "urn:spool:problem:" + type
         self.title = title
         self.detail = detail
         self.retryAfter = retryAfter
         self.extra = extra
+        self.headers = headers
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
@@ -32,7 +36,8 @@ public struct Problem: Error, HTTPResponseError, Sendable {
             "detail": .string(detail), "instance": .string(request.uri.path),
         ]
         for (key, value) in extra { document[key] = .string(value) }
-        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        var headers = self.headers
+        headers[.contentType] = "application/problem+json"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: JSONValue.object(document).jsonData)))
     }

@@ -115,6 +115,16 @@ struct WorkerOptions: ParsableArguments {
     @Flag(name: .long, help: "Do not register the demo job kinds (demo.sleep, demo.flaky, demo.noop).")
     var noDemoJobs = false
 
+    @Flag(name: .long, help: "Register the demo job kinds even though API tokens are configured (they are off by default then).")
+    var demoJobs = false
+
+    /// Whether this process runs the demo kinds: yes on a token-less local setup (the quick
+    /// start), no where API tokens say the deployment is shared, unless asked for.
+    func runsDemoJobs(tokensConfigured: Bool) -> Bool {
+        if noDemoJobs { return false }
+        return demoJobs || !tokensConfigured
+    }
+
     var queueList: [String]? {
         queues.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     }

@@ -16,7 +16,7 @@ import Synchronization
 /// swift-metrics can be bootstrapped once per process: every gateway of the tests shares this.
 let testMetrics: PrometheusCollectorRegistry = {
     let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    MetricsSystem.bootstrap(PrometheusExport(registry: registry))
     return registry
 }()
 

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SpoolCore
+import SpoolDemoJobs
 import SpoolPostgres
 import Synchronization
 import Testing
@@ -54,7 +55,9 @@ struct PostgresClusterTests {
             let (g1, port1) = try await Self.gateway(url, dir, "gateway1")
             let (g2, port2) = try await Self.gateway(url, dir, "gateway2")
             let workerArgs = ["worker", "--database", url, "--concurrency", "16", "--lease-seconds", "5", "--heartbeat-seconds", "0.5", "--grace-seconds", "5"]
-            var workers = try (1...3).map { try SpoolProcess(workerArgs, logTo: dir.file("worker\($0).log")) }
+            var workers = try (1...3).map {
+                try SpoolProcess(workerArgs, logTo: dir.file("worker\($0).log"), environment: [DemoSleep.recordRunsVariable: record])
+            }
             defer { for w in workers + [g1, g2] { w.signal(SIGKILL) } }
 
             // Gateway 1 streams every event; we note the completions it shows. Like any SSE
@@ -98,7 +101,7 @@ struct PostgresClusterTests {
             // 5,000 jobs in batches of 100, alternating gateways.
             var viaGateway2: [String] = []
             var all: [String] = []
-            let job = #"{"kind": "demo.sleep", "payload": {"seconds": 0.02, "steps": 1, "record": "\#(record)"}}"#
+            let job = #"{"kind": "demo.sleep", "payload": {"seconds": 0.02, "steps": 1}}"#
             for batch in 0..<50 {
                 let port = batch % 2 == 0 ? port1 : port2
                 let (status, body) = try await Self.post(port, "/v1/jobs/batch", #"{"jobs": ["# + Array(repeating: job, count: 100).joined(separator: ",") + "]}")

@@ -25,7 +25,7 @@ final class SpoolProcess {
     let process = Process()
     let log: String
 
-    init(_ arguments: [String], logTo log: String) throws {
+    init(_ arguments: [String], logTo log: String, environment: [String: String] = [:]) throws {
         self.log = log
         process.executableURL = URL(fileURLWithPath: try spoolBinary())
         process.arguments = arguments
@@ -35,6 +35,7 @@ final class SpoolProcess {
         process.standardError = handle
         var env = ProcessInfo.processInfo.environment
         env["SPOOL_LOG_LEVEL"] = "info"
+        env.merge(environment) { $1 }
         process.environment = env
         try process.run()
     }

@@ -13,7 +13,7 @@ import SpoolWebhooks
 /// The registry `/metrics` reads; swift-metrics is bootstrapped with it once per process.
 let metricsRegistry: PrometheusCollectorRegistry = {
     let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    MetricsSystem.bootstrap(PrometheusExport(registry: registry))
     return registry
 }()
 
@@ -23,7 +23,8 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
     let spool = try await store.open(with: file) { try worker.apply(to: &$0) }
-    if !worker.noDemoJobs { DemoJobs.register(on: spool) }
+    let tokensConfigured = !(file?.gateway?.tokens ?? []).isEmpty || !(ProcessInfo.processInfo.environment["SPOOL_TOKENS"] ?? "").isEmpty
+    if worker.runsDemoJobs(tokensConfigured: tokensConfigured) { DemoJobs.register(on: spool) }
     let webhooks = try file?.webhookConfiguration() ?? ConfigFile().webhookConfiguration()
     let deliverer = WebhookDeliverer(store: spool.store, configuration: webhooks)
     spool.register(deliverer.handler)
