@@ -249,8 +249,13 @@ final class QueueWorker: Sendable {
         do {
             switch outcome {
             case .succeeded(let result):
-                try await withStoreRetries { try await self.store.complete(job.id, lease: leased.lease, result: result) }
-                JobMetrics.finished(job, outcome: "completed")
+                do {
+                    try await withStoreRetries { try await self.store.complete(job.id, lease: leased.lease, result: result) }
+                    JobMetrics.finished(job, outcome: "completed")
+                } catch SpoolError.invalid(let field, let why) {
+                    // A result the store refuses (not JSON, too large) fails this attempt for good.
+                    try await recordFailure(leased, message: "the handler's \(field) \(why)", reason: "non_retryable", retryAfter: nil)
+                }
             case .failed(let error):
                 try await recordFailure(leased, message: "\(error)", reason: reason(of: error), retryAfter: retryDelay(of: error))
             case .timedOut(let limit):

@@ -48,8 +48,7 @@ public struct NewJob: Sendable, Hashable {
     /// Checks the request on its own (queue settings are checked by the engine).
     public func validate() throws(SpoolError) {
         func invalid(_ field: String, _ why: String) -> SpoolError { .invalid(field: field, reason: why) }
-        guard Self.isValidName(queue) else { throw invalid("queue", "must be 1-64 characters of A-Z a-z 0-9 _ . - :") }
-        guard Self.isValidName(kind, maxLength: 128) else { throw invalid("kind", "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
+        try validateNames()
         guard Self.priorityRange.contains(priority) else { throw invalid("priority", "must be between \(Self.priorityRange.lowerBound) and \(Self.priorityRange.upperBound)") }
         if let runAt, runAt.timeIntervalSince1970 < 946_684_800 || runAt.timeIntervalSinceNow > 5 * 366 * 86_400 {
             throw invalid("run_at", "must be after 2000-01-01 and within five years from now")
@@ -57,7 +56,6 @@ public struct NewJob: Sendable, Hashable {
         if let maxAttempts, !(1...1000).contains(maxAttempts) { throw invalid("max_attempts", "must be between 1 and 1000") }
         if let timeout, timeout <= .zero || timeout > .seconds(7 * 86_400) { throw invalid("timeout_seconds", "must be more than 0 and at most 7 days") }
         if let key = idempotencyKey, key.isEmpty || key.utf8.count > 255 { throw invalid("idempotency_key", "must be 1-255 bytes") }
-        guard Self.isValidName(tenant, maxLength: 128) else { throw invalid("tenant", "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
         if tags.count > 32 || tags.contains(where: { $0.isEmpty || $0.utf8.count > 64 }) { throw invalid("tags", "at most 32 tags of 1-64 bytes") }
         if let url = callbackURL {
             guard let u = URL(string: url), let scheme = u.scheme?.lowercased(), scheme == "http" || scheme == "https", u.host != nil
@@ -69,6 +67,20 @@ public struct NewJob: Sendable, Hashable {
     }
 
     public static let priorityRange = -1000...1000
+
+    /// Checks the names alone (queue, kind, tenant), cheaply. Every store calls this on each
+    /// job it is asked to write, whoever calls it: names are written into the event log and
+    /// into notifications as they are.
+    public func validateNames() throws(SpoolError) {
+        try Self.validateQueue(queue)
+        guard Self.isValidName(kind, maxLength: 128) else { throw .invalid(field: "kind", reason: "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
+        guard Self.isValidName(tenant, maxLength: 128) else { throw .invalid(field: "tenant", reason: "must be 1-128 characters of A-Z a-z 0-9 _ . - :") }
+    }
+
+    /// Checks a queue name (from a URL, the CLI or the Swift API).
+    public static func validateQueue(_ queue: String) throws(SpoolError) {
+        guard isValidName(queue) else { throw .invalid(field: "queue", reason: "must be 1-64 characters of A-Z a-z 0-9 _ . - :") }
+    }
 
     public static func isValidName(_ s: String, maxLength: Int = 64) -> Bool {
         guard !s.isEmpty, s.utf8.count <= maxLength else { return false }
@@ -85,6 +97,26 @@ public struct EnqueueResult: Sendable, Hashable {
     /// `true` when the idempotency key matched an existing job and nothing new was written.
     public var replayed: Bool
     public init(job: Job, replayed: Bool) { self.job = job; self.replayed = replayed }
+}
+
+/// The rules for a handler's result, kept by the stores (so a bad result fails only its own
+/// job, never a batch of completions) and by the engine (which then fails the attempt for good).
+public enum JobResult {
+    /// The largest result stored, in bytes of JSON text.
+    public static let maxBytes = 1 << 20
+
+    /// Throws ``SpoolError/invalid(field:reason:)`` unless `data` is one JSON value of at most
+    /// ``maxBytes`` bytes.
+    public static func validate(_ data: Data) throws(SpoolError) {
+        guard data.count <= maxBytes else {
+            throw .invalid(field: "result", reason: "is \(data.count) bytes; the limit is \(maxBytes) bytes")
+        }
+        // Valid UTF-8 and valid JSON (the stores write the text verbatim into the event log).
+        guard String(validating: data, as: UTF8.self) != nil,
+              (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil else {
+            throw .invalid(field: "result", reason: "is not valid JSON (\(data.count) bytes)")
+        }
+    }
 }
 
 /// JSON helpers shared by the engine and the stores.

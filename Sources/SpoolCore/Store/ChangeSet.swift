@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Metrics
 
 /// What the writes of one store transaction changed, for the store to record before it commits:
 /// the moves between states (for the per-queue counts), the job events, and the signals to
@@ -126,17 +128,42 @@ public enum EventLogFormat {
         var s: String?, p: Double?, m: String?, e: AttemptError?, r: JSONValue?
     }
 
-    /// The events of one row, numbered.
-    public static func decode(row: Int64, text: String) throws -> [JobEvent] {
-        let stored = try JSON.decode([Stored].self, from: Data(text.utf8))
-        return stored.enumerated().compactMap { index, e in
-            guard let id = JobID(e.j), let type = JobEvent.Kind(rawValue: e.y) else { return nil }
-            return JobEvent(
+    /// One element of a row, decoded if it can be: a bad element costs only itself.
+    private struct Lenient: Decodable {
+        var stored: Stored?
+        init(from decoder: any Decoder) throws { stored = try? Stored(from: decoder) }
+    }
+
+    /// The events of one row, numbered. Never throws: a row or an event that cannot be decoded
+    /// (written by a damaged or foreign writer) is skipped, logged and counted in
+    /// `spool_event_log_undecodable_total`, so that one bad row cannot stall a reader that
+    /// would otherwise retry it forever.
+    public static func decode(row: Int64, text: String) -> [JobEvent] {
+        guard let elements = try? JSON.decode([Lenient].self, from: Data(text.utf8)) else {
+            undecodable(row: row, what: "the whole row")
+            return []
+        }
+        var events: [JobEvent] = []
+        events.reserveCapacity(elements.count)
+        for (index, element) in elements.enumerated() {
+            guard let e = element.stored, let id = JobID(e.j), let type = JobEvent.Kind(rawValue: e.y) else {
+                undecodable(row: row, what: "event \(index)")
+                continue
+            }
+            events.append(JobEvent(
                 seq: seq(row: row, index: index), type: type, jobID: id, tenant: e.t, queue: e.q, kind: e.k,
                 state: e.s.flatMap(JobState.init(rawValue:)), attempt: e.a,
                 progress: e.p.map { JobProgress(percent: $0, message: e.m) }, error: e.e,
-                result: e.r.map(\.jsonData), at: Date(timeIntervalSince1970: Double(e.at) / 1e6))
+                result: e.r.map(\.jsonData), at: Date(timeIntervalSince1970: Double(e.at) / 1e6)))
         }
+        return events
+    }
+
+    private static let logger = Logger(label: "spool.events")
+
+    private static func undecodable(row: Int64, what: String) {
+        Counter(label: "spool_event_log_undecodable_total").increment()
+        logger.error("skipped an event-log entry that cannot be decoded", metadata: ["row": "\(row)", "entry": "\(what)"])
     }
 }
 
