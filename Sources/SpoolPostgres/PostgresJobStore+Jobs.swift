@@ -10,6 +10,7 @@ extension PostgresJobStore {
 
     public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         if jobs.isEmpty { return [] }
+        for job in jobs { try job.validateNames() }
         if jobs.count == 1, jobs[0].idempotencyKey == nil {
             let request = jobs[0]
             return [try await enqueues.submit((Job(new: request, defaults: defaults[request.queue], now: Date()), depthLimits[request.queue]))]
@@ -158,6 +159,7 @@ extension PostgresJobStore {
     // MARK: Workers
 
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+        try NewJob.validateQueue(queue)
         var (batch, promoted) = try await leaseAutocommit(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration)
         // Jobs that just became due are leased by a second statement (one statement cannot see
         // the rows it changed).
@@ -200,6 +202,7 @@ extension PostgresJobStore {
     }
 
     public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
+        if let result { try JobResult.validate(result) }  // a bad result must not fail the batch it would join
         try await completions.submit((id, lease, result.map { String(decoding: $0, as: UTF8.self) }))
     }
 
@@ -379,6 +382,7 @@ extension PostgresJobStore {
     }
 
     public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+        try NewJob.validateQueue(queue)
         let logger = self.logger
         return try await transaction { connection, changes in
             let rows = try await connection.keys("""
@@ -393,6 +397,7 @@ extension PostgresJobStore {
     }
 
     public func purge(queue: String, tenant: String?) async throws -> Int {
+        try NewJob.validateQueue(queue)
         let logger = self.logger
         return try await transaction { connection, changes in
             let rows = try await connection.keys("""
@@ -409,6 +414,7 @@ extension PostgresJobStore {
     }
 
     public func setPaused(_ paused: Bool, queue: String) async throws {
+        try NewJob.validateQueue(queue)
         let logger = self.logger
         try await transaction { connection, changes in
             try await connection.query("""
@@ -523,48 +529,65 @@ extension PostgresJobStore {
 
     // MARK: Events
 
-    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+    public func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage {
         let wanted = max(1, min(limit, 10_000))
         var found: [JobEvent] = []
         var cursor = after
-        // A page of rows at a time (a row may hold a thousand events), at most 10,000 rows.
-        for _ in 0..<50 {
+        // A page of rows at a time (a row may hold a thousand events), at most 1,000 rows.
+        for _ in 0..<5 {
             let rows = try await eventRows(after: cursor, limit: 200)
             for (row, events) in rows {
                 for event in events where filter.matches(event) {
                     found.append(event)
-                    if found.count == wanted { return found }
+                    if found.count == wanted { return EventPage(events: found, next: event.seq, atEnd: false) }
                 }
-                cursor = EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1)
+                cursor = max(cursor, EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1))
             }
-            if rows.isEmpty { break }
+            // Fewer rows than asked for: the end of the log, or a gap that may still fill.
+            if rows.count < 200 { return EventPage(events: found, next: cursor, atEnd: true) }
         }
-        return found
+        return EventPage(events: found, next: cursor, atEnd: false)
     }
 
-    /// The seq of the newest event that no uncommitted transaction can precede.
+    public func prunedEventSeq() async throws -> Int64 {
+        let logger = self.logger
+        return try await read { client in
+            var through: Int64 = 0
+            for try await value in try await client.query(
+                "SELECT coalesce(max(through), 0) FROM spool_event_log_pruned", logger: logger).decode(Int64.self) { through = value }
+            return through > 0 ? EventLogFormat.seq(row: through, index: EventLogFormat.perRow - 1) : 0
+        }
+    }
+
+    /// The seq of the newest event that no uncommitted transaction can precede: the last one
+    /// before the first gap that is not settled (see ``eventRows(after:limit:)``).
     public func lastEventSeq() async throws -> Int64 {
         let logger = self.logger
-        let newest = try await read { client in
-            var newest: Int64 = 0
-            for try await seq in try await client.query("SELECT max(seq) FROM spool_event_log", logger: logger).decode(Int64?.self) {
-                newest = seq ?? 0
+        func lastBeforeGap() async throws -> (seq: Int64, gap: Bool, newest: Int64, snapshot: String) {
+            try await read { client in
+                var answer: (Int64, Bool, Int64, String) = (0, false, 0, "")
+                for try await row in try await client.query("""
+                    WITH mark AS (SELECT greatest(
+                            (SELECT coalesce(max(through), 0) FROM spool_event_log_settled),
+                            (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned)) AS m),
+                    rows AS (SELECT seq, count, lag(seq, 1, (SELECT m FROM mark)) OVER (ORDER BY seq) AS prev
+                             FROM spool_event_log WHERE seq >= (SELECT m FROM mark)),
+                    gap AS (SELECT min(seq) AS first FROM rows WHERE seq > prev + 1)
+                    SELECT coalesce((SELECT seq * 65536 + count - 1 FROM rows
+                                     WHERE (SELECT first FROM gap) IS NULL OR seq < (SELECT first FROM gap)
+                                     ORDER BY seq DESC LIMIT 1),
+                                    (SELECT CASE WHEN m > 0 THEN m * 65536 + 65535 ELSE 0 END FROM mark)),
+                           (SELECT first FROM gap) IS NOT NULL,
+                           (SELECT coalesce(max(seq), 0) FROM spool_event_log),
+                           pg_current_snapshot()::text
+                    """, logger: logger).decode((Int64, Bool, Int64, String).self) { answer = row }
+                return answer
             }
-            return newest
         }
-        if newest == 0 { return 0 }
-        // Walk up from a little below the newest row to the first gap that may still fill.
-        let from = EventLogFormat.seq(row: max(0, newest - 200), index: 0)
-        var last: Int64 = from > 0 ? from - 1 : 0
-        var after = from > 0 ? from - 1 : 0
-        while true {
-            let rows = try await eventRows(after: after, limit: 500)
-            guard let (row, events) = rows.last else { break }
-            last = events.last?.seq ?? EventLogFormat.seq(row: row, index: 0)
-            after = last
-            if rows.count < 500 { break }
-        }
-        return last
+        let first = try await lastBeforeGap()
+        // A gap above the settled mark: settle it if it can be, then look again.
+        guard first.gap, try await settle(first.snapshot, through: first.newest) else { return first.seq }
+        return try await lastBeforeGap().seq
     }
 
     public func pruneEvents(before: Date, limit: Int) async throws -> Int {

@@ -111,18 +111,35 @@ public final class PostgresJobStore: JobStore {
         var attempt = 0
         while true {
             attempt += 1
+            // The connection in use, so that a deadline can close it: an abandoned transaction
+            // must neither hold its locks nor commit after its caller was told it failed.
+            let held = Mutex<PostgresConnection?>(nil)
+            let commitSent = Atomic<Bool>(false)
             do {
-                let (result, signals) = try await withDeadline { () async throws -> (T, Set<StoreSignals.Signal>) in
+                let (result, signals) = try await withDeadline(onTimeout: {
+                    if let connection = held.withLock({ $0 }) { let closing: EventLoopFuture<Void> = connection.close(); _ = closing }
+                }, timeoutReason: { timeout in
+                    commitSent.load(ordering: .relaxed)
+                        ? "PostgreSQL did not confirm the COMMIT within \(timeout): the outcome is unknown (the change may have been committed)"
+                        : "PostgreSQL did not answer within \(timeout); the transaction was rolled back"
+                }) { () async throws -> (T, Set<StoreSignals.Signal>) in
                     try await self.client.withConnection { connection in
+                        held.withLock { $0 = connection }
                         try await connection.query("BEGIN", logger: self.logger)
                         do {
                             let changes = ChangeSet()
                             let result = try await body(connection, changes)
                             try await self.writeBookkeeping(connection, changes)
+                            commitSent.store(true, ordering: .relaxed)
                             try await connection.query("COMMIT", logger: self.logger)
                             return (result, changes.signals)
                         } catch {
-                            _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                            // A connection whose transaction state is unknown is closed, never
+                            // handed back to the pool (the next user would run inside it).
+                            do { try await connection.query("ROLLBACK", logger: self.logger) } catch { _ = try? await connection.close() }
+                            if commitSent.load(ordering: .relaxed), Self.isConnectionLoss(error) {
+                                throw SpoolError.unavailable(reason: "lost the connection to PostgreSQL after COMMIT was sent: the outcome is unknown (the change may have been committed)")
+                            }
                             throw error
                         }
                     }
@@ -212,7 +229,11 @@ public final class PostgresJobStore: JobStore {
     ///
     /// The caller is answered at the deadline even if the operation does not stop when
     /// cancelled (a task group would wait for it): a stuck connection cannot hang the engine.
-    func withDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    func withDeadline<T: Sendable>(
+        onTimeout: @escaping @Sendable () -> Void = {},
+        timeoutReason: @escaping @Sendable (Duration) -> String = { "PostgreSQL did not answer within \($0)" },
+        _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         let timeout = options.operationTimeout
         let race = DeadlineRace()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
@@ -228,7 +249,8 @@ public final class PostgresJobStore: JobStore {
                 try? await Task.sleep(for: timeout)
                 if !race.answered.exchange(true, ordering: .acquiringAndReleasing) {
                     work.cancel()
-                    continuation.resume(throwing: SpoolError.unavailable(reason: "PostgreSQL did not answer within \(timeout)"))
+                    onTimeout()
+                    continuation.resume(throwing: SpoolError.unavailable(reason: timeoutReason(timeout)))
                 }
             }
             race.timer.withLock { $0 = sleeper }
@@ -240,6 +262,15 @@ public final class PostgresJobStore: JobStore {
 
     static func sqlState(_ error: any Error) -> String? {
         (error as? PSQLError)?.serverInfo?[.sqlState] ?? (error as? PostgresStoreError)?.sqlState
+    }
+
+    /// Whether `error` means the connection went away (so a statement's outcome is unknown).
+    static func isConnectionLoss(_ error: any Error) -> Bool {
+        guard let e = error as? PSQLError else { return false }
+        switch e.code {
+        case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown: return true
+        default: return false
+        }
     }
 
     static func isRetryable(_ error: any Error) -> Bool {
@@ -318,6 +349,8 @@ public final class PostgresJobStore: JobStore {
         let poll = options.eventPollInterval
         var following = false
         var lastFold = ContinuousClock.now
+        var lastSettle = ContinuousClock.now
+        var reading: (snapshot: String, newest: Int64)?
         while !Task.isCancelled {
             // Wait for a notification or the poll interval, whichever comes first.
             await eventBell.wait(timeout: poll)
@@ -332,6 +365,13 @@ public final class PostgresJobStore: JobStore {
                 // A process without event subscribers (a worker) reads no events; one that gains
                 // some starts from the newest event.
                 guard signals.hasEventListeners else { following = false; continue }
+                // Once a second, settle what the previous second's reading saw, so that gaps
+                // (rolled-back transactions) are stepped over and `lastEventSeq` looks at few rows.
+                if ContinuousClock.now - lastSettle >= .seconds(1) {
+                    lastSettle = ContinuousClock.now
+                    if let reading { _ = try await settle(reading.snapshot, through: reading.newest) }
+                    reading = try await eventLogReading()
+                }
                 if !following {
                     lastSeenEvent.store(try await lastEventSeq(), ordering: .relaxed)
                     following = true
@@ -354,39 +394,92 @@ public final class PostgresJobStore: JobStore {
 }
 
 extension PostgresJobStore {
-    /// How long a gap in the event log's seqs is waited for before it is taken for a rolled-back
-    /// transaction. A transaction writes its event-log row just before it commits, so a gap
-    /// normally lasts a round trip.
-    static let gapTimeout = 5.0
-
     /// Event-log rows after the one holding `after`, in seq order, stopping at a gap that may
-    /// still fill (a transaction that has its seq but has not committed yet).
+    /// still fill: a transaction that has its seq but has not committed yet.
+    ///
+    /// A gap is stepped over only below the settled mark, and the mark moves only by this rule:
+    /// a read sees rows up to `M` with snapshot `S`; a transaction holding a seq below `M` had
+    /// its transaction id before it took that seq (``PostgresSchema`` makes sure), so unless it
+    /// had ended by `S` it is listed in `S`. Once every transaction listed in `S` has ended,
+    /// every seq up to `M` is final: committed (and seen by any later read) or rolled back. So
+    /// no committed event is ever skipped, however slow its commit.
     func eventRows(after: Int64, limit: Int) async throws -> [(Int64, [JobEvent])] {
         let afterRow = EventLogFormat.row(of: after)
-        let logger = self.logger
-        let (rows, prunedThrough) = try await read { client in
-            var found: [(Int64, String, Bool)] = []
-            var prunedThrough: Int64 = 0
-            for try await row in try await client.query("""
-                SELECT seq, events, at < now() - \(Self.gapTimeout) * interval '1 second',
-                       (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned)
-                FROM spool_event_log WHERE seq >= \(afterRow) ORDER BY seq LIMIT \(Int64(limit))
-                """, logger: logger).decode((Int64, String, Bool, Int64).self) {
-                found.append((row.0, row.1, row.2))
-                prunedThrough = row.3
-            }
-            return (found, prunedThrough)
-        }
         var result: [(Int64, [JobEvent])] = []
-        // Rows up to the pruned mark are gone for good: no gap to wait for there.
-        var expected = max(afterRow, prunedThrough)
-        for (seq, text, old) in rows {
-            if seq > expected + 1 && !old { break }  // a gap that may still fill
-            expected = seq
-            let events = try EventLogFormat.decode(row: seq, text: text).filter { $0.seq > after }
-            if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
+        for round in 0..<2 {
+            let read = try await readEventRows(fromRow: afterRow, limit: limit)
+            result = []
+            // Rows up to the pruned mark are gone for good: no gap to wait for there.
+            var expected = max(afterRow, read.prunedThrough)
+            var blocked = false
+            for (seq, text) in read.rows {
+                if seq > expected + 1 && seq - 1 > read.settled { blocked = true; break }  // a gap that may still fill
+                expected = seq
+                let events = EventLogFormat.decode(row: seq, text: text).filter { $0.seq > after }
+                if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
+            }
+            guard blocked, round == 0, try await settle(read.snapshot, through: read.newest) else { break }
+            // Settled: read again; the gap is now either filled or final.
         }
         return result
+    }
+
+    /// One read of the event log with what its gap rule needs, all from one snapshot.
+    struct EventLogRead {
+        var rows: [(Int64, String)] = []
+        var prunedThrough: Int64 = 0
+        var settled: Int64 = 0
+        var snapshot = ""
+        var newest: Int64 = 0
+    }
+
+    private func readEventRows(fromRow: Int64, limit: Int) async throws -> EventLogRead {
+        let logger = self.logger
+        return try await read { client in
+            var read = EventLogRead()
+            for try await row in try await client.query("""
+                SELECT seq, events,
+                       (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned),
+                       (SELECT coalesce(max(through), 0) FROM spool_event_log_settled),
+                       pg_current_snapshot()::text,
+                       (SELECT coalesce(max(seq), 0) FROM spool_event_log)
+                FROM spool_event_log WHERE seq >= \(fromRow) ORDER BY seq LIMIT \(Int64(limit))
+                """, logger: logger).decode((Int64, String, Int64, Int64, String, Int64).self) {
+                read.rows.append((row.0, row.1))
+                (read.prunedThrough, read.settled, read.snapshot, read.newest) = (row.2, row.3, row.4, row.5)
+            }
+            return read
+        }
+    }
+
+    /// The newest event-log row and the snapshot it was read in, for a later ``settle(_:through:)``.
+    func eventLogReading() async throws -> (snapshot: String, newest: Int64) {
+        let logger = self.logger
+        return try await read { client in
+            var reading = ("", Int64(0))
+            for try await row in try await client.query(
+                "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(seq), 0) FROM spool_event_log)", logger: logger
+            ).decode((String, Int64).self) { reading = row }
+            return reading
+        }
+    }
+
+    /// Moves the settled mark to `through` if every transaction running at `snapshot` has
+    /// ended. Returns whether it did.
+    func settle(_ snapshot: String, through: Int64) async throws -> Bool {
+        guard !snapshot.isEmpty else { return false }
+        let logger = self.logger
+        return try await read { client in
+            var settled = false
+            for try await _ in try await client.query("""
+                INSERT INTO spool_event_log_settled (id, through)
+                SELECT 1, \(through) WHERE NOT EXISTS (
+                    SELECT 1 FROM pg_snapshot_xip(\(snapshot)::pg_snapshot) AS x WHERE pg_xact_status(x) = 'in progress')
+                ON CONFLICT (id) DO UPDATE SET through = greatest(spool_event_log_settled.through, excluded.through)
+                RETURNING through
+                """, logger: logger).decode(Int64.self) { settled = true }
+            return settled
+        }
     }
 
     /// Moves the appended count changes into the totals (any process may; each change is
@@ -454,6 +547,11 @@ final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
         }
     }
 
+    private static func isUnavailable(_ error: any Error) -> Bool {
+        if case SpoolError.unavailable = error { return true }
+        return error is CancellationError
+    }
+
     private func flush() async {
         while true {
             let taken = state.withLock { s -> [Waiting] in
@@ -469,7 +567,20 @@ final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
                 precondition(results.count == taken.count, "a batched write must answer every item")
                 for (waiting, result) in zip(taken, results) { waiting.continuation.resume(with: result.mapError { $0 as any Error }) }
             } catch {
-                for waiting in taken { waiting.continuation.resume(throwing: error) }
+                if taken.count > 1, !Self.isUnavailable(error) {
+                    // One bad item (a value the server refuses) must not fail the others: each
+                    // goes again on its own, and only the bad one fails.
+                    for waiting in taken {
+                        do {
+                            let result = try await body([waiting.item])
+                            waiting.continuation.resume(with: result[0].mapError { $0 as any Error })
+                        } catch {
+                            waiting.continuation.resume(throwing: error)
+                        }
+                    }
+                } else {
+                    for waiting in taken { waiting.continuation.resume(throwing: error) }
+                }
             }
         }
     }

@@ -92,6 +92,32 @@ enum PostgresSchema {
             // Duties one process runs for the whole cluster; the holder renews before expires_at.
             "CREATE TABLE spool_leaders (duty text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL)",
         ]),
+        (2, "event log: settled gaps instead of a timeout", [
+            // An event-log row's seq is taken only once its transaction has an id (so that a
+            // reader's snapshot lists the transaction while it runs), from a plain sequence.
+            """
+            DO $$
+            DECLARE last bigint;
+            BEGIN
+                EXECUTE 'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM '
+                    || pg_get_serial_sequence('spool_event_log', 'seq') INTO last;
+                ALTER TABLE spool_event_log ALTER COLUMN seq DROP IDENTITY;
+                CREATE SEQUENCE spool_event_log_row_seq;
+                IF last > 0 THEN PERFORM setval('spool_event_log_row_seq', last); END IF;
+            END $$
+            """,
+            """
+            CREATE FUNCTION spool_next_event_row() RETURNS bigint LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_current_xact_id();
+                RETURN nextval('spool_event_log_row_seq');
+            END $$
+            """,
+            "ALTER TABLE spool_event_log ALTER COLUMN seq SET DEFAULT spool_next_event_row()",
+            // Every row up to `through` is final: committed, or never will be (rolled back).
+            // Readers step over gaps below it and wait at gaps above it.
+            "CREATE TABLE spool_event_log_settled (id integer PRIMARY KEY, through bigint NOT NULL)",
+        ]),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {

@@ -66,6 +66,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         if jobs.isEmpty { return [] }
+        for job in jobs { try job.validateNames() }
         // The common case, one job without an idempotency key, is merged with its neighbours
         // into one multi-row insert.
         if jobs.count == 1, jobs[0].idempotencyKey == nil {
@@ -177,7 +178,8 @@ public final class SQLiteJobStore: JobStore {
     // MARK: Workers
 
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
-        try await writer.write(durable: false) { db, batch in
+        try NewJob.validateQueue(queue)
+        return try await writer.write(durable: false) { db, batch in
             let now = Rows.micros(Date())
             if try Bool.fetchOne(db.cachedStatement(sql: "SELECT paused FROM queues WHERE name = ?"), arguments: [queue]) == true {
                 return LeaseBatch(jobs: [], nextRunAt: nil)
@@ -232,6 +234,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func complete(_ id: JobID, lease: LeaseToken, result: Data?) async throws {
+        if let result { try JobResult.validate(result) }  // a bad result must not fail the batch it would join
         try await completions.submit((id, lease, result.map { String(decoding: $0, as: UTF8.self) }))
     }
 
@@ -386,7 +389,8 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func retryFailed(queue: String, tenant: String?) async throws -> Int {
-        try await writer.write(atomic: true) { db, batch in
+        try NewJob.validateQueue(queue)
+        return try await writer.write(atomic: true) { db, batch in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
@@ -402,7 +406,8 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func purge(queue: String, tenant: String?) async throws -> Int {
-        try await writer.write(atomic: true) { db, batch in
+        try NewJob.validateQueue(queue)
+        return try await writer.write(atomic: true) { db, batch in
             let rows = try Row.fetchAll(
                 db,
                 sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?) RETURNING id, tenant, kind, attempt, state",
@@ -415,6 +420,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func setPaused(_ paused: Bool, queue: String) async throws {
+        try NewJob.validateQueue(queue)
         try await writer.write(atomic: true) { db, batch in
             try db.execute(
                 sql: "INSERT INTO queues(name, paused) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET paused = excluded.paused",
@@ -569,27 +575,48 @@ public final class SQLiteJobStore: JobStore {
 
     // MARK: Events
 
-    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+    public func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage {
         let wanted = max(1, min(limit, 10_000))
+        let rowLimit = 1000
         return try await read { db in
             var found: [JobEvent] = []
-            // Rows from the one holding `after` on; at most 10,000 rows per call.
+            var next = after
+            var rowsRead = 0
+            // Rows from the one holding `after` on, at most `rowLimit` per call.
             let rows = try Row.fetchCursor(
-                db, sql: "SELECT seq, events FROM event_log WHERE seq >= ? ORDER BY seq LIMIT 10000",
-                arguments: [EventLogFormat.row(of: after)])
+                db, sql: "SELECT seq, events FROM event_log WHERE seq >= ? ORDER BY seq LIMIT ?",
+                arguments: [EventLogFormat.row(of: after), rowLimit])
             while let row = try rows.next() {
-                for event in try EventLogFormat.decode(row: row[0], text: row[1]) where event.seq > after && filter.matches(event) {
+                rowsRead += 1
+                let rowSeq: Int64 = row[0]
+                for event in EventLogFormat.decode(row: rowSeq, text: row[1]) where event.seq > after && filter.matches(event) {
                     found.append(event)
-                    if found.count == wanted { return found }
+                    if found.count == wanted { return EventPage(events: found, next: event.seq, atEnd: false) }
                 }
+                next = max(next, EventLogFormat.seq(row: rowSeq, index: EventLogFormat.perRow - 1))
             }
-            return found
+            return EventPage(events: found, next: next, atEnd: rowsRead < rowLimit)
+        }
+    }
+
+    public func prunedEventSeq() async throws -> Int64 {
+        try await read { db in
+            // Row seqs are AUTOINCREMENT from 1 and never reused: rows below the oldest one left
+            // were pruned (or, with an empty log, every row ever written was).
+            let oldest = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM event_log")
+            let ever = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'") ?? 0
+            let prunedRow = oldest.map { $0 - 1 } ?? ever
+            return prunedRow > 0 ? EventLogFormat.seq(row: prunedRow, index: EventLogFormat.perRow - 1) : 0
         }
     }
 
     public func lastEventSeq() async throws -> Int64 {
         try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT seq, count FROM event_log ORDER BY seq DESC LIMIT 1") else { return 0 }
+            guard let row = try Row.fetchOne(db, sql: "SELECT seq, count FROM event_log ORDER BY seq DESC LIMIT 1") else {
+                // Every row was pruned: the newest seq is the last one ever written.
+                let ever = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'") ?? 0
+                return ever > 0 ? EventLogFormat.seq(row: ever, index: EventLogFormat.perRow - 1) : 0
+            }
             return EventLogFormat.seq(row: row[0], index: (row[1] as Int) - 1)
         }
     }

@@ -428,9 +428,10 @@ final class GatedCompletions: JobStore {
     func queueStats(tenant: String?) async throws -> [QueueStats] { try await base.queueStats(tenant: tenant) }
     func retryFailed(queue: String, tenant: String?) async throws -> Int { try await base.retryFailed(queue: queue, tenant: tenant) }
     func purge(queue: String, tenant: String?) async throws -> Int { try await base.purge(queue: queue, tenant: tenant) }
-    func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
-        try await base.events(after: after, filter: filter, limit: limit)
+    func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage {
+        try await base.eventPage(after: after, filter: filter, limit: limit)
     }
+    func prunedEventSeq() async throws -> Int64 { try await base.prunedEventSeq() }
     func lastEventSeq() async throws -> Int64 { try await base.lastEventSeq() }
     func pruneEvents(before: Date, limit: Int) async throws -> Int { try await base.pruneEvents(before: before, limit: limit) }
     func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {

@@ -1,6 +1,7 @@
 import Foundation
 import SpoolCore
-import SpoolPostgres
+@testable import SpoolPostgres
+import Synchronization
 import Testing
 
 /// What only the PostgreSQL store has to get right (the contract suite covers the rest).
@@ -40,6 +41,94 @@ struct PostgresStoreTests {
             } catch {
                 try? await store.close()
                 try? await admin.close()
+                throw error
+            }
+        }
+    }
+
+    @Test("a transaction that took its event seq long before committing still reaches live subscribers (no gap timeout)")
+    func slowCommitIsNotSkipped() async throws {
+        try await PostgresTestDatabase.with { url in
+            var options = PostgresJobStore.Options()
+            options.operationTimeout = .seconds(20)
+            options.eventPollInterval = .milliseconds(200)
+            let store = try PostgresJobStore(url: url, options: options)
+            do {
+                try await store.migrate()
+                let live = Mutex<[JobEvent]>([])
+                store.signals.addEventListener { events in live.withLock { $0 += events } }
+                let slowJob = JobID.make()
+                let event = JobEvent(seq: 0, type: .state, jobID: slowJob, tenant: "default", queue: "q", kind: "k",
+                                     state: .pending, attempt: 0, progress: nil, error: nil, result: nil, at: Date())
+                // Takes its event-log seq, then waits 7 s before committing, while others commit after it.
+                let slow = Task {
+                    try await store.transaction { connection, _ in
+                        try await connection.query(
+                            "INSERT INTO spool_event_log (count, at, events) VALUES (1, clock_timestamp(), \(EventLogFormat.encode([event][...])))",
+                            logger: store.logger)
+                        try await Task.sleep(for: .seconds(7))
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(500))
+                var later: [JobID] = []
+                for _ in 0..<5 { later.append(try await store.add().job.id) }
+                #expect(await eventually(timeout: .seconds(3)) { live.withLock { Set($0.map(\.jobID)) }.isSuperset(of: Set(later)) } == false,
+                        "events after the open transaction's seq waited for it")
+                try await slow.value
+                #expect(await eventually(timeout: .seconds(10)) {
+                    live.withLock { Set($0.map(\.jobID)) }.isSuperset(of: Set(later + [slowJob]))
+                }, "the slow transaction's event and everything after it arrived")
+                let order = live.withLock { $0.map(\.jobID) }
+                #expect(order.firstIndex(of: slowJob).map { $0 < (order.firstIndex(of: later[0]) ?? 0) } == true, "in seq order")
+                // A rolled-back seq is stepped over once it is known to be final.
+                _ = try? await store.transaction { connection, _ in
+                    try await connection.query("INSERT INTO spool_event_log (count, at, events) VALUES (1, clock_timestamp(), '[]')", logger: store.logger)
+                    throw CancellationError()
+                }
+                let afterRollback = try await store.add().job.id
+                #expect(await eventually(timeout: .seconds(10)) { live.withLock { $0.contains { $0.jobID == afterRollback } } })
+                try await store.close()
+            } catch {
+                try? await store.close()
+                throw error
+            }
+        }
+    }
+
+    @Test("a transaction past its deadline is rolled back and its connection closed: it cannot commit after its caller was told it failed")
+    func abandonedTransactionCannotCommit() async throws {
+        try await PostgresTestDatabase.with { url in
+            var options = PostgresJobStore.Options()
+            options.maxConnections = 2
+            options.operationTimeout = .seconds(3)
+            let store = try PostgresJobStore(url: url, options: options)
+            do {
+                try await store.migrate()
+                try await store.execute("CREATE TABLE marker (x int)")
+                let started = ContinuousClock.now
+                await #expect(throws: SpoolError.self) {
+                    try await store.transaction { connection, _ in
+                        try await connection.query("INSERT INTO marker VALUES (1)", logger: store.logger)
+                        // Busy, never idle long enough for the server's own timeouts: 10 x 0.5 s.
+                        for _ in 0..<10 { try await connection.query("SELECT pg_sleep(0.5)", logger: store.logger) }
+                    }
+                }
+                #expect(ContinuousClock.now - started < .seconds(5), "the caller was answered at the deadline")
+                try await Task.sleep(for: .seconds(4))  // past the moment the abandoned work would have committed
+                let probe = try PostgresJobStore(url: url)
+                let rows = try await probe.read { client in
+                    var n = 0
+                    for try await count in try await client.query("SELECT count(*)::int8 FROM marker", logger: probe.logger).decode(Int64.self) { n = Int(count) }
+                    return n
+                }
+                try await probe.close()
+                #expect(rows == 0, "the abandoned transaction committed after its deadline")
+                // The pool still works.
+                let id = try await store.add().job.id
+                #expect(try await store.mustGet(id).state == .pending)
+                try await store.close()
+            } catch {
+                try? await store.close()
                 throw error
             }
         }

@@ -80,8 +80,15 @@ public protocol JobStore: Sendable {
     /// Deletes every `pending` and `scheduled` job of a queue.
     func purge(queue: String, tenant: String?) async throws -> Int
 
-    /// Stored events with a `seq` greater than `after`, oldest first (to resume a stream).
-    func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent]
+    /// Stored events with a `seq` greater than `after` that match `filter`, oldest first, at
+    /// most `limit` (up to 10,000), to resume a stream. The page says where the next one starts
+    /// and whether the readable end of the log was reached: a filter that matches few events
+    /// may give an empty page that is not the end.
+    func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage
+
+    /// The highest `seq` that pruning has deleted, 0 when none was: a client resuming from
+    /// below it has missed events and must be told.
+    func prunedEventSeq() async throws -> Int64
 
     /// The `seq` of the newest stored event, 0 when there is none.
     func lastEventSeq() async throws -> Int64
@@ -116,6 +123,11 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// The events of one ``eventPage(after:filter:limit:)``.
+    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
+        try await eventPage(after: after, filter: filter, limit: limit).events
+    }
+
     /// A store one machine uses alone: every caller may run every duty.
     public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool { true }
 }
@@ -140,6 +152,16 @@ public struct EventFilter: Sendable, Hashable {
         if jobIDs == nil && queues == nil { return true }
         return jobIDs?.contains(event.jobID) == true || queues?.contains(event.queue) == true
     }
+}
+
+/// One page of stored events (see ``JobStore/eventPage(after:filter:limit:)``).
+public struct EventPage: Sendable {
+    public var events: [JobEvent]
+    /// Where the next page starts: pass it as `after`.
+    public var next: Int64
+    /// Whether the log was read to its end (as far as it can be read now).
+    public var atEnd: Bool
+    public init(events: [JobEvent], next: Int64, atEnd: Bool) { self.events = events; self.next = next; self.atEnd = atEnd }
 }
 
 /// Values a job takes from its queue's settings when its request does not name them.
