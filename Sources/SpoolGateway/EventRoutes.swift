@@ -24,9 +24,11 @@ struct EventRoutes {
         let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
         let snapshot: Job?
         let snapshotSeq: Int64
+        let pruned: Int64
         do {
             snapshotSeq = try await gateway.spool.store.lastEventSeq()
             snapshot = try await gateway.spool.job(id, tenant: principal.tenantFilter)
+            pruned = resumeAfter == nil ? 0 : try await gateway.spool.store.prunedEventSeq()
         } catch {
             subscription.cancel()
             throw error
@@ -35,35 +37,41 @@ struct EventRoutes {
             subscription.cancel()
             throw Problem.notFound("job \(id) not found")
         }
-        let store = gateway.spool.store
-        return stream(subscription, keepAlive: gateway.configuration.keepAlive) { send in
-            if let resumeAfter {
-                for event in try await store.events(after: resumeAfter, filter: filter, limit: 10_000) {
-                    if try await send(event) { return true }
-                }
-                if !snapshot.state.isFinished { return false }
-                // Finished, but its terminal event is not in the log any more (pruned) or was
-                // seen already: end with the job as it is.
-                if snapshotSeq > resumeAfter { try await send.snapshot(snapshot, seq: snapshotSeq) }
-                return true
+        guard let resumeAfter else {
+            // A new stream: the job as it is now, then what happens next.
+            return stream(subscription, filter: filter, replayFrom: nil) { send in
+                try await send.snapshot(snapshot, seq: snapshotSeq)
+                return snapshot.state.isFinished
             }
-            try await send.snapshot(snapshot, seq: snapshotSeq)
-            return snapshot.state.isFinished
         }
+        if resumeAfter < pruned {
+            // Some of the missed events are gone: say so, then the job as it is now.
+            return stream(subscription, filter: filter, replayFrom: snapshotSeq) { send in
+                send.notice("pruned", seq: pruned, EventReplay.prunedNotice(after: resumeAfter, prunedThrough: pruned))
+                try await send.snapshot(snapshot, seq: snapshotSeq)
+                return snapshot.state.isFinished
+            }
+        }
+        return stream(subscription, filter: filter, replayFrom: resumeAfter, afterReplay: { send in
+            if !snapshot.state.isFinished { return false }
+            // Finished, but its terminal event was not replayed (seen already, or pruned):
+            // end with the job as it is.
+            if snapshotSeq > resumeAfter { try await send.snapshot(snapshot, seq: snapshotSeq) }
+            return true
+        })
     }
 
     @Sendable func feed(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let principal = try context.require(.read)
         let query = request.uri.queryParameters
+        if let queue = query["queue"] { try NewJob.validateQueue(String(queue)) }
         let filter = EventFilter(tenant: principal.tenantFilter, queues: query["queue"].map { [String($0)] }, kind: query["kind"].map(String.init))
         let resumeAfter = try lastEventID(request)
+        let pruned = resumeAfter == nil ? 0 : try await gateway.spool.store.prunedEventSeq()
         let subscription = gateway.events.subscribe(filter, buffer: gateway.configuration.eventBuffer)
-        let store = gateway.spool.store
-        return stream(subscription, keepAlive: gateway.configuration.keepAlive, endsAtTerminal: false) { send in
-            if let resumeAfter {
-                for event in try await store.events(after: resumeAfter, filter: filter, limit: 10_000) {
-                    _ = try await send(event)
-                }
+        return stream(subscription, filter: filter, replayFrom: resumeAfter, endsAtTerminal: false) { send in
+            if let resumeAfter, resumeAfter < pruned {
+                send.notice("pruned", seq: pruned, EventReplay.prunedNotice(after: resumeAfter, prunedThrough: pruned))
             }
             return false
         }
@@ -75,13 +83,19 @@ struct EventRoutes {
         return seq
     }
 
-    /// Writes events as `text/event-stream`: first what `start` sends (a snapshot or a replay;
-    /// it returns whether the story already ended), then live events, with keep-alive comments.
+    /// Writes events as `text/event-stream`: first what `start` sends (a snapshot or a notice;
+    /// it returns whether the story already ended), then every stored event after
+    /// `replayFrom`, page by page until the log's end, then what `afterReplay` sends, then live
+    /// events, with keep-alive comments. The live subscription was made before any of it, and
+    /// the sender skips what it sent already: no gap and no repeat at the hand-over.
     private func stream(
-        _ subscription: EventHub.Subscription, keepAlive: Duration, endsAtTerminal: Bool = true,
-        start: @escaping @Sendable (EventSender) async throws -> Bool
+        _ subscription: EventHub.Subscription, filter: EventFilter, replayFrom: Int64?, endsAtTerminal: Bool = true,
+        start: @escaping @Sendable (EventSender) async throws -> Bool = { _ in false },
+        afterReplay: @escaping @Sendable (EventSender) async throws -> Bool = { _ in false }
     ) -> Response {
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
+        let store = gateway.spool.store
+        let keepAlive = gateway.configuration.keepAlive
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             let (items, feed) = AsyncStream.makeStream(of: StreamItem.self)
             let forward = Task {
@@ -103,6 +117,21 @@ struct EventRoutes {
             let sender = EventSender(endsAtTerminal: endsAtTerminal)
             var done = try await start(sender)
             try await writer.write(contentsOf: sender.take())
+            if !done, let replayFrom {
+                var replay = EventReplay(store: store, filter: filter, after: replayFrom)
+                pages: while let events = try await replay.next() {
+                    for event in events where try await sender(event) {
+                        done = true
+                        break
+                    }
+                    try await writer.write(contentsOf: sender.take())
+                    if done { break pages }
+                }
+                if !done {
+                    done = try await afterReplay(sender)
+                    try await writer.write(contentsOf: sender.take())
+                }
+            }
             var iterator = items.makeAsyncIterator()
             while !done {
                 guard let item = await iterator.next() else { break }
@@ -152,6 +181,12 @@ final class EventSender: @unchecked Sendable {
         guard case .object(var document) = (try? JSONValue(json: JSON.encode(JobDocument(job)))) ?? .null else { return }
         document["seq"] = .number(Double(seq))
         buffers.append(Self.frame(id: seq, type: "snapshot", data: .object(document)))
+    }
+
+    /// A notice that is not a job event (for example `pruned`), with `seq` as its id.
+    func notice(_ type: String, seq: Int64, _ data: JSONValue) {
+        lastSeq = max(lastSeq, seq)
+        buffers.append(Self.frame(id: seq, type: type, data: data))
     }
 
     func take() -> [ByteBuffer] {

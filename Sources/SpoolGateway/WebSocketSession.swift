@@ -167,10 +167,16 @@ struct WebSocketSession {
             if let after {
                 // The stored events since `after` (live ones that arrive meanwhile are not sent
                 // twice); then, for jobs, a snapshot in case the log no longer held them all.
-                let replay = try await store.events(after: after, filter: added, limit: 10_000)
-                for event in replay where !sent.alreadySent(event) {
-                    sent.replayed(event)
-                    try await send(outbound, ["type": "event", "event": event.document])
+                let pruned = try await store.prunedEventSeq()
+                if after < pruned {
+                    try await send(outbound, ["type": "pruned", "pruned": EventReplay.prunedNotice(after: after, prunedThrough: pruned)])
+                }
+                var replay = EventReplay(store: store, filter: added, after: after)
+                while let events = try await replay.next() {
+                    for event in events where !sent.alreadySent(event) {
+                        sent.replayed(event)
+                        try await send(outbound, ["type": "event", "event": event.document])
+                    }
                 }
             }
             let seq = try await store.lastEventSeq()
