@@ -10,7 +10,8 @@ import Darwin
 /// By default only public addresses: a callback URL is chosen by whoever enqueues the job, and
 /// without this check the webhook sender would be a way into the private network it runs in
 /// (SSRF). Literal addresses are checked when the job is enqueued; host names are resolved and
-/// checked again before every delivery attempt.
+/// checked again before every delivery attempt, which then connects to the address checked
+/// (the HTTP client does not resolve the name again, so DNS rebinding cannot swap it).
 public struct CallbackAddressPolicy: Sendable, Hashable {
     /// Allow 127.0.0.0/8, ::1 and `localhost` (tests, and a receiver on the same machine).
     public var allowLoopback: Bool
@@ -45,27 +46,36 @@ public struct CallbackAddressPolicy: Sendable, Hashable {
         return IPAddress(host).flatMap(refusal(for:))
     }
 
-    /// ``resolve(_:)`` on a Dispatch thread: `getaddrinfo` blocks, and must not hold up one of
-    /// the few threads Swift concurrency runs on.
-    public func resolveOffThread(_ host: String) async throws -> [IPAddress] {
+    /// ``resolve(_:using:)`` on a Dispatch thread: `getaddrinfo` (or whatever `lookup` does)
+    /// blocks, and must not hold up one of the few threads Swift concurrency runs on.
+    public func resolveOffThread(
+        _ host: String, using lookup: @escaping @Sendable (String) throws -> [IPAddress] = { try IPAddress.lookup($0) }
+    ) async throws -> [IPAddress] {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try self.resolve(host) })
+                continuation.resume(with: Result { try self.resolve(host, using: lookup) })
             }
         }
     }
 
-    /// Resolves `host` and checks every address it resolves to; any refused address refuses
-    /// the host (so that a name cannot mix a public and a private answer).
-    public func resolve(_ host: String) throws -> [IPAddress] {
+    /// Resolves `host` with `lookup` (the system resolver unless told) and checks every
+    /// address it resolves to (``check(_:answers:)``). A literal address is checked and
+    /// returned without a lookup. The addresses come back in the order `lookup` gave them;
+    /// connect to one of these, not to what a second lookup answers (DNS rebinding).
+    public func resolve(_ host: String, using lookup: (String) throws -> [IPAddress] = IPAddress.lookup) throws -> [IPAddress] {
         if let literal = checkLiteral("http://\(host.contains(":") ? "[\(host)]" : host)/") { throw CallbackRefused(literal) }
         if let ip = IPAddress(host) { return [ip] }
-        let addresses = try IPAddress.lookup(host)
-        guard !addresses.isEmpty else { throw CallbackRefused("\(host) does not resolve") }
-        for address in addresses {
+        return try check(host, answers: lookup(host))
+    }
+
+    /// Checks what a lookup of `host` answered: any refused address refuses the host (so that
+    /// a name cannot mix a public and a private answer), and so does an empty answer.
+    public func check(_ host: String, answers: [IPAddress]) throws -> [IPAddress] {
+        guard !answers.isEmpty else { throw CallbackRefused("\(host) does not resolve") }
+        for address in answers {
             if let why = refusal(for: address) { throw CallbackRefused("\(host) refused: \(why)") }
         }
-        return addresses
+        return answers
     }
 }
 
@@ -128,8 +138,9 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Every address `host` resolves to.
-    static func lookup(_ host: String) throws -> [IPAddress] {
+    /// Every address `host` resolves to, as the system resolver (`getaddrinfo`) answers it:
+    /// in its order of preference, without repeats. Blocks.
+    public static func lookup(_ host: String) throws -> [IPAddress] {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         #if canImport(Glibc)
@@ -161,6 +172,7 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
             }
             next = info.pointee.ai_next
         }
-        return Array(Set(addresses))
+        var seen = Set<IPAddress>()
+        return addresses.filter { seen.insert($0).inserted }
     }
 }

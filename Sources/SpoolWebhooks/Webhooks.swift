@@ -42,6 +42,11 @@ public struct WebhookConfiguration: Sendable {
     public var secrets: [String: String] = [:]
     /// The longest one request may take before it counts as failed.
     public var requestTimeout: Duration = .seconds(10)
+    /// Looks a callback host name up: every address it answers, preferred first. Called once
+    /// per delivery attempt, on a Dispatch thread (it may block); ``policy`` then checks every
+    /// answer, and the attempt connects to the first one. The system resolver unless replaced
+    /// (tests replace it to play a DNS server).
+    public var resolver: @Sendable (String) throws -> [IPAddress] = { try IPAddress.lookup($0) }
 
     public init() {}
 }
@@ -54,21 +59,29 @@ public struct WebhookConfiguration: Sendable {
 public final class WebhookDeliverer: Sendable {
     public let configuration: WebhookConfiguration
     private let store: any JobStore
-    private let client: HTTPClient
     private let logger: Logger
 
     public init(store: any JobStore, configuration: WebhookConfiguration = .init(), logger: Logger = Logger(label: "spool.webhooks")) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+    }
+
+    /// Nothing left to stop: every attempt shuts its own HTTP client down when it ends. Kept
+    /// so that callers need not know.
+    public func shutdown() async throws {}
+
+    /// The HTTP client settings of one attempt. `dnsOverride` maps the URL's host name to the
+    /// address the policy checked: the client connects there and resolves nothing, and still
+    /// sends the host name as `Host` header and as TLS server name (and checks the certificate
+    /// against it).
+    static func httpConfiguration(dnsOverride: [String: String]) -> HTTPClient.Configuration {
         var http = HTTPClient.Configuration()
         http.redirectConfiguration = .disallow  // a redirect could lead past the address policy
         http.timeout = .init(connect: .seconds(5), read: .seconds(10))
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        http.dnsOverride = dnsOverride
+        return http
     }
-
-    /// Stops the HTTP client.
-    public func shutdown() async throws { try await client.shutdown() }
 
     /// The handler to register with the engine.
     public var handler: AnyJobHandler {
@@ -112,12 +125,23 @@ public final class WebhookDeliverer: Sendable {
             await record(nil, "not an http or https URL: \(payload.url)")
             throw JobFailure.nonRetryable("not an http or https URL: \(payload.url)")
         }
+        // Resolve once, check every answer, and connect to a checked address: the name is
+        // not resolved again between the check and the connection.
+        let address: IPAddress
         do {
-            _ = try await configuration.policy.resolveOffThread(host)
+            let addresses = try await configuration.policy.resolveOffThread(host, using: configuration.resolver)
+            guard let first = addresses.first else { throw CallbackRefused("\(host) does not resolve") }
+            address = first
         } catch {
             await record(nil, "\(error)")
             throw JobFailure.nonRetryable("callback URL refused: \(error)")
         }
+        // A host the HTTP client takes for an address (as `inet_pton` reads it) is connected
+        // to as it is; any other, names and IPv4 forms like `127.1` alike, would be resolved
+        // by the client, so it is pinned to the checked address (written bare, IPv6 too).
+        let pinned = (try? SocketAddress(ipAddress: host, port: 0)) == nil
+        let dnsOverride = pinned ? [host: address.description] : [:]
+        let target = pinned ? "\(address) (\(host))" : host
 
         let timestamp = Int64(Date().timeIntervalSince1970)
         let body = try Self.body(event: payload.event, job: document, timestamp: timestamp)
@@ -132,15 +156,27 @@ public final class WebhookDeliverer: Sendable {
         request.headers.add(name: "webhook-signature", value: signature)
         request.body = .bytes(ByteBuffer(bytes: body))
 
-        let response: HTTPClientResponse
+        // A client of its own for this attempt (dnsOverride is per client), on the shared
+        // event loops; shut down on every path, after the body is read.
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: Self.httpConfiguration(dnsOverride: dnsOverride))
+        let outcome: Result<(status: Int, headers: HTTPHeaders), any Error>
         do {
-            response = try await client.execute(request, timeout: .nanoseconds(Int64(configuration.requestTimeout.seconds * 1e9)))
+            let response = try await client.execute(request, timeout: .nanoseconds(Int64(configuration.requestTimeout.seconds * 1e9)))
+            _ = try? await response.body.collect(upTo: 64 * 1024)  // drain; receivers' bodies are not kept
+            outcome = .success((Int(response.status.code), response.headers))
         } catch {
-            await record(nil, "request failed: \(error)")
-            throw WebhookDeliveryError("request to \(payload.url) failed: \(error)")
+            outcome = .failure(error)
         }
-        let status = Int(response.status.code)
-        _ = try? await response.body.collect(upTo: 64 * 1024)  // drain; receivers' bodies are not kept
+        do { try await client.shutdown() } catch {
+            logger.debug("could not shut a webhook HTTP client down", metadata: ["error": "\(error)"])
+        }
+        let status: Int, headers: HTTPHeaders
+        switch outcome {
+        case .success(let answer): (status, headers) = answer
+        case .failure(let error):
+            await record(nil, "request to \(target) failed: \(error)")
+            throw WebhookDeliveryError("request to \(payload.url) at \(target) failed: \(error)")
+        }
         if (200..<300).contains(status) {
             await record(status, nil)
             return try JSON.encode(["status_code": status])
@@ -148,7 +184,7 @@ public final class WebhookDeliverer: Sendable {
         await record(status, "receiver answered \(status)")
         // 410 Gone: the receiver says the endpoint will never take it.
         if status == 410 { throw JobFailure.nonRetryable("receiver answered 410 Gone") }
-        if status == 429 || status == 503, let seconds = response.headers.first(name: "Retry-After").flatMap(Double.init), seconds > 0 {
+        if status == 429 || status == 503, let seconds = headers.first(name: "Retry-After").flatMap(Double.init), seconds > 0 {
             throw JobFailure.retry("receiver answered \(status)", after: .seconds(fractional: min(seconds, 3600)))
         }
         throw WebhookDeliveryError("receiver answered \(status)")

@@ -43,14 +43,23 @@ enum IndependentVerifier {
 final class WebhookReceiver: Sendable {
     struct Received: Sendable {
         var headers: [String: String]
+        /// The `Host` header (HTTP/1.1), which HTTPTypes keeps apart from the other fields.
+        var authority: String?
         var body: Data
         var answered: Int
     }
     let received = Mutex<[Received]>([])
     private let script: Mutex<[Int]>
+    private let host: String
+    private let port: Int
 
-    /// Answers the codes of `script` in turn, then 200.
-    init(script: [Int]) { self.script = Mutex(script) }
+    /// Answers the codes of `script` in turn, then 200; listens on `host` (a loopback
+    /// address) and `port` (0: any free one).
+    init(script: [Int], host: String = "127.0.0.1", port: Int = 0) {
+        self.script = Mutex(script)
+        self.host = host
+        self.port = port
+    }
 
     var requests: [Received] { received.withLock { $0 } }
 
@@ -62,19 +71,23 @@ final class WebhookReceiver: Sendable {
             var headers: [String: String] = [:]
             for field in request.headers { headers[field.name.canonicalName] = field.value }
             let code = self.script.withLock { $0.isEmpty ? 200 : $0.removeFirst() }
-            self.received.withLock { $0.append(Received(headers: headers, body: Data(buffer: bytes), answered: code)) }
+            self.received.withLock { $0.append(Received(headers: headers, authority: request.head.authority, body: Data(buffer: bytes), answered: code)) }
             return Response(status: .init(code: code))
         }
         var logger = Logger(label: "receiver")
         logger.logLevel = .warning
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: self.port)),
                               onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: logger)
         let group = ServiceGroup(services: [app], logger: logger)
-        let running = Task { try await group.run() }
+        // Ends the stream when the server stops, so that a failed bind ends the wait below.
+        let running = Task { defer { continuation.finish() }; try await group.run() }
         var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw GatewayError("the receiver did not start") }
-        do { try await body("http://127.0.0.1:\(port)/hook") } catch {
+        guard let port = await iterator.next() else {
+            _ = try? await running.value
+            throw GatewayError("the receiver did not start on \(host):\(self.port)")
+        }
+        do { try await body("http://\(host):\(port)/hook") } catch {
             await group.triggerGracefulShutdown()
             _ = try? await running.value
             throw error
@@ -213,8 +226,99 @@ struct WebhookTests {
         }
     }
 
+    /// Counts the lookups of a test resolver.
+    final class Lookups: Sendable {
+        let names = Mutex<[String]>([])
+        var count: Int { names.withLock { $0.count } }
+        /// Records a lookup of `name`; returns how many there were, this one included.
+        func record(_ name: String) -> Int { names.withLock { $0.append(name); return $0.count } }
+    }
+
+    @Test("DNS rebinding: the delivery connects to the address that was checked, not to a second answer")
+    func rebindingPinnedToCheckedAddress() async throws {
+        // Receiver A on 127.0.0.2:P, receiver B on 127.0.0.1:P. The system resolver says
+        // localhost is 127.0.0.1 (B); the test resolver answers 127.0.0.2 (A) first and
+        // 127.0.0.1 afterwards, as a rebinding DNS server would. Only A may be reached.
+        for _ in 1...5 {
+            var ran = false
+            let a = WebhookReceiver(script: [], host: "127.0.0.2")
+            try await a.run { urlA in
+                let port = try #require(URL(string: urlA)?.port)
+                let b = WebhookReceiver(script: [], host: "127.0.0.1", port: port)
+                do {
+                    try await b.run { _ in
+                        ran = true
+                        try await Self.expectPinned(a: a, b: b, port: port)
+                    }
+                } catch where !ran {
+                    return  // port P is taken on 127.0.0.1: try another one
+                }
+            }
+            if ran { return }
+        }
+        Issue.record("could not listen on one port on both 127.0.0.2 and 127.0.0.1")
+    }
+
+    private static func expectPinned(a: WebhookReceiver, b: WebhookReceiver, port: Int) async throws {
+        let lookups = Lookups()
+        var config = loopbackAllowed()
+        config.resolver = { name in
+            [IPAddress(lookups.record(name) == 1 ? "127.0.0.2" : "127.0.0.1")!]
+        }
+        try await TestGateway.with(webhooks: config, engine: fastWebhooks) { gw in
+            let job = try await gw.spool.enqueue(NewJob(kind: "demo.noop", callbackURL: "http://localhost:\(port)/hook")).job
+            #expect(try await eventually(timeout: .seconds(20)) {
+                try await gw.store.webhookDeliveries(of: job.id, tenant: nil).first?.state?.isFinished == true
+            })
+            try await Task.sleep(for: .milliseconds(200))
+            let delivery = try #require(try await gw.store.webhookDeliveries(of: job.id, tenant: nil).first)
+            #expect(delivery.status == "delivered", "\(delivery.attempts)")
+            #expect(a.requests.count == 1, "the checked address got \(a.requests.count) requests")
+            #expect(a.requests.first?.authority == "localhost:\(port)", "Host header: \(a.requests.first?.authority ?? "none")")
+            #expect(b.requests.isEmpty, "the second answer got \(b.requests.count) requests")
+            #expect(lookups.names.withLock { $0 } == ["localhost"], "one lookup per attempt")
+            #expect(lookups.count == delivery.attempts.count)
+        }
+    }
+
+    @Test("an answer with any refused address refuses the delivery before connecting anywhere")
+    func refusedAnswerRefusesDelivery() async throws {
+        // 169.254.169.254 and 127.0.0.2 are never connected to: a receiver listens on
+        // 127.0.0.2, and the refused address comes second, after an allowed one.
+        let cases: [(allowLoopback: Bool, answers: [String], refused: String)] = [
+            (true, ["127.0.0.2", "169.254.169.254"], "169.254.169.254"),
+            (false, ["127.0.0.2"], "127.0.0.2"),
+        ]
+        for (allowLoopback, answers, refused) in cases {
+            let receiver = WebhookReceiver(script: [], host: "127.0.0.2")
+            try await receiver.run { url in
+                let port = try #require(URL(string: url)?.port)
+                let lookups = Lookups()
+                var config = WebhookConfiguration()
+                config.policy.allowLoopback = allowLoopback
+                config.resolver = { name in
+                    _ = lookups.record(name)
+                    return answers.map { IPAddress($0)! }
+                }
+                try await TestGateway.with(webhooks: config, engine: Self.fastWebhooks) { gw in
+                    let job = try await gw.spool.enqueue(NewJob(kind: "demo.noop", callbackURL: "http://callback.invalid:\(port)/hook")).job
+                    #expect(try await eventually(timeout: .seconds(20)) {
+                        try await gw.store.webhookDeliveries(of: job.id, tenant: nil).first?.state?.isFinished == true
+                    })
+                    let delivery = try #require(try await gw.store.webhookDeliveries(of: job.id, tenant: nil).first)
+                    #expect(delivery.state == .failed && delivery.status == "gave_up", "\(answers)")
+                    #expect(delivery.attempts.count == 1)
+                    let error = delivery.attempts.first?.error ?? ""
+                    #expect(error.contains(refused) && error.contains("callback.invalid"), "attempt error: \(error)")
+                    #expect(lookups.names.withLock { $0 } == ["callback.invalid"])
+                    #expect(receiver.requests.isEmpty)
+                }
+            }
+        }
+    }
+
     @Test("address classification")
-    func addressScopes() {
+    func addressScopes() throws {
         let policy = CallbackAddressPolicy()
         for refused in ["2130706433", "0x7f.1", "127.1", "017700000001", "::127.0.0.1", "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
             #expect(policy.refusal(for: IPAddress(refused)!) != nil, "\(refused) should be refused")
@@ -227,5 +331,14 @@ struct WebhookTests {
         #expect(throws: CallbackRefused.self) { try policy.resolve("localhost") }
         #expect(throws: CallbackRefused.self) { try policy.resolve("localhost.") }
         #expect(policy.checkLiteral("http://2130706433/hook") != nil)
+
+        // Every answer of a lookup is checked, whatever its place; allowed answers keep their order.
+        let publicPair = [IPAddress("93.184.216.34")!, IPAddress("2606:4700::1111")!]
+        #expect(try policy.resolve("hook.example", using: { _ in publicPair }) == publicPair)
+        #expect(throws: CallbackRefused.self) { try policy.resolve("hook.example", using: { _ in publicPair + [IPAddress("10.0.0.1")!] }) }
+        #expect(throws: CallbackRefused.self) { try policy.resolve("hook.example", using: { _ in [IPAddress("169.254.169.254")!] + publicPair }) }
+        #expect(throws: CallbackRefused.self) { try policy.resolve("hook.example", using: { _ in [] }) }
+        // Literal addresses are not looked up.
+        #expect(try policy.resolve("8.8.8.8", using: { _ in Issue.record("looked up a literal"); return [] }) == [IPAddress("8.8.8.8")!])
     }
 }
