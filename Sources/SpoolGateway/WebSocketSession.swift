@@ -16,7 +16,8 @@ import SpoolCore
 /// Server to client: `{"type": "subscribed", "jobs": […], "queues": […]}` (the whole selection
 /// after each change), `{"type": "snapshot", "seq": n, "job": {…}}`,
 /// `{"type": "event", "event": {…}}` (the same event documents as the SSE streams), and
-/// `{"type": "error", "error": "<code>", "detail": "…"}`. A client too slow to keep up gets an
+/// `{"type": "error", "error": "<code>", "detail": "…"}`, and `{"type": "pruned", "pruned": {…}}`
+/// when a resume's `after` is older than the stored events. A client too slow to keep up gets an
 /// error `too_slow` and is closed; it reconnects and subscribes again with `after`.
 struct WebSocketSession {
     /// The subprotocol clients offer; the server selects it.
@@ -36,20 +37,9 @@ struct WebSocketSession {
     }
 
     /// Authorises the upgrade and selects the subprotocol when the client offered it.
-    ///
-    /// Without tokens (loopback only) every caller is the local admin; browsers let any web page
-    /// open a WebSocket to 127.0.0.1, so then an upgrade whose `Origin` is not this very host is
-    /// refused (with tokens, a page cannot present one it does not have).
+    /// (Upgrades from other sites were refused before this, by ``CrossSiteGuard``.)
     @Sendable static func shouldUpgrade(_ request: Request, _ context: SpoolRequestContext) async throws -> RouterShouldUpgrade {
-        let principal = try context.require(.read)
-        let authority = request.head.authority ?? ""
-        let foreign = request.headers[values: .origin].contains { origin in
-            guard let host = URL(string: origin)?.host else { return true }
-            return !(authority == host || authority.hasPrefix(host + ":") || authority.hasPrefix("[\(host)]"))
-        }
-        if principal.name == Principal.local.name && foreign {
-            throw Problem.forbidden(.read)
-        }
+        _ = try context.require(.read)
         let offered = request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
         return offered.contains(subprotocol) ? .upgrade([.secWebSocketProtocol: subprotocol]) : .upgrade([:])
