@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import ServiceLifecycle
 import SpoolCore
 
 /// Server-Sent Events: `GET /v1/jobs/{id}/events` follows one job to its end;
@@ -16,8 +17,7 @@ struct EventRoutes {
 
     @Sendable func jobEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let principal = try context.require(.read)
-        let raw = context.parameters.get("id") ?? ""
-        guard let id = JobID(raw.lowercased()) else { throw Problem.notFound("'\(raw.prefix(64))' is not a job id") }
+        let id = try context.jobIDParameter()
         let resumeAfter = try lastEventID(request)
         let filter = EventFilter(tenant: principal.tenantFilter, jobIDs: [id])
         // Subscribe before reading, so that nothing happens unseen between the two.
@@ -77,10 +77,16 @@ struct EventRoutes {
         }
     }
 
+    /// `Last-Event-ID`, or the `last_event_id` query parameter (for clients that cannot set
+    /// headers); each is checked when given, and the header wins.
     private func lastEventID(_ request: Request) throws -> Int64? {
-        guard let raw = request.headers[.lastEventID] ?? request.uri.queryParameters["last_event_id"].map(String.init) else { return nil }
-        guard let seq = Int64(raw), seq >= 0 else { throw Problem.validation("Last-Event-ID", "must be the id of an event") }
-        return seq
+        func parse(_ raw: String?, _ name: String) throws -> Int64? {
+            guard let raw else { return nil }
+            guard let seq = Int64(raw), seq >= 0 else { throw Problem.validation(name, "must be the id of an event") }
+            return seq
+        }
+        let query = try parse(request.uri.queryParameters["last_event_id"].map(String.init), "last_event_id")
+        return try parse(request.headers[.lastEventID], "Last-Event-ID") ?? query
     }
 
     /// Writes events as `text/event-stream`: first what `start` sends (a snapshot or a notice;
@@ -133,20 +139,26 @@ struct EventRoutes {
                 }
             }
             var iterator = items.makeAsyncIterator()
-            while !done {
-                guard let item = await iterator.next() else { break }
-                switch item {
-                case .event(let event):
-                    subscription.consumed()
-                    done = try await sender(event)
-                    try await writer.write(contentsOf: sender.take())
-                case .ping:
-                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                case .closed:
-                    // The hub dropped us (too slow) or is shutting down: the client resumes
-                    // with Last-Event-ID.
-                    done = true
+            // On graceful shutdown the stream ends (the client resumes elsewhere with
+            // Last-Event-ID) instead of holding the process up.
+            try await withGracefulShutdownHandler {
+                while !done {
+                    guard let item = await iterator.next() else { break }
+                    switch item {
+                    case .event(let event):
+                        subscription.consumed()
+                        done = try await sender(event)
+                        try await writer.write(contentsOf: sender.take())
+                    case .ping:
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    case .closed:
+                        // The hub dropped us (too slow), or the server is shutting down: the
+                        // client resumes with Last-Event-ID.
+                        done = true
+                    }
                 }
+            } onGracefulShutdown: {
+                feed.yield(.closed)
             }
             try await writer.finish(nil)
         })

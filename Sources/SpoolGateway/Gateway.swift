@@ -78,27 +78,30 @@ public struct Gateway: Sendable {
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
     ]
 
-    /// The methods `path` answers to (empty for a path no route has).
+    /// The methods `path` answers to (empty for a path no route has). Like the router, a
+    /// literal segment wins over a parameter: `/v1/jobs/batch` is not `/v1/jobs/{id}`.
     static func methods(allowedOn path: String) -> [String] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        var methods: [String] = []
+        var best: (literals: Int, methods: [String]) = (-1, [])
         for route in routes {
             let parts = route.split(separator: " ")
             let pattern = parts[1].split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-            guard pattern.count == segments.count else { continue }
-            if zip(pattern, segments).allSatisfy({ p, s in p == s || (p.hasPrefix("{") && !s.isEmpty) }) {
-                methods.append(String(parts[0]))
-            }
+            guard pattern.count == segments.count,
+                  zip(pattern, segments).allSatisfy({ p, s in p == s || (p.hasPrefix("{") && !s.isEmpty) }) else { continue }
+            let literals = pattern.filter { !$0.hasPrefix("{") }.count
+            if literals > best.literals { best = (literals, []) }
+            if literals == best.literals { best.methods.append(String(parts[0])) }
         }
-        return methods
+        return best.methods
     }
 
     /// The router with every route and middleware.
     public func router() -> Router<SpoolRequestContext> {
         let router = Router(context: SpoolRequestContext.self)
+        // Metrics outermost, so that they count the status of the problem an error became.
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
-        router.add(middleware: MetricsMiddleware())
         OpsRoutes(gateway: self).register(on: router)
         let v1 = router.group("v1")
         v1.get("openapi.json") { _, _ in try OpsRoutes.openAPIResponse() }
@@ -111,7 +114,8 @@ public struct Gateway: Sendable {
         api.get("ws") { _, context -> Response in
             _ = try context.require(.read)
             throw Problem(.upgradeRequired, type: "upgrade-required", title: "WebSocket upgrade required",
-                          detail: "GET /v1/ws is a WebSocket endpoint; connect with a WebSocket client")
+                          detail: "GET /v1/ws is a WebSocket endpoint; connect with a WebSocket client",
+                          headers: [.upgrade: "websocket", .connection: "Upgrade"])
         }
         return router
     }

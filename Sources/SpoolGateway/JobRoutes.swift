@@ -135,9 +135,5 @@ struct JobRoutes {
         }
     }
 
-    private func jobID(_ context: SpoolRequestContext) throws -> JobID {
-        let raw = context.parameters.get("id") ?? ""
-        guard let id = JobID(raw.lowercased()) else { throw Problem.notFound("'\(raw.prefix(64))' is not a job id") }
-        return id
-    }
+    private func jobID(_ context: SpoolRequestContext) throws -> JobID { try context.jobIDParameter() }
 }

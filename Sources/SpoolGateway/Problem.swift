@@ -51,7 +51,8 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         Problem(.unprocessableContent, type: "validation", title: "The request is not valid", detail: "\(field): \(reason)", extra: ["field": field])
     }
     static let unauthorized = Problem(.unauthorized, type: "unauthorized", title: "Authentication required",
-                                      detail: "send a valid API token as 'Authorization: Bearer <token>'")
+                                      detail: "send a valid API token as 'Authorization: Bearer <token>'",
+                                      headers: [.wwwAuthenticate: #"Bearer realm="spool""#])
     static func forbidden(_ scope: Scope) -> Problem {
         Problem(.forbidden, type: "forbidden", title: "The token lacks a scope", detail: "this operation needs the '\(scope.rawValue)' scope")
     }

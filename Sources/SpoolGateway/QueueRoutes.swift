@@ -15,30 +15,30 @@ struct QueueRoutes {
         }
         api.get("queues/:name") { request, context in
             let principal = try context.require(.read)
-            return try JSONResponse.make(try await document(try name(context), tenant: principal.tenantFilter))
+            return try JSONResponse.make(try await document(try await name(context), tenant: principal.tenantFilter))
         }
         api.post("queues/:name/pause") { request, context in
             _ = try context.require(.admin)
-            let queue = try name(context)
+            let queue = try await name(context)
             try await spool.pause(queue: queue)
             return try JSONResponse.make(try await document(queue, tenant: nil))
         }
         api.post("queues/:name/resume") { request, context in
             _ = try context.require(.admin)
-            let queue = try name(context)
+            let queue = try await name(context)
             try await spool.resume(queue: queue)
             return try JSONResponse.make(try await document(queue, tenant: nil))
         }
         api.post("queues/:name/retry-failed") { request, context in
             _ = try context.require(.admin)
             struct Retried: Encodable { var queue: String; var retried: Int }
-            let queue = try name(context)
+            let queue = try await name(context)
             return try JSONResponse.make(Retried(queue: queue, retried: try await spool.store.retryFailed(queue: queue, tenant: nil)))
         }
         api.post("queues/:name/purge") { request, context in
             _ = try context.require(.admin)
             struct Purged: Encodable { var queue: String; var purged: Int }
-            let queue = try name(context)
+            let queue = try await name(context)
             return try JSONResponse.make(Purged(queue: queue, purged: try await spool.store.purge(queue: queue, tenant: nil)))
         }
     }
@@ -52,9 +52,13 @@ struct QueueRoutes {
         return QueueDocument(stats, configuration: spool.configuration.queue(queue))
     }
 
-    private func name(_ context: SpoolRequestContext) throws -> String {
-        let raw = context.parameters.get("name") ?? ""
-        guard raw.utf8.count <= 64, !raw.isEmpty else { throw Problem.notFound("queue not found") }
-        return raw
+    /// The queue named in the path, which must exist: configured, or holding jobs (404 otherwise).
+    private func name(_ context: SpoolRequestContext) async throws -> String {
+        let queue = try context.queueParameter()
+        if gateway.knowsQueue(queue) { return queue }
+        guard try await spool.store.queueStats(tenant: nil).contains(where: { $0.name == queue }) else {
+            throw Problem.notFound("queue '\(queue)' not found")
+        }
+        return queue
     }
 }

@@ -38,8 +38,7 @@ struct WebhookRoutes {
     func register(on api: RouterGroup<SpoolRequestContext>) {
         api.get("jobs/:id/deliveries") { request, context in
             let principal = try context.require(.read)
-            let raw = context.parameters.get("id") ?? ""
-            guard let id = JobID(raw.lowercased()) else { throw Problem.notFound("'\(raw.prefix(64))' is not a job id") }
+            let id = try context.jobIDParameter()
             guard let job = try await gateway.spool.job(id, tenant: principal.tenantFilter) else {
                 throw Problem.notFound("job \(id) not found")
             }

@@ -63,7 +63,53 @@ struct HardeningTests {
             let job = try await gw.request(.PATCH, "/v1/jobs/0190f8f0-0000-7000-8000-000000000000", json: "{}")
             #expect(job.status == 405 && job.headers.first(name: "allow") == "GET, DELETE")
             #expect(try await gw.request(.GET, "/v1/nothing-here").status == 404)
+            // A literal segment is not a parameter: /v1/jobs/batch only has POST.
+            #expect(try await gw.request(.GET, "/v1/jobs/batch").headers.first(name: "allow") == "POST")
         }
+    }
+
+    @Test("queue switches: unknown or malformed queues are 404, names are percent-decoded; 401 and 426 say what to do")
+    func queueNamesAndHeaders() async throws {
+        try await TestGateway.with(workers: false, engine: { $0.queues["E0A:MU"] = QueueConfiguration() }) { gw in
+            for path in ["/v1/queues/nope/pause", "/v1/queues/nope/resume", "/v1/queues/nope/purge", "/v1/queues/nope/retry-failed",
+                         "/v1/queues/%C2%84/pause", "/v1/queues/a%20b/purge"] {
+                let answer = try await gw.request(.POST, path)
+                #expect(answer.status == 404 && answer.problemType == "urn:spool:problem:not-found", "\(path): \(answer.status)")
+            }
+            #expect(!(try await gw.spool.queueOverview(tenant: nil).contains { $0.name == "nope" }), "no queue was made by pausing it")
+            let paused = try await gw.request(.POST, "/v1/queues/E0A%3AMU/pause")
+            #expect(paused.status == 200 && paused.string("name") == "E0A:MU")
+            let ws = try await gw.get("/v1/ws")
+            #expect(ws.status == 426 && ws.headers.first(name: "upgrade") == "websocket")
+        }
+        try await TestGateway.with(tokens: testTokens, workers: false) { gw in
+            let answer = try await gw.get("/v1/jobs")
+            #expect(answer.status == 401 && answer.headers.first(name: "www-authenticate")?.hasPrefix("Bearer") == true)
+        }
+    }
+
+    @Test("SIGTERM ends open event streams: the process exits at once, not when its clients leave")
+    func shutdownEndsStreams() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--grace-seconds", "1"], logTo: dir.file("serve.log"))
+        defer { server.signal(SIGKILL) }
+        var port: Int?
+        _ = try await eventually(timeout: .seconds(30)) {
+            if let range = server.output.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(server.output[range].split(separator: ":").last ?? "")
+            }
+            return port != nil
+        }
+        let open = try #require(port, "serve did not start: \(server.output)")
+        let stream = Task { try await readSSE(port: open, path: "/v1/events", timeout: .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let stopping = ContinuousClock.now
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit(timeout: .seconds(10)) == 0, "still running with an open stream: \(server.output.suffix(2000))")
+        #expect(ContinuousClock.now - stopping < .seconds(10))
+        let ended = try await stream.value
+        #expect(ended.status == 200, "the stream ended cleanly (the client resumes elsewhere)")
     }
 
     @Test("no payload names a file Spool writes: demo.sleep ignores a 'record' path")
