@@ -1,22 +1,27 @@
 import Synchronization
 
-/// Wakes a sleeping loop. A ring while nobody waits is kept, so it is never lost.
+/// Wakes sleeping loops. A ring wakes everyone waiting; a ring while nobody waits is kept for
+/// the next waiter, so it is never lost.
 public final class Doorbell: Sendable {
     private struct State {
         var rung = false
-        var waiter: CheckedContinuation<Void, Never>?
+        var nextID = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
     }
     private let state = Mutex(State())
 
     public init() {}
 
     public func ring() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if let w = s.waiter { s.waiter = nil; return w }
-            s.rung = true
-            return nil
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            if s.waiters.isEmpty {
+                s.rung = true
+                return []
+            }
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
         }
-        waiter?.resume()
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Returns after a ring (or at once if one is pending), or after `timeout`.
@@ -31,21 +36,23 @@ public final class Doorbell: Sendable {
     }
 
     private func waitForRing() async {
+        let id = state.withLock { s in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if s.rung || Task.isCancelled { s.rung = false; return true }
-                    s.waiter = continuation
+                    if s.rung { s.rung = false; return true }
+                    if Task.isCancelled { return true }
+                    s.waiters[id] = continuation
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                defer { s.waiter = nil }
-                return s.waiter
-            }
-            waiter?.resume()
+            // Only this wait's continuation: another waiter keeps waiting.
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }

@@ -95,9 +95,12 @@ public struct EngineConfiguration: Sendable {
         queues[name] ?? (name == Webhook.queue ? Webhook.queueConfiguration : defaultQueue)
     }
 
+    /// `host:pid:random`: the host and pid say where a worker runs; the random part keeps ids
+    /// unique where those repeat (containers all run as pid 1, hosts share names).
     public static func defaultWorkerID() -> String {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
-        return "\(host):\(ProcessInfo.processInfo.processIdentifier)"
+        let random = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        return "\(host):\(ProcessInfo.processInfo.processIdentifier):\(random)"
     }
 }
 
