@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test suite, as README.md says:
+#   1. Swift: unit, store contract (PostgreSQL too when SPOOL_TEST_POSTGRES_URL is set; under
+#      CI=true it must be), HTTP, WebSocket, webhooks and multi-process tests.
+#   2. Python (Tests/python): the served OpenAPI document validated by an independent
+#      validator, /metrics checked by promtool, and a property-based API fuzzer (schemathesis)
+#      run against a real `spool serve`.
+# Installs what a fresh machine lacks: promtool (Debian's prometheus package) and a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+    else
+        echo "promtool is missing: install Debian's 'prometheus' package" >&2
+        exit 1
+    fi
+fi
+
+status=0
+swift build --build-tests
+swift test --skip-build || status=$?
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r Tests/python/requirements.txt
+SPOOL_BIN="$PWD/.build/debug/spool" .venv/bin/python -m pytest -q Tests/python || status=$?
+
+exit "$status"
