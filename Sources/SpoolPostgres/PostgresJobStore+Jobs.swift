@@ -294,15 +294,15 @@ extension PostgresJobStore {
             let rows = try await connection.keys("""
                 WITH expired AS MATERIALIZED (
                     SELECT id FROM spool_jobs WHERE state = 'processing' AND lease_expires_at < now()
-                    ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                    ORDER BY lease_expires_at LIMIT \(unescaped: String(LeaseRescue.batchLimit)) FOR UPDATE SKIP LOCKED)
                 UPDATE spool_jobs SET
                     state = CASE WHEN attempt < max_attempts THEN 'pending' ELSE 'failed' END,
                     finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
                     errors = errors || jsonb_build_array(jsonb_build_object(
                         'attempt', attempt,
-                        'message', 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
+                        'message', \(LeaseRescue.messagePrefix)::text || coalesce(worker_id, '?') || \(LeaseRescue.messageSuffix)::text,
                         'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                        'reason', 'lease_expired')),
+                        'reason', \(LeaseRescue.reason)::text)),
                     lease_token = NULL, lease_expires_at = NULL
                 FROM expired WHERE spool_jobs.id = expired.id
                 RETURNING spool_jobs.id, tenant, kind, attempt, queue, state, worker_id, callback_url
@@ -310,8 +310,7 @@ extension PostgresJobStore {
             for (key, row) in rows {
                 let (stateText, worker, callback) = try row.makeRandomAccess().decodeTail((String, String?, String?).self, from: 5)
                 let state: JobState = stateText == "pending" ? .pending : .failed
-                let error = AttemptError(attempt: key.attempt, message: "lease expired: worker \(worker ?? "?") stopped heartbeating",
-                                         at: Date(), reason: "lease_expired")
+                let error = LeaseRescue.error(attempt: key.attempt, worker: worker, at: Date())
                 changes.transition(key, from: .processing, to: state, error: error)
                 if state == .pending { changes.signal(.workAvailable(queue: key.queue)) }
                 if state == .failed, callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }

@@ -181,13 +181,14 @@ public final class SQLiteJobStore: JobStore {
         try NewJob.validateQueue(queue)
         return try await writer.write(durable: false) { db, batch in
             let now = Rows.micros(Date())
-            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT paused FROM queues WHERE name = ?"), arguments: [queue]) == true {
-                return LeaseBatch(jobs: [], nextRunAt: nil)
-            }
+            // Due scheduled jobs are ready, paused queue or not (a paused queue hands out nothing).
             let promoted = try Row.fetchAll(
                 db.cachedStatement(sql: "UPDATE jobs SET state = 'pending' WHERE queue = ? AND state = 'scheduled' AND run_at <= ? RETURNING id, tenant, kind, attempt"),
                 arguments: [queue, now])
             for row in promoted { batch.transition(try Rows.key(row, queue: queue), from: .scheduled, to: .pending) }
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT paused FROM queues WHERE name = ?"), arguments: [queue]) == true {
+                return LeaseBatch(jobs: [], nextRunAt: nil)
+            }
             let token = LeaseToken.make()
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
@@ -325,19 +326,19 @@ public final class SQLiteJobStore: JobStore {
                         finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ?1 END,
                         errors = json_insert(errors, '$[#]', json_object(
                             'attempt', attempt,
-                            'message', 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
+                            'message', ?2 || coalesce(worker_id, '?') || ?3,
                             'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'),
-                            'reason', 'lease_expired')),
+                            'reason', ?4)),
                         lease_token = NULL, lease_expires_at = NULL
-                    WHERE state = 'processing' AND lease_expires_at < ?1
+                    WHERE id IN (SELECT id FROM jobs WHERE state = 'processing' AND lease_expires_at < ?1
+                                 ORDER BY lease_expires_at LIMIT \(LeaseRescue.batchLimit))
                     RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url
                     """),
-                arguments: [now])
+                arguments: [now, LeaseRescue.messagePrefix, LeaseRescue.messageSuffix, LeaseRescue.reason])
             for row in rows {
                 let key = try Rows.key(row, queue: row[4])
                 let state: JobState = (row[5] as String) == "pending" ? .pending : .failed
-                let error = AttemptError(attempt: key.attempt, message: "lease expired: worker \((row[6] as String?) ?? "?") stopped heartbeating",
-                                         at: Rows.date(now), reason: "lease_expired")
+                let error = LeaseRescue.error(attempt: key.attempt, worker: row[6], at: Rows.date(now))
                 batch.transition(key, from: .processing, to: state, error: error)
                 if state == .pending { batch.signal(.workAvailable(queue: key.queue)) }
                 if state == .failed { try Self.scheduleWebhook(db, batch, key, url: row[7], state: .failed) }

@@ -123,3 +123,39 @@ func insertRawEventRows(_ store: any JobStore, _ texts: [String]) async throws {
         Issue.record("no raw access to \(type(of: store))")
     }
 }
+
+/// Behaviours the two stores once did differently, pinned on both.
+@Suite("Store rules kept alike")
+struct StoreRulesTests {
+    @Test("a rescue call returns at most LeaseRescue.batchLimit jobs, longest expired first, with the rule's error", arguments: StoreKind.allCases)
+    func rescueIsBounded(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let total = LeaseRescue.batchLimit + 1
+            _ = try await store.enqueue((0..<total).map { _ in NewJob(queue: "q", kind: "k", maxAttempts: 3) }, defaults: [:], depthLimits: [:])
+            let leased = try await store.lease(queue: "q", limit: total, workerID: "w-gone", leaseDuration: .milliseconds(10)).jobs
+            #expect(leased.count == total)
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try await store.rescueExpiredLeases() == LeaseRescue.batchLimit)
+            #expect(try await store.rescueExpiredLeases() == 1)
+            #expect(try await store.rescueExpiredLeases() == 0)
+            let job = try await store.mustGet(leased[0].id)
+            #expect(job.state == .pending)
+            #expect(job.errors.first?.message == LeaseRescue.error(attempt: 1, worker: "w-gone", at: Date()).message)
+            #expect(job.errors.first?.reason == LeaseRescue.reason)
+        }
+    }
+
+    @Test("a paused queue hands out nothing, but its due scheduled jobs become pending", arguments: StoreKind.allCases)
+    func pausedQueuePromotes(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let due = try await store.add(runAt: Date().addingTimeInterval(0.2)).job.id
+            #expect(try await store.mustGet(due).state == .scheduled)
+            try await store.setPaused(true, queue: "q")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await store.leaseAll().isEmpty)
+            #expect(try await store.mustGet(due).state == .pending)
+            try await store.setPaused(false, queue: "q")
+            #expect(try await store.leaseAll().map(\.id) == [due])
+        }
+    }
+}

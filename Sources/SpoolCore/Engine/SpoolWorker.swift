@@ -74,7 +74,12 @@ public final class SpoolWorker: Service, Sendable {
                     await maintenanceBell.wait(timeout: config.maintenanceInterval)
                     continue
                 }
-                let rescued = try await spool.store.rescueExpiredLeases()
+                var rescued = 0
+                for _ in 0..<100 {  // bounded: calls return at most LeaseRescue.batchLimit each
+                    let n = try await spool.store.rescueExpiredLeases()
+                    rescued += n
+                    if n < LeaseRescue.batchLimit { break }
+                }
                 if rescued > 0 { spool.logger.warning("rescued jobs whose lease expired", metadata: ["count": "\(rescued)"]) }
                 if ContinuousClock.now - lastPrune >= config.pruneInterval {
                     lastPrune = ContinuousClock.now

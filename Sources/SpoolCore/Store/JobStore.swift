@@ -27,7 +27,8 @@ public protocol JobStore: Sendable {
     func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult]
 
     /// Leases up to `limit` ready jobs of `queue`, highest priority first, then oldest first.
-    /// Due scheduled jobs become ready first. A paused queue hands out nothing.
+    /// Due scheduled jobs become ready (`pending`) first, paused queue or not; a paused queue
+    /// hands out nothing.
     func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch
 
     /// Renews leases. Returns the ids whose lease is no longer held (expired and taken over,
@@ -61,8 +62,9 @@ public protocol JobStore: Sendable {
     /// Jobs matching `filter`, newest first, one page at a time.
     func list(_ filter: JobFilter) async throws -> JobPage
 
-    /// Returns every `processing` job whose lease expired to its queue (or to `failed` if it
-    /// was on its last attempt), recording the lost attempt. Returns how many were rescued.
+    /// Returns `processing` jobs whose lease expired to their queue (or to `failed` if on their
+    /// last attempt), recording the lost attempt, as ``LeaseRescue`` says: at most
+    /// ``LeaseRescue/batchLimit`` per call, longest expired first. Returns how many.
     func rescueExpiredLeases() async throws -> Int
 
     /// Deletes finished jobs older than the cut-offs, at most `limit` per call. Returns how many.
