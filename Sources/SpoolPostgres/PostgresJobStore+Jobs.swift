@@ -682,6 +682,13 @@ extension PostgresJobStore {
             return won
         }
     }
+
+    public func resignLeadership(of duty: String, holder: String) async throws {
+        let logger = self.logger
+        try await read { client in
+            try await client.query("DELETE FROM spool_leaders WHERE duty = \(duty) AND holder = \(holder)", logger: logger).drain()
+        }
+    }
 }
 
 extension PostgresRandomAccessRow {

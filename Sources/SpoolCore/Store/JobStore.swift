@@ -120,6 +120,10 @@ public protocol JobStore: Sendable {
     /// expires and another process takes over.
     func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool
 
+    /// Gives up `holder`'s claim on `duty` (graceful shutdown), so that another process takes
+    /// it over at once. Does nothing when `holder` does not hold it.
+    func resignLeadership(of duty: String, holder: String) async throws
+
     /// Releases connections and files.
     func close() async throws
 }
@@ -132,6 +136,7 @@ extension JobStore {
 
     /// A store one machine uses alone: every caller may run every duty.
     public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool { true }
+    public func resignLeadership(of duty: String, holder: String) async throws {}
 }
 
 /// Which events a subscriber wants. `nil` fields match everything.
