@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import ServiceLifecycle
 import SpoolCore
+import Synchronization
 
 /// Server-Sent Events: `GET /v1/jobs/{id}/events` follows one job to its end;
 /// `GET /v1/events?queue=&kind=` is a live feed of every event the caller may see.
@@ -120,28 +121,32 @@ struct EventRoutes {
                 pinger.cancel()
                 feed.finish()
             }
-            let sender = EventSender(endsAtTerminal: endsAtTerminal)
-            var done = try await start(sender)
-            try await writer.write(contentsOf: sender.take())
-            if !done, let replayFrom {
-                var replay = EventReplay(store: store, filter: filter, after: replayFrom)
-                pages: while let events = try await replay.next() {
-                    for event in events where try await sender(event) {
-                        done = true
-                        break
-                    }
-                    try await writer.write(contentsOf: sender.take())
-                    if done { break pages }
-                }
-                if !done {
-                    done = try await afterReplay(sender)
-                    try await writer.write(contentsOf: sender.take())
-                }
-            }
-            var iterator = items.makeAsyncIterator()
-            // On graceful shutdown the stream ends (the client resumes elsewhere with
-            // Last-Event-ID) instead of holding the process up.
+            // On graceful shutdown the stream ends, in the replay or live (the client resumes
+            // elsewhere with Last-Event-ID), instead of holding the process up.
+            let shuttingDown = Atomic<Bool>(false)
             try await withGracefulShutdownHandler {
+                let sender = EventSender(endsAtTerminal: endsAtTerminal)
+                // The client has everything up to where it resumes (a gateway whose feed is
+                // behind another's must not send those again).
+                if let replayFrom { sender.skip(through: replayFrom) }
+                var done = try await start(sender)
+                try await writer.write(contentsOf: sender.take())
+                if !done, let replayFrom {
+                    var replay = EventReplay(store: store, filter: filter, after: replayFrom)
+                    pages: while !shuttingDown.load(ordering: .relaxed), let events = try await replay.next() {
+                        for event in events where try await sender(event) {
+                            done = true
+                            break
+                        }
+                        try await writer.write(contentsOf: sender.take())
+                        if done { break pages }
+                    }
+                    if !done {
+                        done = try await afterReplay(sender)
+                        try await writer.write(contentsOf: sender.take())
+                    }
+                }
+                var iterator = items.makeAsyncIterator()
                 while !done {
                     guard let item = await iterator.next() else { break }
                     switch item {
@@ -158,6 +163,7 @@ struct EventRoutes {
                     }
                 }
             } onGracefulShutdown: {
+                shuttingDown.store(true, ordering: .relaxed)
                 feed.yield(.closed)
             }
             try await writer.finish(nil)
@@ -194,6 +200,9 @@ final class EventSender: @unchecked Sendable {
         document["seq"] = .number(Double(seq))
         buffers.append(Self.frame(id: seq, type: "snapshot", data: .object(document)))
     }
+
+    /// Treats every event up to `seq` as sent.
+    func skip(through seq: Int64) { lastSeq = max(lastSeq, seq) }
 
     /// A notice that is not a job event (for example `pruned`), with `seq` as its id.
     func notice(_ type: String, seq: Int64, _ data: JSONValue) {

@@ -161,12 +161,14 @@ struct WebSocketSession {
                 if after < pruned {
                     try await send(outbound, ["type": "pruned", "pruned": EventReplay.prunedNotice(after: after, prunedThrough: pruned)])
                 }
+                // The client has what came before `after`; then each page, once sent.
+                sent.cover(added, through: after)
                 var replay = EventReplay(store: store, filter: added, after: after)
                 while let events = try await replay.next() {
-                    for event in events where !sent.alreadySent(event) {
-                        sent.replayed(event)
+                    for event in events where !sent.alreadySent(event, live: false) {
                         try await send(outbound, ["type": "event", "event": event.document])
                     }
+                    sent.cover(added, through: replay.position)
                 }
             }
             let seq = try await store.lastEventSeq()
@@ -186,22 +188,20 @@ struct WebSocketSession {
     struct SentEvents {
         /// Per job, the seq its snapshot was current to: older live events are stale.
         var floors: [JobID: Int64] = [:]
-        /// Seqs sent by a replay, up to the highest of them.
-        private var replayedSeqs: Set<Int64> = []
-        private var replayedMax: Int64 = 0
+        /// Ranges already covered: every event matching `filter` up to `through` was sent by a
+        /// replay, or the client had it (a resume's `after`). Small: one entry per subscribe.
+        private var covered: [(filter: EventFilter, through: Int64)] = []
 
-        mutating func replayed(_ event: JobEvent) {
-            replayedSeqs.insert(event.seq)
-            replayedMax = max(replayedMax, event.seq)
+        mutating func cover(_ filter: EventFilter, through: Int64) {
+            covered.append((filter, through))
         }
 
-        mutating func alreadySent(_ event: JobEvent) -> Bool {
+        /// Whether `event` went out already. `live`: the event comes from the live feed, in seq
+        /// order, so ranges it has passed can be forgotten.
+        mutating func alreadySent(_ event: JobEvent, live: Bool = true) -> Bool {
             if let floor = floors[event.jobID], event.seq <= floor { return true }
-            if event.seq > replayedMax {
-                if !replayedSeqs.isEmpty { replayedSeqs = [] }
-                return false
-            }
-            return replayedSeqs.contains(event.seq)
+            if live { covered.removeAll { event.seq > $0.through } }
+            return covered.contains { event.seq <= $0.through && $0.filter.matches(event) }
         }
     }
 

@@ -534,7 +534,7 @@ extension PostgresJobStore {
         var cursor = after
         // A page of rows at a time (a row may hold a thousand events), at most 1,000 rows.
         for _ in 0..<5 {
-            let rows = try await eventRows(after: cursor, limit: 200)
+            let (rows, atEnd) = try await eventRows(after: cursor, limit: 200)
             for (row, events) in rows {
                 for event in events where filter.matches(event) {
                     found.append(event)
@@ -542,8 +542,8 @@ extension PostgresJobStore {
                 }
                 cursor = max(cursor, EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1))
             }
-            // Fewer rows than asked for: the end of the log, or a gap that may still fill.
-            if rows.count < 200 { return EventPage(events: found, next: cursor, atEnd: true) }
+            // The end of the log, or a gap that may still fill.
+            if atEnd { return EventPage(events: found, next: cursor, atEnd: true) }
         }
         return EventPage(events: found, next: cursor, atEnd: false)
     }

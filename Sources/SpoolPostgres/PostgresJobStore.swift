@@ -113,31 +113,36 @@ public final class PostgresJobStore: JobStore {
             attempt += 1
             // The connection in use, so that a deadline can close it: an abandoned transaction
             // must neither hold its locks nor commit after its caller was told it failed.
-            let held = Mutex<PostgresConnection?>(nil)
-            let commitSent = Atomic<Bool>(false)
+            let state = Mutex(TransactionState())
             do {
                 let (result, signals) = try await withDeadline(onTimeout: {
-                    if let connection = held.withLock({ $0 }) { let closing: EventLoopFuture<Void> = connection.close(); _ = closing }
+                    let connection = state.withLock { s -> PostgresConnection? in
+                        s.timedOut = true
+                        return s.commitSent ? nil : s.connection
+                    }
+                    if let connection { let closing: EventLoopFuture<Void> = connection.close(); _ = closing }
                 }, timeoutReason: { timeout in
-                    commitSent.load(ordering: .relaxed)
+                    state.withLock { $0.commitSent }
                         ? "PostgreSQL did not confirm the COMMIT within \(timeout): the outcome is unknown (the change may have been committed)"
                         : "PostgreSQL did not answer within \(timeout); the transaction was rolled back"
                 }) { () async throws -> (T, Set<StoreSignals.Signal>) in
                     try await self.client.withConnection { connection in
-                        held.withLock { $0 = connection }
+                        if state.withLock({ s in s.connection = connection; return s.timedOut }) { throw CancellationError() }
                         try await connection.query("BEGIN", logger: self.logger)
                         do {
                             let changes = ChangeSet()
                             let result = try await body(connection, changes)
                             try await self.writeBookkeeping(connection, changes)
-                            commitSent.store(true, ordering: .relaxed)
+                            // Past the deadline nothing commits; before it, the deadline no
+                            // longer closes the connection under a COMMIT in flight.
+                            if state.withLock({ s in s.commitSent = !s.timedOut; return s.timedOut }) { throw CancellationError() }
                             try await connection.query("COMMIT", logger: self.logger)
                             return (result, changes.signals)
                         } catch {
                             // A connection whose transaction state is unknown is closed, never
                             // handed back to the pool (the next user would run inside it).
                             do { try await connection.query("ROLLBACK", logger: self.logger) } catch { _ = try? await connection.close() }
-                            if commitSent.load(ordering: .relaxed), Self.isConnectionLoss(error) {
+                            if state.withLock({ $0.commitSent }), Self.isConnectionLoss(error) {
                                 throw SpoolError.unavailable(reason: "lost the connection to PostgreSQL after COMMIT was sent: the outcome is unknown (the change may have been committed)")
                             }
                             throw error
@@ -378,7 +383,7 @@ public final class PostgresJobStore: JobStore {
                 }
                 for _ in 0..<1000 {  // bounded; the next poll carries on
                     let after = lastSeenEvent.load(ordering: .relaxed)
-                    let rows = try await eventRows(after: after, limit: 500)
+                    let (rows, _) = try await eventRows(after: after, limit: 500)
                     for (row, events) in rows {
                         lastSeenEvent.store(EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1), ordering: .relaxed)  // the whole row is read
                         if !events.isEmpty { signals.send(events: events) }
@@ -398,14 +403,19 @@ extension PostgresJobStore {
     /// still fill: a transaction that has its seq but has not committed yet.
     ///
     /// A gap is stepped over only below the settled mark, and the mark moves only by this rule:
-    /// a read sees rows up to `M` with snapshot `S`; a transaction holding a seq below `M` had
-    /// its transaction id before it took that seq (``PostgresSchema`` makes sure), so unless it
-    /// had ended by `S` it is listed in `S`. Once every transaction listed in `S` has ended,
-    /// every seq up to `M` is final: committed (and seen by any later read) or rolled back. So
-    /// no committed event is ever skipped, however slow its commit.
-    func eventRows(after: Int64, limit: Int) async throws -> [(Int64, [JobEvent])] {
+    /// a read sees rows up to `M` with snapshot `S`. A transaction holding a seq below `M` took
+    /// it before `S` and had its transaction id by then (``PostgresSchema`` makes sure), so unless
+    /// it had ended by `S` it is listed in `S`; and it holds a lock on the event log from its
+    /// insert until after it has ended for every later snapshot. Once no transaction listed in
+    /// `S` holds that lock, every seq up to `M` is final: committed (and seen by any later read)
+    /// or rolled back. So no committed event is ever skipped, however slow its commit, and
+    /// transactions that never touch the event log (other applications) hold nothing up.
+    ///
+    /// `atEnd` is true when the read stopped at the log's end or at a gap, not at `limit`.
+    func eventRows(after: Int64, limit: Int) async throws -> (rows: [(Int64, [JobEvent])], atEnd: Bool) {
         let afterRow = EventLogFormat.row(of: after)
         var result: [(Int64, [JobEvent])] = []
+        var atEnd = true
         for round in 0..<2 {
             let read = try await readEventRows(fromRow: afterRow, limit: limit)
             result = []
@@ -418,10 +428,11 @@ extension PostgresJobStore {
                 let events = EventLogFormat.decode(row: seq, text: text).filter { $0.seq > after }
                 if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
             }
+            atEnd = blocked || read.rows.count < limit
             guard blocked, round == 0, try await settle(read.snapshot, through: read.newest) else { break }
             // Settled: read again; the gap is now either filled or final.
         }
-        return result
+        return (result, atEnd)
     }
 
     /// One read of the event log with what its gap rule needs, all from one snapshot.
@@ -471,11 +482,19 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await read { client in
             var settled = false
+            // Transactions of `snapshot` that hold a lock on the event log now (each holds a lock
+            // on its own 32-bit transaction id too, which is how the two are matched).
             for try await _ in try await client.query("""
+                WITH listed AS (SELECT (x::text::numeric % 4294967296)::int8 AS xid FROM pg_snapshot_xip(\(snapshot)::pg_snapshot) AS x),
+                writing AS (
+                    SELECT 1 FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid AND t.locktype = 'transactionid'
+                    WHERE r.locktype = 'relation' AND r.relation = 'spool_event_log'::regclass
+                      AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND t.transactionid::text::int8 IN (SELECT xid FROM listed))
                 INSERT INTO spool_event_log_settled (id, through)
-                SELECT 1, \(through) WHERE NOT EXISTS (
-                    SELECT 1 FROM pg_snapshot_xip(\(snapshot)::pg_snapshot) AS x WHERE pg_xact_status(x) = 'in progress')
-                ON CONFLICT (id) DO UPDATE SET through = greatest(spool_event_log_settled.through, excluded.through)
+                SELECT 1, \(through) WHERE NOT EXISTS (SELECT 1 FROM writing)
+                ON CONFLICT (id) DO UPDATE SET through = excluded.through
+                WHERE spool_event_log_settled.through < excluded.through
                 RETURNING through
                 """, logger: logger).decode(Int64.self) { settled = true }
             return settled
@@ -510,6 +529,13 @@ public struct PostgresStoreError: Error, CustomStringConvertible {
         description = String(reflecting: error)
         sqlState = error.serverInfo?[.sqlState]
     }
+}
+
+/// What the deadline of a transaction needs to know about it.
+struct TransactionState: Sendable {
+    var connection: PostgresConnection?
+    var timedOut = false
+    var commitSent = false
 }
 
 /// Who answers a ``PostgresJobStore/withDeadline(_:)`` caller first: the work or the timer.

@@ -1,5 +1,6 @@
 import Logging
 import PostgresNIO
+import SpoolCore
 
 /// The versioned schema. Migrations are append-only: never edit one that has shipped.
 ///
@@ -99,8 +100,11 @@ enum PostgresSchema {
             DO $$
             DECLARE last bigint;
             BEGIN
+                -- No writer of the old kind may take a seq while this runs.
+                LOCK TABLE spool_event_log IN ACCESS EXCLUSIVE MODE;
                 EXECUTE 'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM '
                     || pg_get_serial_sequence('spool_event_log', 'seq') INTO last;
+                last := greatest(last, (SELECT coalesce(max(seq), 0) FROM spool_event_log));
                 ALTER TABLE spool_event_log ALTER COLUMN seq DROP IDENTITY;
                 CREATE SEQUENCE spool_event_log_row_seq;
                 IF last > 0 THEN PERFORM setval('spool_event_log_row_seq', last); END IF;
@@ -117,11 +121,20 @@ enum PostgresSchema {
             // Every row up to `through` is final: committed, or never will be (rolled back).
             // Readers step over gaps below it and wait at gaps above it.
             "CREATE TABLE spool_event_log_settled (id integer PRIMARY KEY, through bigint NOT NULL)",
+            // Under the lock above, every seq taken so far is final.
+            "INSERT INTO spool_event_log_settled (id, through) SELECT 1, coalesce(max(seq), 0) FROM spool_event_log",
         ]),
     ]
 
+    /// The oldest PostgreSQL the schema works on (`pg_current_xact_id`, `pg_snapshot`).
+    static let minimumServerVersion = 130000
+
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {
         try await client.withConnection { connection in
+            for try await version in try await connection.query("SELECT current_setting('server_version_num')::int", logger: logger).decode(Int.self)
+            where version < minimumServerVersion {
+                throw SpoolError.invalid(field: "database", reason: "PostgreSQL \(version / 10000) is too old: Spool needs PostgreSQL 13 or later")
+            }
             try await connection.query("BEGIN", logger: logger)
             do {
                 try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger).drain()

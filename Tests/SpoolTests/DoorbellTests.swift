@@ -1,5 +1,5 @@
 import Foundation
-import SpoolCore
+@testable import SpoolCore
 import Testing
 
 @Suite("Doorbell")
@@ -10,7 +10,7 @@ struct DoorbellTests {
         let started = ContinuousClock.now
         async let first: Void = bell.wait(timeout: .seconds(30))
         async let second: Void = bell.wait(timeout: .seconds(30))
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(await eventually { bell.waitingCount == 2 })
         bell.ring()
         _ = await (first, second)
         #expect(ContinuousClock.now - started < .seconds(10), "a waiter was not woken by the ring")
@@ -18,10 +18,10 @@ struct DoorbellTests {
         // One waiter is cancelled; the other still hears the next ring.
         let patient = Task { await bell.wait(timeout: .seconds(30)); return ContinuousClock.now }
         let impatient = Task { await bell.wait(timeout: .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(await eventually { bell.waitingCount == 2 })
         impatient.cancel()
         await impatient.value
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(bell.waitingCount == 1)
         let rung = ContinuousClock.now
         bell.ring()
         let woke = await patient.value

@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import SpoolCore
 import SpoolDemoJobs
 import SpoolGateway
@@ -102,8 +104,21 @@ struct HardeningTests {
             return port != nil
         }
         let open = try #require(port, "serve did not start: \(server.output)")
-        let stream = Task { try await readSSE(port: open, path: "/v1/events", timeout: .seconds(60)) }
-        try await Task.sleep(for: .milliseconds(500))
+        let received = Atomic<Int>(0)
+        let stream = Task {
+            try await readSSE(port: open, path: "/v1/events", timeout: .seconds(60)) { _ in
+                received.add(1, ordering: .relaxed)
+                return false
+            }
+        }
+        // The stream is live once it has carried an event.
+        #expect(await eventually(timeout: .seconds(30)) {
+            _ = try? await HTTPClient.shared.execute(
+                { var r = HTTPClientRequest(url: "http://127.0.0.1:\(open)/v1/jobs"); r.method = .POST
+                  r.headers.add(name: "Content-Type", value: "application/json"); r.body = .bytes(ByteBuffer(string: #"{"kind":"demo.noop"}"#)); return r }(),
+                timeout: .seconds(10))
+            return received.load(ordering: .relaxed) > 0
+        })
         let stopping = ContinuousClock.now
         server.signal(SIGTERM)
         #expect(await server.waitForExit(timeout: .seconds(10)) == 0, "still running with an open stream: \(server.output.suffix(2000))")

@@ -41,12 +41,13 @@ struct PoisonTests {
     @Test("a result that is not JSON, or too large, is refused for its job alone; the batch it shares completes", arguments: StoreKind.allCases)
     func poisonResultsFailAlone(kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            for _ in 0..<6 { try await store.add() }
+            for _ in 0..<7 { try await store.add() }
             let leased = try await store.leaseAll()
-            #expect(leased.count == 6)
+            #expect(leased.count == 7)
             let results: [Data] = [
                 Data(#"{"ok":1}"#.utf8), Data("{not json".utf8), Data(#"{"ok":2}"#.utf8),
                 Data([0x22, 0xFF, 0x22]), Data(repeating: 0x20, count: JobResult.maxBytes + 1), Data("[1,2,3]".utf8),
+                Data([0xEF, 0xBB, 0xBF] + Array("{}".utf8)),
             ]
             // All at once, so that stores that batch completions put them in one batch.
             let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
@@ -61,7 +62,7 @@ struct PoisonTests {
                 for await (n, ok) in group { outcomes[n] = ok }
                 return outcomes
             }
-            #expect(outcomes == [0: true, 1: false, 2: true, 3: false, 4: false, 5: true])
+            #expect(outcomes == [0: true, 1: false, 2: true, 3: false, 4: false, 5: true, 6: false])
             for (n, job) in leased.enumerated() {
                 let state = try await store.mustGet(job.id).state
                 #expect(state == (outcomes[n] == true ? .completed : .processing), "job \(n)")
@@ -156,6 +157,35 @@ struct StoreRulesTests {
             #expect(try await store.mustGet(due).state == .pending)
             try await store.setPaused(false, queue: "q")
             #expect(try await store.leaseAll().map(\.id) == [due])
+        }
+    }
+}
+
+@Suite("Event log paging")
+struct EventPagingTests {
+    @Test("paging through the event log reaches its end, however many rows, from the end of a row too", arguments: StoreKind.allCases)
+    func pagesReachTheEnd(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let before = try await store.lastEventSeq()
+            var ids: [JobID] = []
+            for _ in 0..<1200 { ids.append(try await store.add().job.id) }  // one transaction, one row, each
+            func readAll(after: Int64) async throws -> [JobEvent] {
+                var events: [JobEvent] = []
+                var position = after
+                for _ in 0..<100 {
+                    let page = try await store.eventPage(after: position, filter: EventFilter(), limit: 1000)
+                    events += page.events
+                    position = page.next
+                    if page.atEnd { return events }
+                }
+                Issue.record("the log never ended")
+                return events
+            }
+            let all = try await readAll(after: before)
+            #expect(all.map(\.jobID) == ids)
+            // Resuming at the last event of a row (as a client that saw it does).
+            let resumed = try await readAll(after: all[99].seq)
+            #expect(resumed.map(\.jobID) == Array(ids.dropFirst(100)))
         }
     }
 }

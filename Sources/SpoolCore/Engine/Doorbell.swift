@@ -12,6 +12,9 @@ public final class Doorbell: Sendable {
 
     public init() {}
 
+    /// How many are waiting now (for tests).
+    var waitingCount: Int { state.withLock { $0.waiters.count } }
+
     public func ring() {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             if s.waiters.isEmpty {

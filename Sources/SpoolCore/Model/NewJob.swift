@@ -111,8 +111,10 @@ public enum JobResult {
         guard data.count <= maxBytes else {
             throw .invalid(field: "result", reason: "is \(data.count) bytes; the limit is \(maxBytes) bytes")
         }
-        // Valid UTF-8 and valid JSON (the stores write the text verbatim into the event log).
-        guard String(validating: data, as: UTF8.self) != nil,
+        // One JSON value in UTF-8, without a byte-order mark: the stores write the text
+        // verbatim into the event log's rows, where a BOM (which parsers skip only at the
+        // start of a document) would make the whole row unreadable.
+        guard !data.starts(with: [0xEF, 0xBB, 0xBF]), String(validating: data, as: UTF8.self) != nil,
               (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil else {
             throw .invalid(field: "result", reason: "is not valid JSON (\(data.count) bytes)")
         }
