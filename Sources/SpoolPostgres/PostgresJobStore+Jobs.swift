@@ -428,9 +428,8 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await transaction { connection, changes in
             var deleted = 0
-            let plan: [(JobState, Date?)] = [(.completed, completedBefore), (.cancelled, completedBefore), (.failed, failedBefore)]
-            for (state, cutoff) in plan {
-                guard let cutoff, deleted < limit else { continue }
+            let plan = PrunePlan(completedBefore: completedBefore, failedBefore: failedBefore)
+            for (state, cutoff) in plan.steps where deleted < limit {
                 // Ids are time-ordered: the range scan on the primary key visits only old jobs.
                 for try await (queue, tenant) in try await connection.query("""
                     WITH old AS MATERIALIZED (
@@ -443,7 +442,7 @@ extension PostgresJobStore {
                     deleted += 1
                 }
             }
-            if let cutoff = [completedBefore, failedBefore].compactMap({ $0 }).min() {
+            if let cutoff = plan.deliveriesBefore {
                 try await connection.query("""
                     DELETE FROM spool_webhook_deliveries WHERE id IN (
                         SELECT id FROM spool_webhook_deliveries WHERE created_at < \(cutoff) LIMIT \(Int64(limit)))

@@ -433,9 +433,8 @@ public final class SQLiteJobStore: JobStore {
     public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
         try await writer.write(durable: false) { db, batch in
             var deleted = 0
-            let plan: [(JobState, Date?)] = [(.completed, completedBefore), (.cancelled, completedBefore), (.failed, failedBefore)]
-            for (state, cutoff) in plan {
-                guard let cutoff, deleted < limit else { continue }
+            let plan = PrunePlan(completedBefore: completedBefore, failedBefore: failedBefore)
+            for (state, cutoff) in plan.steps where deleted < limit {
                 // A job finished before the cut-off was created before it, and ids are
                 // time-ordered: the range scan on the id index visits only old jobs.
                 let rows = try Row.fetchAll(
@@ -449,7 +448,7 @@ public final class SQLiteJobStore: JobStore {
                 deleted += rows.count
             }
             // Delivery records go with the oldest history kept.
-            if let cutoff = [completedBefore, failedBefore].compactMap({ $0 }).min() {
+            if let cutoff = plan.deliveriesBefore {
                 try db.cachedStatement(sql: """
                     DELETE FROM webhook_deliveries WHERE id IN (
                         SELECT id FROM webhook_deliveries WHERE created_at < ? LIMIT ?)

@@ -3,7 +3,7 @@ import Logging
 
 /// Deletes finished jobs past their retention: `completed` after ``Settings/completedRetention``,
 /// `failed` (the dead letters) after ``Settings/failedRetention``; `nil` keeps them for good.
-/// Cancelled jobs count as failed.
+/// Cancelled jobs go with completed ones (``PrunePlan``).
 public struct JobPruner: Sendable {
     public struct Settings: Sendable {
         public var completedRetention: Duration?
