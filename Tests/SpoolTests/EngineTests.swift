@@ -22,11 +22,11 @@ func fastConfiguration(_ tweak: (inout EngineConfiguration) -> Void = { _ in }) 
 
 /// Runs `body` with a Spool engine on a fresh SQLite store, and its workers running.
 func withEngine(
-    _ configuration: EngineConfiguration = fastConfiguration(), queues: [String]? = nil,
+    on kind: StoreKind = .sqlite, _ configuration: EngineConfiguration = fastConfiguration(), queues: [String]? = nil,
     register: (Spool) -> Void = { DemoJobs.register(on: $0) },
     _ body: (Spool, SpoolWorker) async throws -> Void
 ) async throws {
-    try await withStore(.sqlite) { store in
+    try await withStore(kind) { store in
         let spool = Spool(store: store, configuration: configuration)
         register(spool)
         let worker = spool.worker(queues: queues)
@@ -74,9 +74,9 @@ struct Empty: Codable, Sendable {}
 
 @Suite("Engine")
 struct EngineTests {
-    @Test("a flaky job retries with backoff and completes")
-    func retriesThenCompletes() async throws {
-        try await withEngine { spool, _ in
+    @Test("a flaky job retries with backoff and completes", arguments: StoreKind.allCases)
+    func retriesThenCompletes(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(fail_times: 2))
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .completed && done.attempt == 3)
@@ -85,9 +85,9 @@ struct EngineTests {
         }
     }
 
-    @Test("retries with exponential backoff end in failed with every error kept")
-    func retriesExhausted() async throws {
-        try await withEngine { spool, _ in
+    @Test("retries with exponential backoff end in failed with every error kept", arguments: StoreKind.allCases)
+    func retriesExhausted(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true), maxAttempts: 4)
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .failed && done.attempt == 4 && done.finishedAt != nil)
@@ -113,9 +113,9 @@ struct EngineTests {
         #expect(Backoff.none.delay(afterFailures: 3) == .zero)
     }
 
-    @Test("a non-retryable error fails the job at once")
-    func nonRetryable() async throws {
-        try await withEngine { spool, _ in
+    @Test("a non-retryable error fails the job at once", arguments: StoreKind.allCases)
+    func nonRetryable(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true, permanent: true), maxAttempts: 5)
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .failed && done.attempt == 1)
@@ -123,18 +123,18 @@ struct EngineTests {
         }
     }
 
-    @Test("a payload the handler cannot decode is not retried")
-    func badPayload() async throws {
-        try await withEngine { spool, _ in
+    @Test("a payload the handler cannot decode is not retried", arguments: StoreKind.allCases)
+    func badPayload(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(NewJob(kind: DemoSleep.kind, payload: Data(#"{"seconds":"soon"}"#.utf8))).job
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .failed && done.attempt == 1 && done.errors.first?.reason == "non_retryable")
         }
     }
 
-    @Test("a job of an unknown kind fails with a clear error")
-    func unknownKind() async throws {
-        try await withEngine { spool, _ in
+    @Test("a job of an unknown kind fails with a clear error", arguments: StoreKind.allCases)
+    func unknownKind(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(NewJob(kind: "nobody.handles.this", maxAttempts: 1)).job
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .failed && done.errors.first?.reason == "no_handler")
@@ -142,10 +142,10 @@ struct EngineTests {
         }
     }
 
-    @Test("an attempt past its timeout is stopped and counts as failed, even if the handler ignores cancellation")
-    func timeout() async throws {
+    @Test("an attempt past its timeout is stopped and counts as failed, even if the handler ignores cancellation", arguments: StoreKind.allCases)
+    func timeout(kind: StoreKind) async throws {
         let sawCancellation = Recorder<Bool>()
-        try await withEngine(register: { spool in
+        try await withEngine(on: kind, register: { spool in
             spool.register(kind: "stubborn", payload: Empty.self) { _, _ in
                 // Ignores cancellation: resumes only after 20 s.
                 await withCheckedContinuation { c in DispatchQueue.global().asyncAfter(deadline: .now() + 20) { c.resume() } }
@@ -166,10 +166,10 @@ struct EngineTests {
         }
     }
 
-    @Test("cancelling a pending job: it never runs")
-    func cancelPending() async throws {
+    @Test("cancelling a pending job: it never runs", arguments: StoreKind.allCases)
+    func cancelPending(kind: StoreKind) async throws {
         let ran = Recorder<JobID>()
-        try await withEngine(register: { $0.register(kind: "record", payload: Empty.self) { _, ctx in ran.append(ctx.id) } }) { spool, _ in
+        try await withEngine(on: kind, register: { $0.register(kind: "record", payload: Empty.self) { _, ctx in ran.append(ctx.id) } }) { spool, _ in
             try await spool.pause(queue: "default")
             let job = try await spool.enqueue(NewJob(kind: "record")).job
             let cancelled = try await spool.cancel(job.id)
@@ -182,11 +182,11 @@ struct EngineTests {
         }
     }
 
-    @Test("cancelling a running job cancels its handler and nothing completes it")
-    func cancelRunning() async throws {
+    @Test("cancelling a running job cancels its handler and nothing completes it", arguments: StoreKind.allCases)
+    func cancelRunning(kind: StoreKind) async throws {
         let started = Recorder<JobID>()
         let cancelled = Recorder<JobID>()
-        try await withEngine(register: { spool in
+        try await withEngine(on: kind, register: { spool in
             spool.register(kind: "long", payload: Empty.self) { _, ctx in
                 started.append(ctx.id)
                 do { try await Task.sleep(for: .seconds(10)) } catch { cancelled.append(ctx.id); throw error }
@@ -203,16 +203,16 @@ struct EngineTests {
         }
     }
 
-    @Test("a worker that stops heartbeating loses its job to another; its late completion is rejected")
-    func stalledWorkerLosesLease() async throws {
-        try await withStore(.sqlite) { store in
+    @Test("a worker that stops heartbeating loses its job to another; its late completion is rejected", arguments: StoreKind.allCases)
+    func stalledWorkerLosesLease(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
             let gate = Gate()
             let runs = Recorder<String>()
-            // Worker A: leases for 500 ms and never heartbeats (a stalled process).
+            // Worker A: leases for 500 ms and never heartbeats (a stalled handler). Whichever
+            // process leads maintenance (on PostgreSQL, the first) rescues the expired lease.
             let a = Spool(store: store, configuration: fastConfiguration {
                 $0.leaseDuration = .milliseconds(500)
                 $0.heartbeatInterval = .seconds(3600)
-                $0.maintenanceInterval = .seconds(3600)
                 $0.defaultQueue.concurrency = 1
             })
             a.register(kind: "work", payload: Empty.self) { _, _ in
@@ -225,7 +225,7 @@ struct EngineTests {
             let job = try await a.enqueue(NewJob(kind: "work")).job
             #expect(await eventually { runs.all == ["A started"] })
 
-            // Worker B: healthy; its maintenance rescues the expired lease and it runs the job.
+            // Worker B: healthy; it runs the rescued job.
             let b = Spool(store: store, configuration: fastConfiguration())
             b.register(AnyJobHandler(kind: "work") { _, _ in runs.append("B ran"); return Data(#""from B""#.utf8) })
             let workerB = b.worker(queues: ["default"])
@@ -245,9 +245,9 @@ struct EngineTests {
         }
     }
 
-    @Test("50 concurrent enqueues with one idempotency key through the engine make one job")
-    func idempotencyThroughEngine() async throws {
-        try await withEngine(queues: []) { spool, _ in
+    @Test("50 concurrent enqueues with one idempotency key through the engine make one job", arguments: StoreKind.allCases)
+    func idempotencyThroughEngine(kind: StoreKind) async throws {
+        try await withEngine(on: kind, queues: []) { spool, _ in
             let ids = try await withThrowingTaskGroup(of: JobID.self) { group in
                 for _ in 0..<50 {
                     group.addTask { try await spool.enqueue(NewJob(kind: "demo.noop", idempotencyKey: "one")).job.id }
@@ -259,10 +259,10 @@ struct EngineTests {
         }
     }
 
-    @Test("a full queue refuses enqueues with a typed error")
-    func depthLimit() async throws {
+    @Test("a full queue refuses enqueues with a typed error", arguments: StoreKind.allCases)
+    func depthLimit(kind: StoreKind) async throws {
         let config = fastConfiguration { $0.queues["tiny"] = QueueConfiguration(depthLimit: 2) }
-        try await withEngine(config, queues: []) { spool, _ in
+        try await withEngine(on: kind, config, queues: []) { spool, _ in
             try await spool.enqueue(NewJob(queue: "tiny", kind: "demo.noop"))
             try await spool.enqueue(NewJob(queue: "tiny", kind: "demo.noop"))
             await expectSpoolError({ if case .queueFull("tiny", 2, let after) = $0 { after > .zero } else { false } }) {
@@ -272,9 +272,9 @@ struct EngineTests {
         }
     }
 
-    @Test("invalid requests are refused before anything is written")
-    func validation() async throws {
-        try await withEngine(queues: []) { spool, _ in
+    @Test("invalid requests are refused before anything is written", arguments: StoreKind.allCases)
+    func validation(kind: StoreKind) async throws {
+        try await withEngine(on: kind, queues: []) { spool, _ in
             let bad: [(NewJob, String)] = [
                 (NewJob(queue: "", kind: "k"), "queue"),
                 (NewJob(queue: "has space", kind: "k"), "queue"),
@@ -294,9 +294,9 @@ struct EngineTests {
         }
     }
 
-    @Test("a paused queue runs nothing until resumed")
-    func pauseResume() async throws {
-        try await withEngine { spool, _ in
+    @Test("a paused queue runs nothing until resumed", arguments: StoreKind.allCases)
+    func pauseResume(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             try await spool.pause(queue: "default")
             let job = try await spool.enqueue(NewJob(kind: "demo.noop")).job
             try await Task.sleep(for: .milliseconds(400))
@@ -306,13 +306,13 @@ struct EngineTests {
         }
     }
 
-    @Test("priorities, FIFO and delayed jobs run in order")
-    func priorityAndDelayOrder() async throws {
+    @Test("priorities, FIFO and delayed jobs run in order", arguments: StoreKind.allCases)
+    func priorityAndDelayOrder(kind: StoreKind) async throws {
         let order = Recorder<(String, Date)>()
         struct Named: Codable, Sendable { var name: String }
         var config = fastConfiguration()
         config.defaultQueue.concurrency = 1
-        try await withEngine(config, register: { spool in
+        try await withEngine(on: kind, config, register: { spool in
             spool.register(kind: "named", payload: Named.self) { p, _ in order.append((p.name, Date())) }
         }) { spool, _ in
             try await spool.pause(queue: "default")
@@ -330,9 +330,9 @@ struct EngineTests {
         }
     }
 
-    @Test("handlers report progress and results")
-    func progressAndResult() async throws {
-        try await withEngine { spool, _ in
+    @Test("handlers report progress and results", arguments: StoreKind.allCases)
+    func progressAndResult(kind: StoreKind) async throws {
+        try await withEngine(on: kind) { spool, _ in
             let job = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 0.2, steps: 4))
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .completed)
@@ -342,14 +342,14 @@ struct EngineTests {
         }
     }
 
-    @Test("finished jobs are pruned after their retention")
-    func pruning() async throws {
+    @Test("finished jobs are pruned after their retention", arguments: StoreKind.allCases)
+    func pruning(kind: StoreKind) async throws {
         let config = fastConfiguration {
             $0.completedRetention = .milliseconds(200)
             $0.failedRetention = nil
             $0.pruneInterval = .milliseconds(100)
         }
-        try await withEngine(config) { spool, _ in
+        try await withEngine(on: kind, config) { spool, _ in
             let ok = try await spool.enqueue(NewJob(kind: "demo.noop")).job
             let bad = try await spool.enqueue(DemoFlaky.self, DemoFlaky.Payload(always: true, permanent: true))
             #expect(try await spool.waitUntilFinished(ok.id).state == .completed)
@@ -359,9 +359,9 @@ struct EngineTests {
         }
     }
 
-    @Test("graceful shutdown lets short jobs finish and gives long ones back at once")
-    func gracefulShutdown() async throws {
-        try await withStore(.sqlite) { store in
+    @Test("graceful shutdown lets short jobs finish and gives long ones back at once", arguments: StoreKind.allCases)
+    func gracefulShutdown(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
             let spool = Spool(store: store, configuration: fastConfiguration { $0.shutdownGracePeriod = .milliseconds(500) })
             DemoJobs.register(on: spool)
             let short = try await spool.enqueue(DemoSleep.self, DemoSleep.Payload(seconds: 0.2, steps: 1))
@@ -446,9 +446,9 @@ final class GatedCompletions: JobStore {
 
 @Suite("Engine back-pressure")
 struct EngineBackPressureTests {
-    @Test("when completions fall behind, a worker holds at most twice its concurrency in leases, and loses nothing")
-    func leasesAreCapped() async throws {
-        try await withStore(.sqlite) { sqlite in
+    @Test("when completions fall behind, a worker holds at most twice its concurrency in leases, and loses nothing", arguments: StoreKind.allCases)
+    func leasesAreCapped(kind: StoreKind) async throws {
+        try await withStore(kind) { sqlite in
             let store = GatedCompletions(sqlite)
             let spool = Spool(store: store, configuration: fastConfiguration {
                 $0.defaultQueue.concurrency = 5

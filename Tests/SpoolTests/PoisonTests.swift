@@ -73,9 +73,9 @@ struct PoisonTests {
         }
     }
 
-    @Test("a handler that returns a result that is not JSON fails that job for good with a clear error; others complete")
-    func handlerPoisonResult() async throws {
-        try await withEngine(register: { spool in
+    @Test("a handler that returns a result that is not JSON fails that job for good with a clear error; others complete", arguments: StoreKind.allCases)
+    func handlerPoisonResult(kind: StoreKind) async throws {
+        try await withEngine(on: kind, register: { spool in
             spool.register(AnyJobHandler(kind: "raw") { payload, _ in payload == Data("1".utf8) ? Data("{oops".utf8) : Data("{}".utf8) })
         }) { spool, _ in
             let bad = try await spool.enqueue(NewJob(kind: "raw", payload: Data("1".utf8), maxAttempts: 5)).job.id
