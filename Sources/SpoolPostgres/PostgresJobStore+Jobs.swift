@@ -30,44 +30,24 @@ extension PostgresJobStore {
     private func enqueueTransaction(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         let logger = self.logger
         return try await transaction { connection, changes in
-            let now = Date()
-            var results: [EnqueueResult?] = Array(repeating: nil, count: jobs.count)
-            var toInsert: [Job] = []
-            var keysInBatch: [String: Int] = [:]
-            for (i, request) in jobs.enumerated() {
-                if let key = request.idempotencyKey {
-                    let mapKey = request.tenant + "\u{0}" + key
-                    if let earlier = keysInBatch[mapKey], let job = results[earlier]?.job {
-                        guard request.isSameRequest(as: job) else { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
-                        results[i] = EnqueueResult(job: job, replayed: true)
-                        continue
-                    }
-                    if let existing = try await connection.jobs(
-                        "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE tenant = \(request.tenant) AND idempotency_key = \(key)",
-                        logger: logger
-                    ).first {
-                        guard request.isSameRequest(as: existing) else { throw SpoolError.idempotencyConflict(key: key, existing: existing.id) }
-                        results[i] = EnqueueResult(job: existing, replayed: true)
-                        continue
-                    }
-                    keysInBatch[mapKey] = i
-                }
-                let job = Job(new: request, defaults: defaults[request.queue], now: now)
-                results[i] = EnqueueResult(job: job, replayed: false)
-                toInsert.append(job)
+            let plan = EnqueuePlan(jobs)
+            var existing: [EnqueuePlan.Key: Job] = [:]
+            for key in plan.keys {
+                existing[key] = try await connection.jobs(
+                    "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE tenant = \(key.tenant) AND idempotency_key = \(key.key)",
+                    logger: logger
+                ).first
             }
-            // Backpressure: refuse the whole request if any queue would pass its limit.
-            var adding: [String: Int] = [:]
-            for job in toInsert { adding[job.queue, default: 0] += 1 }
+            let (results, new) = try plan.resolve(existing: existing, defaults: defaults, now: Date())
+            // Backpressure: refuse the whole request if any queue would pass its limit (locks
+            // taken in queue order).
+            let adding = DepthLimit.adding(new)
             for queue in adding.keys.sorted() {
                 guard let limit = depthLimits[queue] else { continue }
-                let depth = try await self.lockedDepth(connection, queue: queue)
-                if depth + adding[queue]! > limit {
-                    throw SpoolError.queueFull(queue: queue, limit: limit, retryAfter: .seconds(1))
-                }
+                try DepthLimit.check(queue: queue, current: try await self.lockedDepth(connection, queue: queue), adding: adding[queue]!, limit: limit)
             }
-            try await self.insert(toInsert, connection, changes)
-            return results.map { $0! }
+            try await self.insert(new, connection, changes)
+            return results
         }
     }
 
@@ -80,23 +60,10 @@ extension PostgresJobStore {
         }
         return try await transaction { connection, changes in
             var depth: [String: Int] = [:]
-            for queue in Set(items.compactMap { $0.1 != nil ? $0.0.queue : nil }).sorted() {
+            for queue in DepthLimit.limitedQueues(items) {
                 depth[queue] = try await self.lockedDepth(connection, queue: queue)
             }
-            var accepted: [Job] = []
-            var results: [Result<EnqueueResult, SpoolError>] = []
-            for (job, limit) in items {
-                if let limit {
-                    let current = depth[job.queue] ?? 0
-                    if current + 1 > limit {
-                        results.append(.failure(.queueFull(queue: job.queue, limit: limit, retryAfter: .seconds(1))))
-                        continue
-                    }
-                    depth[job.queue] = current + 1
-                }
-                accepted.append(job)
-                results.append(.success(EnqueueResult(job: job, replayed: false)))
-            }
+            let (accepted, results) = DepthLimit.admit(items, depth: depth)
             try await self.insert(accepted, connection, changes)
             return results
         }

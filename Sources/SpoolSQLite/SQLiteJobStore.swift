@@ -75,45 +75,24 @@ public final class SQLiteJobStore: JobStore {
             return [try await singleEnqueues.submit((job, depthLimits[request.queue]))]
         }
         return try await writer.write(atomic: jobs.count == 1) { db, batch in
-            let now = Date()
-            var results: [EnqueueResult?] = Array(repeating: nil, count: jobs.count)
-            var toInsert: [(Int, Job)] = []
-            var keysInBatch: [String: Int] = [:]  // "tenant\0key" -> index in results
-            for (i, request) in jobs.enumerated() {
-                if let key = request.idempotencyKey {
-                    let mapKey = request.tenant + "\u{0}" + key
-                    if let earlier = keysInBatch[mapKey], let job = results[earlier]?.job {
-                        try Self.checkSameRequest(job, request, key: key)
-                        results[i] = EnqueueResult(job: job, replayed: true)
-                        continue
-                    }
-                    if let existing = try Row.fetchOne(
-                        db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE tenant = ? AND idempotency_key = ?"),
-                        arguments: [request.tenant, key]
-                    ) {
-                        let job = try Rows.job(existing)
-                        try Self.checkSameRequest(job, request, key: key)
-                        results[i] = EnqueueResult(job: job, replayed: true)
-                        continue
-                    }
-                    keysInBatch[mapKey] = i
+            let plan = EnqueuePlan(jobs)
+            var existing: [EnqueuePlan.Key: Job] = [:]
+            for key in plan.keys {
+                if let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE tenant = ? AND idempotency_key = ?"),
+                    arguments: [key.tenant, key.key]) {
+                    existing[key] = try Rows.job(row)
                 }
-                let job = Job(new: request, defaults: defaults[request.queue], now: now)
-                results[i] = EnqueueResult(job: job, replayed: false)
-                toInsert.append((i, job))
             }
+            let (results, new) = try plan.resolve(existing: existing, defaults: defaults, now: Date())
             // Backpressure: refuse the whole request if any queue would pass its limit.
-            var adding: [String: Int] = [:]
-            for (_, job) in toInsert { adding[job.queue, default: 0] += 1 }
-            for (queue, n) in adding {
+            for (queue, n) in DepthLimit.adding(new) {
                 guard let limit = depthLimits[queue] else { continue }
-                let depth = try Self.waitingCount(db, queue: queue)
-                if depth + batch.waitingDelta(queue: queue) + n > limit {
-                    throw SpoolError.queueFull(queue: queue, limit: limit, retryAfter: .seconds(1))
-                }
+                try DepthLimit.check(queue: queue, current: try Self.waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue),
+                                     adding: n, limit: limit)
             }
-            try Self.insert(toInsert.map(\.1), db, batch)
-            return results.map { $0! }
+            try Self.insert(new, db, batch)
+            return results
         }
     }
 
@@ -144,22 +123,10 @@ public final class SQLiteJobStore: JobStore {
     /// depth limit in arrival order; those past it are refused alone.
     private static func insertMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(Job, Int?)]) throws -> [Result<EnqueueResult, SpoolError>] {
         var depth: [String: Int] = [:]
-        var accepted: [Job] = []
-        var results: [Result<EnqueueResult, SpoolError>] = []
-        results.reserveCapacity(items.count)
-        for (job, limit) in items {
-            if let limit {
-                let current = try depth[job.queue] ?? (waitingCount(db, queue: job.queue) + batch.waitingDelta(queue: job.queue))
-                if current + 1 > limit {
-                    depth[job.queue] = current
-                    results.append(.failure(.queueFull(queue: job.queue, limit: limit, retryAfter: .seconds(1))))
-                    continue
-                }
-                depth[job.queue] = current + 1
-            }
-            accepted.append(job)
-            results.append(.success(EnqueueResult(job: job, replayed: false)))
+        for queue in DepthLimit.limitedQueues(items) {
+            depth[queue] = try waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue)
         }
+        let (accepted, results) = DepthLimit.admit(items, depth: depth)
         try insert(accepted, db, batch)
         return results
     }
@@ -169,10 +136,6 @@ public final class SQLiteJobStore: JobStore {
         try Int.fetchOne(
             db.cachedStatement(sql: "SELECT coalesce(sum(n), 0) FROM queue_counts WHERE queue = ? AND state IN ('pending', 'scheduled')"),
             arguments: [queue]) ?? 0
-    }
-
-    private static func checkSameRequest(_ job: Job, _ request: NewJob, key: String) throws {
-        if !request.isSameRequest(as: job) { throw SpoolError.idempotencyConflict(key: key, existing: job.id) }
     }
 
     // MARK: Workers
