@@ -135,6 +135,7 @@ public struct Gateway: Sendable {
     /// The Hummingbird application serving the API; run it as a service.
     public func application(logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         try configuration.validate()
+        spool.store.startBackgroundDuties()  // events and wake-ups from every process
         if configuration.tokens.isEmpty {
             logger.warning("no API tokens configured: the API is open to every local process (listening on \(configuration.host) only)")
         }

@@ -54,7 +54,7 @@ extension PostgresJobStore {
         binds.append(["e"] + Set(jobs.map { "w:" + $0.queue }).sorted())
         let statement = InsertStatement(binds: binds)
         let logger = self.logger
-        try await read { client in _ = try await Self.run(statement, on: client, logger: logger) }
+        try await autocommit { client in _ = try await Self.run(statement, on: client, logger: logger) }
         for signal in changes.signals { signals.send(signal) }
     }
 
@@ -64,7 +64,7 @@ extension PostgresJobStore {
         let token = LeaseToken.make()
         let leaseMs = Int64(leaseDuration.seconds * 1000)
         let logger = self.logger
-        let (rows, promoted, next) = try await read { client in
+        let (rows, promoted, next) = try await autocommit { client in
             var rows: [(LeasedJob, Int64)] = []
             var promoted = 0
             var next: Date?
@@ -91,7 +91,7 @@ extension PostgresJobStore {
         if items.isEmpty { return [] }
         let statement = CompleteStatement(items)
         let logger = self.logger
-        return try await read { client in
+        return try await autocommit { client in
             var done = Set<HeldLease>()
             for (id, token) in try await Self.run(statement, on: client, logger: logger) {
                 done.insert(HeldLease(JobID(uuid: id), LeaseToken(token)))

@@ -39,12 +39,11 @@ public final class PostgresJobStore: JobStore {
     let client: PostgresClient
     let logger: Logger
     let options: Options
-    private let runner: Task<Void, Never>
-    private let background = Mutex<[Task<Void, Never>]>([])
-    /// Rung by a notification of new events.
-    private let eventBell = Doorbell()
-    private let lastSeenEvent = Atomic<Int64>(0)
-    private let closed = Atomic<Bool>(false)
+    let runner: Task<Void, Never>
+    let background = Mutex<[Task<Void, Never>]>([])
+    /// Rung by a notification of new events (the notifier rings, the event follower waits).
+    let eventBell = Doorbell()
+    let closed = Atomic<Bool>(false)
     let enqueues: Batcher<(Job, Int?), EnqueueResult>
     let completions: Batcher<(JobID, LeaseToken, String?), Void>
 
@@ -82,7 +81,19 @@ public final class PostgresJobStore: JobStore {
 
     public func migrate() async throws {
         try await withDeadline { try await PostgresSchema.migrate(self.client, logger: self.logger) }
-        startListening()
+    }
+
+    /// Starts this process's background duties, once: the ``Notifier`` (wake-ups and cancels
+    /// from every process), the ``EventFollower`` (events of every process for local streams)
+    /// and the ``CountFolder``. Workers and gateways start them; a one-off command (enqueue from
+    /// the CLI) needs none.
+    public func startBackgroundDuties() {
+        background.withLock { tasks in
+            guard tasks.isEmpty else { return }
+            tasks.append(Task { await Notifier(store: self).run() })
+            tasks.append(Task { await EventFollower(store: self).run() })
+            tasks.append(Task { await CountFolder(store: self).run() })
+        }
     }
 
     public func close() async throws {
@@ -96,7 +107,7 @@ public final class PostgresJobStore: JobStore {
 
     /// Runs one statement outside a transaction (administration: `CREATE DATABASE`, tests).
     public func execute(_ sql: String) async throws {
-        try await read { client in try await client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger).drain() }
+        try await autocommit { client in try await client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger).drain() }
     }
 
     // MARK: Transactions
@@ -165,7 +176,7 @@ public final class PostgresJobStore: JobStore {
 
     /// The end of every transaction, in one statement: count changes, the event-log row (as
     /// late as possible, so that the gap its seq leaves until the commit is short), notifications.
-    private func writeBookkeeping(_ connection: PostgresConnection, _ changes: ChangeSet) async throws {
+    func writeBookkeeping(_ connection: PostgresConnection, _ changes: ChangeSet) async throws {
         let counts = changes.nonZeroCounts
         var notes: Set<String> = []
         for signal in changes.signals {
@@ -212,7 +223,7 @@ public final class PostgresJobStore: JobStore {
     /// A statement outside a transaction (a read, or a write in one statement), with the same
     /// deadline, error mapping and retry of deadlocks as ``transaction(_:)``: a statement that
     /// failed changed nothing, so running it again is safe.
-    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+    func autocommit<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         if closed.load(ordering: .relaxed) { throw SpoolError.unavailable(reason: "the store is closed") }
         var attempt = 0
         while true {
@@ -304,219 +315,6 @@ public final class PostgresJobStore: JobStore {
         }
         return error
     }
-
-    // MARK: Notifications and events from every process
-
-    /// Starts the listener and the event follower, once (`migrate()` may be called again).
-    private func startListening() {
-        background.withLock { tasks in
-            guard tasks.isEmpty else { return }
-            tasks.append(Task { await self.listenLoop() })
-            tasks.append(Task { await self.followEvents() })
-        }
-    }
-
-    /// Keeps one connection listening on the channel, reconnecting with backoff.
-    private func listenLoop() async {
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                try await client.withConnection { connection in
-                    try await connection.listen(on: Self.channel) { notifications in
-                        failures = 0
-                        self.eventBell.ring()  // catch up on what was missed while away
-                        for try await notification in notifications { self.handle(notification.payload) }
-                    }
-                }
-            } catch {
-                if Task.isCancelled { return }
-                failures += 1
-                logger.warning("lost the LISTEN connection; reconnecting", metadata: ["error": "\(String(reflecting: error))"])
-            }
-            try? await Task.sleep(for: .milliseconds(min(5000, 100 * (1 << min(failures, 6)))))
-        }
-    }
-
-    private func handle(_ payload: String) {
-        if payload == "e" { eventBell.ring(); return }
-        let value = String(payload.dropFirst(2))
-        switch payload.prefix(2) {
-        case "w:": signals.send(.workAvailable(queue: value))
-        case "r:": signals.send(.queueResumed(queue: value))
-        case "c:": if let id = JobID(value) { signals.send(.jobCancelled(id)) }
-        default: break
-        }
-    }
-
-    /// Reads new event-log rows when told (or every poll interval) and hands their events to
-    /// local subscribers, in order, once each.
-    private func followEvents() async {
-        let poll = options.eventPollInterval
-        var following = false
-        var lastFold = ContinuousClock.now
-        var lastSettle = ContinuousClock.now
-        var reading: (snapshot: String, newest: Int64)?
-        while !Task.isCancelled {
-            // Wait for a notification or the poll interval, whichever comes first.
-            await eventBell.wait(timeout: poll)
-            if Task.isCancelled { return }
-            do {
-                // Once a second, not on every notification: under load those come hundreds of
-                // times a second, and each fold is a write.
-                if ContinuousClock.now - lastFold >= .seconds(1) {
-                    lastFold = ContinuousClock.now
-                    try await foldCounts()
-                }
-                // A process without event subscribers (a worker) reads no events; one that gains
-                // some starts from the newest event.
-                guard signals.hasEventListeners else { following = false; continue }
-                // Once a second, settle what the previous second's reading saw, so that gaps
-                // (rolled-back transactions) are stepped over and `lastEventSeq` looks at few rows.
-                if ContinuousClock.now - lastSettle >= .seconds(1) {
-                    lastSettle = ContinuousClock.now
-                    if let reading { _ = try await settle(reading.snapshot, through: reading.newest) }
-                    reading = try await eventLogReading()
-                }
-                if !following {
-                    lastSeenEvent.store(try await lastEventSeq(), ordering: .relaxed)
-                    following = true
-                }
-                for _ in 0..<1000 {  // bounded; the next poll carries on
-                    let after = lastSeenEvent.load(ordering: .relaxed)
-                    let (rows, _) = try await eventRows(after: after, limit: 500)
-                    for (row, events) in rows {
-                        lastSeenEvent.store(EventLogFormat.seq(row: row, index: EventLogFormat.perRow - 1), ordering: .relaxed)  // the whole row is read
-                        if !events.isEmpty { signals.send(events: events) }
-                    }
-                    if rows.isEmpty { break }
-                }
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("could not read new events", metadata: ["error": "\(String(reflecting: error))"])
-            }
-        }
-    }
-}
-
-extension PostgresJobStore {
-    /// Event-log rows after the one holding `after`, in seq order, stopping at a gap that may
-    /// still fill: a transaction that has its seq but has not committed yet.
-    ///
-    /// A gap is stepped over only below the settled mark, and the mark moves only by this rule:
-    /// a read sees rows up to `M` with snapshot `S`. A transaction holding a seq below `M` took
-    /// it before `S` and had its transaction id by then (``PostgresSchema`` makes sure), so unless
-    /// it had ended by `S` it is listed in `S`; and it holds a lock on the event log from its
-    /// insert until after it has ended for every later snapshot. Once no transaction listed in
-    /// `S` holds that lock, every seq up to `M` is final: committed (and seen by any later read)
-    /// or rolled back. So no committed event is ever skipped, however slow its commit, and
-    /// transactions that never touch the event log (other applications) hold nothing up.
-    ///
-    /// `atEnd` is true when the read stopped at the log's end or at a gap, not at `limit`.
-    func eventRows(after: Int64, limit: Int) async throws -> (rows: [(Int64, [JobEvent])], atEnd: Bool) {
-        let afterRow = EventLogFormat.row(of: after)
-        var result: [(Int64, [JobEvent])] = []
-        var atEnd = true
-        for round in 0..<2 {
-            let read = try await readEventRows(fromRow: afterRow, limit: limit)
-            result = []
-            // Rows up to the pruned mark are gone for good: no gap to wait for there.
-            var expected = max(afterRow, read.prunedThrough)
-            var blocked = false
-            for (seq, text) in read.rows {
-                if seq > expected + 1 && seq - 1 > read.settled { blocked = true; break }  // a gap that may still fill
-                expected = seq
-                let events = EventLogFormat.decode(row: seq, text: text).filter { $0.seq > after }
-                if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
-            }
-            atEnd = blocked || read.rows.count < limit
-            guard blocked, round == 0, try await settle(read.snapshot, through: read.newest) else { break }
-            // Settled: read again; the gap is now either filled or final.
-        }
-        return (result, atEnd)
-    }
-
-    /// One read of the event log with what its gap rule needs, all from one snapshot.
-    struct EventLogRead {
-        var rows: [(Int64, String)] = []
-        var prunedThrough: Int64 = 0
-        var settled: Int64 = 0
-        var snapshot = ""
-        var newest: Int64 = 0
-    }
-
-    private func readEventRows(fromRow: Int64, limit: Int) async throws -> EventLogRead {
-        let logger = self.logger
-        return try await read { client in
-            var read = EventLogRead()
-            for try await row in try await client.query("""
-                SELECT seq, events,
-                       (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned),
-                       (SELECT coalesce(max(through), 0) FROM spool_event_log_settled),
-                       pg_current_snapshot()::text,
-                       (SELECT coalesce(max(seq), 0) FROM spool_event_log)
-                FROM spool_event_log WHERE seq >= \(fromRow) ORDER BY seq LIMIT \(Int64(limit))
-                """, logger: logger).decode((Int64, String, Int64, Int64, String, Int64).self) {
-                read.rows.append((row.0, row.1))
-                (read.prunedThrough, read.settled, read.snapshot, read.newest) = (row.2, row.3, row.4, row.5)
-            }
-            return read
-        }
-    }
-
-    /// The newest event-log row and the snapshot it was read in, for a later ``settle(_:through:)``.
-    func eventLogReading() async throws -> (snapshot: String, newest: Int64) {
-        let logger = self.logger
-        return try await read { client in
-            var reading = ("", Int64(0))
-            for try await row in try await client.query(
-                "SELECT pg_current_snapshot()::text, (SELECT coalesce(max(seq), 0) FROM spool_event_log)", logger: logger
-            ).decode((String, Int64).self) { reading = row }
-            return reading
-        }
-    }
-
-    /// Moves the settled mark to `through` if every transaction running at `snapshot` has
-    /// ended. Returns whether it did.
-    func settle(_ snapshot: String, through: Int64) async throws -> Bool {
-        guard !snapshot.isEmpty else { return false }
-        let logger = self.logger
-        return try await read { client in
-            var settled = false
-            // Transactions of `snapshot` that hold a lock on the event log now (each holds a lock
-            // on its own 32-bit transaction id too, which is how the two are matched).
-            for try await _ in try await client.query("""
-                WITH listed AS (SELECT (x::text::numeric % 4294967296)::int8 AS xid FROM pg_snapshot_xip(\(snapshot)::pg_snapshot) AS x),
-                writing AS (
-                    SELECT 1 FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid AND t.locktype = 'transactionid'
-                    WHERE r.locktype = 'relation' AND r.relation = 'spool_event_log'::regclass
-                      AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                      AND t.transactionid::text::int8 IN (SELECT xid FROM listed))
-                INSERT INTO spool_event_log_settled (id, through)
-                SELECT 1, \(through) WHERE NOT EXISTS (SELECT 1 FROM writing)
-                ON CONFLICT (id) DO UPDATE SET through = excluded.through
-                WHERE spool_event_log_settled.through < excluded.through
-                RETURNING through
-                """, logger: logger).decode(Int64.self) { settled = true }
-            return settled
-        }
-    }
-
-    /// Moves the appended count changes into the totals (any process may; each change is
-    /// taken once).
-    func foldCounts() async throws {
-        let logger = self.logger
-        try await read { client in
-            try await client.query("""
-                WITH d AS (
-                    DELETE FROM spool_count_deltas WHERE id IN (
-                        SELECT id FROM spool_count_deltas ORDER BY id LIMIT 20000 FOR UPDATE SKIP LOCKED)
-                    RETURNING queue, tenant, state, n)
-                INSERT INTO spool_queue_counts (queue, tenant, state, n)
-                SELECT queue, tenant, state, sum(n) FROM d GROUP BY queue, tenant, state ORDER BY queue, tenant, state
-                ON CONFLICT (queue, tenant, state) DO UPDATE SET n = spool_queue_counts.n + excluded.n
-                """, logger: logger)
-        }
-    }
 }
 
 /// A PostgreSQL error other than a lost connection, with the server's message (postgres-nio
@@ -573,12 +371,12 @@ final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
         }
     }
 
-    private static func isUnavailable(_ error: any Error) -> Bool {
+    static func isUnavailable(_ error: any Error) -> Bool {
         if case SpoolError.unavailable = error { return true }
         return error is CancellationError
     }
 
-    private func flush() async {
+    func flush() async {
         while true {
             let taken = state.withLock { s -> [Waiting] in
                 let n = min(s.waiting.count, maxBatch)

@@ -94,8 +94,8 @@ enum PostgresSchema {
             "CREATE TABLE spool_leaders (duty text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL)",
         ]),
         (2, "event log: settled gaps instead of a timeout", [
-            // An event-log row's seq is taken only once its transaction has an id (so that a
-            // reader's snapshot lists the transaction while it runs), from a plain sequence.
+            // An event-log row's seq comes from a plain sequence, taken once the transaction has
+            // an id.
             """
             DO $$
             DECLARE last bigint;

@@ -21,11 +21,11 @@ public final class SQLiteJobStore: JobStore {
 
     public let signals = StoreSignals()
     public let path: String
-    private let pool: DatabasePool
-    private let writer: GroupCommitWriter
-    private let closed = Mutex(false)
-    private let completions: Coalescer<(JobID, LeaseToken, String?), Void>
-    private let singleEnqueues: Coalescer<(Job, Int?), EnqueueResult>
+    let pool: DatabasePool
+    let writer: GroupCommitWriter
+    let closed = Mutex(false)
+    let completions: Coalescer<(JobID, LeaseToken, String?), Void>
+    let singleEnqueues: Coalescer<(Job, Int?), EnqueueResult>
 
     /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
     public init(path: String, durability: Durability = .full) throws {
@@ -97,7 +97,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     /// Writes new jobs with multi-row inserts (at most 500 rows per statement).
-    private static func insert(_ jobs: [Job], _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
+    static func insert(_ jobs: [Job], _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
         for start in stride(from: 0, to: jobs.count, by: 500) {
             let slice = jobs[start..<min(start + 500, jobs.count)]
             var arguments = StatementArguments()
@@ -121,7 +121,7 @@ public final class SQLiteJobStore: JobStore {
 
     /// Inserts single enqueues gathered from many callers. Each is checked against its queue's
     /// depth limit in arrival order; those past it are refused alone.
-    private static func insertMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(Job, Int?)]) throws -> [Result<EnqueueResult, SpoolError>] {
+    static func insertMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(Job, Int?)]) throws -> [Result<EnqueueResult, SpoolError>] {
         var depth: [String: Int] = [:]
         for queue in DepthLimit.limitedQueues(items) {
             depth[queue] = try waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue)
@@ -132,7 +132,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     /// Jobs waiting in `queue` (pending + scheduled), as committed.
-    private static func waitingCount(_ db: Database, queue: String) throws -> Int {
+    static func waitingCount(_ db: Database, queue: String) throws -> Int {
         try Int.fetchOne(
             db.cachedStatement(sql: "SELECT coalesce(sum(n), 0) FROM queue_counts WHERE queue = ? AND state IN ('pending', 'scheduled')"),
             arguments: [queue]) ?? 0
@@ -203,7 +203,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     /// Completes many jobs with one statement per 500, checking each lease token (fencing).
-    private static func completeMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(JobID, LeaseToken, String?)]) throws -> [Result<Void, SpoolError>] {
+    static func completeMany(_ db: Database, _ batch: GroupCommitWriter.Batch, _ items: [(JobID, LeaseToken, String?)]) throws -> [Result<Void, SpoolError>] {
         let now = Rows.micros(Date())
         // A job twice in one batch (a stale and the current lease of it): the statement below
         // could not tell which lease completed it, so only the current one goes in.
@@ -310,297 +310,14 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    // MARK: Operators and clients
-
-    public func cancel(_ id: JobID, tenant: String?) async throws -> Job {
-        try await writer.write(atomic: true) { db, batch in
-            let job = try Self.fetchJob(db, id, tenant: tenant)
-            guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
-            try db.cachedStatement(sql: """
-                UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL WHERE id = ?
-                """).execute(arguments: [Rows.micros(Date()), id.description])
-            batch.transition(.init(job), from: job.state, to: .cancelled)
-            if job.state == .processing { batch.signal(.jobCancelled(id)) }
-            try Self.scheduleWebhook(db, batch, .init(job), url: job.callbackURL, state: .cancelled)
-            return try Self.fetchJob(db, id, tenant: tenant)
-        }
-    }
-
-    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
-        try await writer.write(atomic: true) { db, batch in
-            let job = try Self.fetchJob(db, id, tenant: tenant)
-            guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
-            try db.cachedStatement(sql: """
-                UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
-                                progress_percent = NULL, progress_message = NULL, worker_id = NULL
-                WHERE id = ?
-                """).execute(arguments: [Rows.micros(Date()), id.description])
-            var key = ChangeSet.JobKey(job)
-            key.attempt = 0
-            batch.transition(key, from: job.state, to: .pending)
-            batch.signal(.workAvailable(queue: job.queue))
-            return try Self.fetchJob(db, id, tenant: tenant)
-        }
-    }
-
-    public func delete(_ id: JobID, tenant: String?) async throws {
-        try await writer.write(atomic: true) { db, batch in
-            let job = try Self.fetchJob(db, id, tenant: tenant)
-            guard job.state.isFinished else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "delete") }
-            try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id.description])
-            batch.transition(.init(job), from: job.state, to: nil)
-        }
-    }
-
-    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
-        try NewJob.validateQueue(queue)
-        return try await writer.write(atomic: true) { db, batch in
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
-                    WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?)
-                    RETURNING id, tenant, kind, attempt
-                    """,
-                arguments: [Rows.micros(Date()), queue, tenant, tenant])
-            for row in rows { batch.transition(try Rows.key(row, queue: queue), from: .failed, to: .pending) }
-            if !rows.isEmpty { batch.signal(.workAvailable(queue: queue)) }
-            return rows.count
-        }
-    }
-
-    public func purge(queue: String, tenant: String?) async throws -> Int {
-        try NewJob.validateQueue(queue)
-        return try await writer.write(atomic: true) { db, batch in
-            let rows = try Row.fetchAll(
-                db,
-                sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?) RETURNING id, tenant, kind, attempt, state",
-                arguments: [queue, tenant, tenant])
-            for row in rows {
-                batch.transition(try Rows.key(row, queue: queue), from: JobState(rawValue: row[4]), to: nil)
-            }
-            return rows.count
-        }
-    }
-
-    public func setPaused(_ paused: Bool, queue: String) async throws {
-        try NewJob.validateQueue(queue)
-        try await writer.write(atomic: true) { db, batch in
-            try db.execute(
-                sql: "INSERT INTO queues(name, paused) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET paused = excluded.paused",
-                arguments: [queue, paused])
-            if !paused { batch.signal(.queueResumed(queue: queue)) }
-        }
-    }
-
-    public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
-        try await writer.write(durable: false) { db, batch in
-            var deleted = 0
-            let plan = PrunePlan(completedBefore: completedBefore, failedBefore: failedBefore)
-            for (state, cutoff) in plan.steps where deleted < limit {
-                // A job finished before the cut-off was created before it, and ids are
-                // time-ordered: the range scan on the id index visits only old jobs.
-                let rows = try Row.fetchAll(
-                    db.cachedStatement(sql: """
-                        DELETE FROM jobs WHERE seq IN (
-                            SELECT seq FROM jobs WHERE id < ? AND state = ? AND finished_at < ? LIMIT ?)
-                        RETURNING queue, tenant
-                        """),
-                    arguments: [JobID.lowerBound(at: cutoff).description, state.rawValue, Rows.micros(cutoff), limit - deleted])
-                for row in rows { batch.move(queue: row[0], tenant: row[1], from: state, to: nil) }
-                deleted += rows.count
-            }
-            // Delivery records go with the oldest history kept.
-            if let cutoff = plan.deliveriesBefore {
-                try db.cachedStatement(sql: """
-                    DELETE FROM webhook_deliveries WHERE id IN (
-                        SELECT id FROM webhook_deliveries WHERE created_at < ? LIMIT ?)
-                    """).execute(arguments: [Rows.micros(cutoff), limit])
-            }
-            return deleted
-        }
-    }
-
-    // MARK: Webhooks
-
-    /// Schedules the webhook of a job that just reached a terminal `state`, if it has a
-    /// callback URL: a delivery job (carrying the job's document as it is now) plus its
-    /// record, in the caller's transaction.
-    private static func scheduleWebhook(_ db: Database, _ batch: GroupCommitWriter.Batch, _ key: ChangeSet.JobKey,
-                                        url: String?, state: JobState) throws {
-        guard url != nil else { return }
-        let job = try fetchJob(db, key.id, tenant: nil)
-        guard let request = Webhook.deliveryJob(for: job), let url = job.callbackURL else { return }
-        let now = Date()
-        let delivery = Job(new: request, defaults: nil, now: now)
-        try insert([delivery], db, batch)
-        try db.cachedStatement(sql: """
-            INSERT INTO webhook_deliveries(id, job_id, tenant, url, event, created_at) VALUES (?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [delivery.id.description, key.id.description, key.tenant, url,
-                                     Webhook.eventType(job.state), Rows.micros(now)])
-    }
-
-    public func webhookDeliveries(of job: JobID, tenant: String?) async throws -> [WebhookDelivery] {
-        try await read { db in
-            let rows = try Row.fetchAll(
-                db.cachedStatement(sql: """
-                    SELECT d.id, d.url, d.event, d.created_at, d.attempts, j.state
-                    FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id
-                    WHERE d.job_id = ? AND (?2 IS NULL OR d.tenant = ?2)
-                    ORDER BY d.id
-                    """),
-                arguments: [job.description, tenant])
-            return try rows.map { row in
-                guard let id = JobID(row[0] as String) else { throw Rows.CorruptRow(description: "bad delivery id") }
-                let attempts = try JSON.decode([WebhookAttempt].self, from: Data((row[4] as String).utf8))
-                return WebhookDelivery(id: id, jobID: job, url: row[1], event: row[2], createdAt: Rows.date(row[3]),
-                                       state: (row[5] as String?).flatMap(JobState.init(rawValue:)), attempts: attempts)
-            }
-        }
-    }
-
-    public func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
-        let text = String(decoding: try JSON.encode(attempt), as: UTF8.self)
-        try await writer.write(durable: false) { db, _ in
-            try db.cachedStatement(sql: "UPDATE webhook_deliveries SET attempts = json_insert(attempts, '$[#]', json(?)) WHERE id = ?")
-                .execute(arguments: [text, delivery.description])
-        }
-    }
-
-    public func webhookSecret(tenant: String) async throws -> String {
-        if let existing = try await read({ db in
-            try String.fetchOne(db.cachedStatement(sql: "SELECT secret FROM webhook_secrets WHERE tenant = ?"), arguments: [tenant])
-        }) { return existing }
-        return try await writer.write(atomic: true) { db, _ in
-            try db.execute(sql: "INSERT INTO webhook_secrets(tenant, secret) VALUES (?, ?) ON CONFLICT(tenant) DO NOTHING",
-                           arguments: [tenant, Webhook.makeSecret()])
-            return try String.fetchOne(db, sql: "SELECT secret FROM webhook_secrets WHERE tenant = ?", arguments: [tenant]) ?? ""
-        }
-    }
-
-    // MARK: Reads
-
-    public func job(_ id: JobID, tenant: String?) async throws -> Job? {
-        try await read { db in
-            do { return try Self.fetchJob(db, id, tenant: tenant) } catch SpoolError.notFound { return nil }
-        }
-    }
-
-    public func list(_ filter: JobFilter) async throws -> JobPage {
-        let limit = max(1, min(filter.limit, 1000))
-        var conditions: [String] = []
-        var arguments: StatementArguments = []
-        if let tenant = filter.tenant { conditions.append("tenant = ?"); arguments += [tenant] }
-        if let queue = filter.queue { conditions.append("queue = ?"); arguments += [queue] }
-        if let state = filter.state { conditions.append("state = ?"); arguments += [state.rawValue] }
-        if let kind = filter.kind { conditions.append("kind = ?"); arguments += [kind] }
-        if let cursor = filter.cursor {
-            guard let seq = Int64(cursor), seq > 0 else { throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page") }
-            conditions.append("seq < ?"); arguments += [seq]
-        }
-        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let sql = "SELECT \(Rows.columns), seq FROM jobs \(whereClause) ORDER BY seq DESC LIMIT \(limit + 1)"
-        let finalArguments = arguments
-        return try await read { db in
-            let rows = try Row.fetchAll(db, sql: sql, arguments: finalArguments)
-            let page = rows.prefix(limit)
-            let jobs = try page.map(Rows.job)
-            let next: String? = rows.count > limit ? String(page.last![Rows.columnCount] as Int64) : nil
-            return JobPage(jobs: jobs, nextCursor: next)
-        }
-    }
-
-    public func queueStats(tenant: String?) async throws -> [QueueStats] {
-        try await read { db in
-            var stats: [String: QueueStats] = [:]
-            for row in try Row.fetchAll(
-                db, sql: "SELECT queue, state, sum(n) AS n FROM queue_counts WHERE ? IS NULL OR tenant = ? GROUP BY queue, state",
-                arguments: [tenant, tenant]) {
-                let name: String = row["queue"]
-                guard let state = JobState(rawValue: row["state"]) else { continue }
-                stats[name, default: .empty(name)].counts[state] = row["n"]
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT name, paused FROM queues") {
-                let name: String = row["name"]
-                stats[name, default: .empty(name)].paused = row["paused"]
-            }
-            let now = Date()
-            for name in stats.keys where (stats[name]!.counts[.pending] ?? 0) > 0 {
-                // Read from the ready index alone (it covers run_at).
-                if let oldest = try Int64.fetchOne(
-                    db, sql: "SELECT min(run_at) FROM jobs INDEXED BY jobs_ready WHERE queue = ? AND state = 'pending' AND (? IS NULL OR tenant = ?)", arguments: [name, tenant, tenant]) {
-                    stats[name]!.oldestPendingAge = .seconds(fractional: max(0, now.timeIntervalSince(Rows.date(oldest))))
-                }
-            }
-            return stats.values.sorted { $0.name < $1.name }
-        }
-    }
-
-    // MARK: Events
-
-    public func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage {
-        let wanted = max(1, min(limit, 10_000))
-        let rowLimit = 1000
-        return try await read { db in
-            var found: [JobEvent] = []
-            var next = after
-            var rowsRead = 0
-            // Rows from the one holding `after` on, at most `rowLimit` per call.
-            let rows = try Row.fetchCursor(
-                db, sql: "SELECT seq, events FROM event_log WHERE seq >= ? ORDER BY seq LIMIT ?",
-                arguments: [EventLogFormat.row(of: after), rowLimit])
-            while let row = try rows.next() {
-                rowsRead += 1
-                let rowSeq: Int64 = row[0]
-                for event in EventLogFormat.decode(row: rowSeq, text: row[1]) where event.seq > after && filter.matches(event) {
-                    found.append(event)
-                    if found.count == wanted { return EventPage(events: found, next: event.seq, atEnd: false) }
-                }
-                next = max(next, EventLogFormat.seq(row: rowSeq, index: EventLogFormat.perRow - 1))
-            }
-            return EventPage(events: found, next: next, atEnd: rowsRead < rowLimit)
-        }
-    }
-
-    public func prunedEventSeq() async throws -> Int64 {
-        try await read { db in
-            // Row seqs are AUTOINCREMENT from 1 and never reused: rows below the oldest one left
-            // were pruned (or, with an empty log, every row ever written was).
-            let oldest = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM event_log")
-            let ever = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'") ?? 0
-            let prunedRow = oldest.map { $0 - 1 } ?? ever
-            return prunedRow > 0 ? EventLogFormat.seq(row: prunedRow, index: EventLogFormat.perRow - 1) : 0
-        }
-    }
-
-    public func lastEventSeq() async throws -> Int64 {
-        try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT seq, count FROM event_log ORDER BY seq DESC LIMIT 1") else {
-                // Every row was pruned: the newest seq is the last one ever written.
-                let ever = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'") ?? 0
-                return ever > 0 ? EventLogFormat.seq(row: ever, index: EventLogFormat.perRow - 1) : 0
-            }
-            return EventLogFormat.seq(row: row[0], index: (row[1] as Int) - 1)
-        }
-    }
-
-    public func pruneEvents(before: Date, limit: Int) async throws -> Int {
-        try await writer.write(durable: false, atomic: true) { db, _ in
-            try db.execute(
-                sql: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log WHERE at < ? ORDER BY seq LIMIT ?)",
-                arguments: [Rows.micros(before), limit])
-            return db.changesCount
-        }
-    }
-
     // MARK: Helpers
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         if closed.withLock({ $0 }) { throw SpoolError.unavailable(reason: "the store is closed") }
         do { return try await pool.read(body) } catch { throw Self.map(error) }
     }
 
-    private static func fetchJob(_ db: Database, _ id: JobID, tenant: String?) throws -> Job {
+    static func fetchJob(_ db: Database, _ id: JobID, tenant: String?) throws -> Job {
         guard let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE id = ?"), arguments: [id.description])
         else { throw SpoolError.notFound(id) }

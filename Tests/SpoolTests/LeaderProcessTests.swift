@@ -10,7 +10,7 @@ struct LeaderProcessTests {
     /// The maintenance leader's worker id (while its claim runs), its claim's expiry and the
     /// database's clock, in seconds since 1970.
     static func leader(_ store: PostgresJobStore) async throws -> (holder: String, expires: Double, now: Double)? {
-        try await store.read { client in
+        try await store.autocommit { client in
             var found: (String, Double, Double)?
             for try await row in try await client.query("""
                 SELECT holder, extract(epoch FROM expires_at)::float8, extract(epoch FROM clock_timestamp())::float8

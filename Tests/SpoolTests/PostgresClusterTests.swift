@@ -170,18 +170,22 @@ struct PostgresClusterTests {
     @Test("the database restarts mid-run: the gateway answers 503 with Retry-After while it is down, and nothing is lost")
     func databaseRestart() async throws {
         let env = ProcessInfo.processInfo.environment
-        guard let dataDir = env["SPOOL_PG_DIR"], let bin = env["SPOOL_PG_BIN"] else {
-            Issue.record("SPOOL_PG_DIR and SPOOL_PG_BIN must name the test cluster (.ci/postgres.sh exports them)")
+        guard let bin = env["SPOOL_PG_BIN"], let shared = PostgresTestDatabase.serverURL,
+              let sharedPort = URLComponents(string: shared)?.port else {
+            Issue.record("SPOOL_PG_BIN and SPOOL_TEST_POSTGRES_URL must name the test server (.ci/postgres.sh exports them)")
             return
         }
+        // A server of this test's own: stopping the shared one would fail every other
+        // PostgreSQL test running meanwhile.
+        let dataDir = NSTemporaryDirectory() + "spool-pg-restart-\(UUID().uuidString.prefix(8))"
+        let port = sharedPort + 100
         // system(3), not Foundation's Process: its wait can miss the exit of a child that
         // leaves a daemon behind (pg_ctl start). The server must not inherit this process's
         // open sockets (other tests' connections would then never close), so a script closes
-        // every descriptor above 2 (but its own, 255) before it runs pg_ctl.
+        // every descriptor above 2 (but its own, 255) before it runs the command.
         let script = NSTemporaryDirectory() + "spool-pgctl-\(UUID().uuidString.prefix(8)).sh"
         defer { try? FileManager.default.removeItem(atPath: script) }
-        func pgctl(_ args: String) throws {
-            let command = "\(bin)/pg_ctl -D \(dataDir)/data -w \(args) >/dev/null 2>&1"
+        func asPostgres(_ command: String) throws {
             let run = getuid() == 0 ? "su -s /bin/sh postgres -c '\(command)'" : command
             let text = """
                 for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ] && [ "$n" -ne 255 ]; then eval "exec $n>&-"; fi; done 2>/dev/null
@@ -190,9 +194,23 @@ struct PostgresClusterTests {
                 """
             try text.write(toFile: script, atomically: true, encoding: .utf8)
             let status = system("/bin/bash \(script)")
-            guard status == 0 else { throw CLIMissing(searched: "pg_ctl \(args) failed (\(status))") }
+            guard status == 0 else { throw CLIMissing(searched: "\(command) failed (\(status))") }
         }
-        try await PostgresTestDatabase.with { url in
+        func pgctl(_ args: String) throws { try asPostgres("\(bin)/pg_ctl -D \(dataDir)/data -w \(args) >/dev/null 2>&1") }
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        if getuid() == 0 { _ = system("chown postgres \(dataDir)") }
+        defer {
+            try? pgctl("-m immediate stop")
+            try? FileManager.default.removeItem(atPath: dataDir)
+        }
+        try asPostgres("\(bin)/initdb -D \(dataDir)/data -U spool -A trust -E UTF8 --no-locale >/dev/null 2>&1")
+        let conf = try FileHandle(forWritingTo: URL(fileURLWithPath: "\(dataDir)/data/postgresql.conf"))
+        try conf.seekToEnd()
+        try conf.write(contentsOf: Data("\nport = \(port)\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '\(dataDir)'\n".utf8))
+        try conf.close()
+        try pgctl("-l \(dataDir)/server.log start")
+        let url = "postgres://spool@127.0.0.1:\(port)/postgres"
+        do {
             let dir = TempDir()
             defer { dir.remove() }
             let config = dir.file("spool.yaml")

@@ -55,6 +55,7 @@ struct PostgresStoreTests {
             let store = try PostgresJobStore(url: url, options: options)
             do {
                 try await store.migrate()
+                store.startBackgroundDuties()
                 let live = Mutex<[JobEvent]>([])
                 store.signals.addEventListener { events in live.withLock { $0 += events } }
                 let slowJob = JobID.make()
@@ -116,7 +117,7 @@ struct PostgresStoreTests {
                 #expect(ContinuousClock.now - started < .seconds(8), "the caller was answered at the deadline, not when the work ended")
                 try await Task.sleep(until: started + .seconds(11))  // past when the work would have committed
                 let probe = try PostgresJobStore(url: url)
-                let rows = try await probe.read { client in
+                let rows = try await probe.autocommit { client in
                     var n = 0
                     for try await count in try await client.query("SELECT count(*)::int8 FROM marker", logger: probe.logger).decode(Int64.self) { n = Int(count) }
                     return n

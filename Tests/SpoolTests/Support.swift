@@ -48,6 +48,7 @@ struct TempDir {
 
 /// Runs `body` with a new, migrated, empty store of `kind`.
 func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
+    _ = testMetrics  // metrics handles made before the bootstrap would stay no-ops for good
     switch kind {
     case .postgres:
         return try await PostgresTestDatabase.with { url in
@@ -64,6 +65,7 @@ func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) a
 private func migratedThenClosed<T>(_ store: any JobStore, _ body: (any JobStore) async throws -> T) async throws -> T {
     do {
         try await store.migrate()
+        store.startBackgroundDuties()
         let result = try await body(store)
         try await store.close()
         return result

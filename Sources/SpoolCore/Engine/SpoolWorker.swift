@@ -24,6 +24,7 @@ public final class SpoolWorker: Service, Sendable {
     }
 
     public func run() async throws {
+        spool.store.startBackgroundDuties()
         let token = spool.store.signals.addListener { [workers] signal in
             switch signal {
             case .workAvailable(let queue), .queueResumed(let queue):

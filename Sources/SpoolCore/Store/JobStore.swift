@@ -18,6 +18,11 @@ public protocol JobStore: Sendable {
     /// Creates or upgrades the schema. Safe to call from several processes at once.
     func migrate() async throws
 
+    /// Starts what the store runs in the background for this process (a shared store listens
+    /// for other processes' wake-ups and events). Workers and gateways call it; calling it
+    /// again does nothing.
+    func startBackgroundDuties()
+
     /// Enqueues jobs atomically: all are written or none. A job whose idempotency key already
     /// exists (for its tenant) is not written again; its existing job is returned with
     /// `replayed == true`, or ``SpoolError/idempotencyConflict(key:existing:)`` is thrown when
@@ -137,6 +142,7 @@ extension JobStore {
     /// A store one machine uses alone: every caller may run every duty.
     public func claimLeadership(of duty: String, holder: String, for ttl: Duration) async throws -> Bool { true }
     public func resignLeadership(of duty: String, holder: String) async throws {}
+    public func startBackgroundDuties() {}
 }
 
 /// Which events a subscriber wants. `nil` fields match everything.

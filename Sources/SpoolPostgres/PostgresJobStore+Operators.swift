@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import PostgresNIO
+import SpoolCore
+
+extension PostgresJobStore {
+    // MARK: Operators and clients
+
+    /// The job, locked for this transaction, if `tenant` may see it.
+    func lockedJob(_ connection: PostgresConnection, _ id: JobID, tenant: String?) async throws -> Job {
+        guard let job = try await connection.jobs(
+            "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE id = \(id.uuid) FOR UPDATE", logger: logger
+        ).first, tenant == nil || job.tenant == tenant else { throw SpoolError.notFound(id) }
+        return job
+    }
+
+    func fetchJob(_ connection: PostgresConnection, _ id: JobID) async throws -> Job {
+        guard let job = try await connection.jobs(
+            "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE id = \(id.uuid)", logger: logger
+        ).first else { throw SpoolError.notFound(id) }
+        return job
+    }
+
+    public func cancel(_ id: JobID, tenant: String?) async throws -> Job {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
+            try await connection.query("""
+                UPDATE spool_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+                WHERE id = \(id.uuid)
+                """, logger: logger)
+            changes.transition(.init(job), from: job.state, to: .cancelled)
+            if job.state == .processing { changes.signal(.jobCancelled(id)) }
+            if job.callbackURL != nil { try await self.scheduleWebhook(connection, changes, id) }
+            return try await self.fetchJob(connection, id)
+        }
+    }
+
+    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
+            try await connection.query("""
+                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
+                                      progress_percent = NULL, progress_message = NULL, worker_id = NULL
+                WHERE id = \(id.uuid)
+                """, logger: logger)
+            var key = ChangeSet.JobKey(job)
+            key.attempt = 0
+            changes.transition(key, from: job.state, to: .pending)
+            changes.signal(.workAvailable(queue: job.queue))
+            return try await self.fetchJob(connection, id)
+        }
+    }
+
+    public func delete(_ id: JobID, tenant: String?) async throws {
+        let logger = self.logger
+        try await transaction { connection, changes in
+            let job = try await self.lockedJob(connection, id, tenant: tenant)
+            guard job.state.isFinished else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "delete") }
+            try await connection.query("DELETE FROM spool_jobs WHERE id = \(id.uuid)", logger: logger)
+            changes.transition(.init(job), from: job.state, to: nil)
+        }
+    }
+
+    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+        try NewJob.validateQueue(queue)
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let rows = try await connection.keys("""
+                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL
+                WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                RETURNING id, tenant, kind, attempt, queue
+                """, logger: logger)
+            for (key, _) in rows { changes.transition(key, from: .failed, to: .pending) }
+            if !rows.isEmpty { changes.signal(.workAvailable(queue: queue)) }
+            return rows.count
+        }
+    }
+
+    public func purge(queue: String, tenant: String?) async throws -> Int {
+        try NewJob.validateQueue(queue)
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            let rows = try await connection.keys("""
+                DELETE FROM spool_jobs WHERE queue = \(queue) AND state IN ('pending', 'scheduled')
+                    AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                RETURNING id, tenant, kind, attempt, queue, state
+                """, logger: logger)
+            for (key, row) in rows {
+                let state = try row.makeRandomAccess()[5].decode(String.self)
+                changes.transition(key, from: JobState(rawValue: state), to: nil)
+            }
+            return rows.count
+        }
+    }
+
+    public func setPaused(_ paused: Bool, queue: String) async throws {
+        try NewJob.validateQueue(queue)
+        let logger = self.logger
+        try await transaction { connection, changes in
+            try await connection.query("""
+                INSERT INTO spool_queues (name, paused) VALUES (\(queue), \(paused))
+                ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+                """, logger: logger)
+            if !paused { changes.signal(.queueResumed(queue: queue)) }
+        }
+    }
+
+    public func prune(completedBefore: Date?, failedBefore: Date?, limit: Int) async throws -> Int {
+        let logger = self.logger
+        return try await transaction { connection, changes in
+            var deleted = 0
+            let plan = PrunePlan(completedBefore: completedBefore, failedBefore: failedBefore)
+            for (state, cutoff) in plan.steps where deleted < limit {
+                // Ids are time-ordered: the range scan on the primary key visits only old jobs.
+                for try await (queue, tenant) in try await connection.query("""
+                    WITH old AS MATERIALIZED (
+                        SELECT id FROM spool_jobs WHERE id < \(JobID.lowerBound(at: cutoff).uuid) AND state = \(state.rawValue)
+                            AND finished_at < \(cutoff) LIMIT \(Int64(limit - deleted)) FOR UPDATE SKIP LOCKED)
+                    DELETE FROM spool_jobs USING old WHERE spool_jobs.id = old.id AND spool_jobs.state = \(state.rawValue)
+                    RETURNING spool_jobs.queue, spool_jobs.tenant
+                    """, logger: logger).decode((String, String).self) {
+                    changes.move(queue: queue, tenant: tenant, from: state, to: nil)
+                    deleted += 1
+                }
+            }
+            if let cutoff = plan.deliveriesBefore {
+                try await connection.query("""
+                    DELETE FROM spool_webhook_deliveries WHERE id IN (
+                        SELECT id FROM spool_webhook_deliveries WHERE created_at < \(cutoff) LIMIT \(Int64(limit)))
+                    """, logger: logger)
+            }
+            return deleted
+        }
+    }
+}
