@@ -9,13 +9,15 @@ extension PostgresJobStore {
     /// still fill: a transaction that has its seq but has not committed yet.
     ///
     /// A gap is stepped over only below the settled mark, and the mark moves only by this rule:
-    /// a read at time `T` sees rows up to `M`. A transaction holding a seq below `M` took it
-    /// before `M` was taken, so it started before `T`; and from its insert into the event log
-    /// until after it has ended for every later snapshot, it holds a lock on the log. Once no
-    /// transaction that started by `T` holds that lock, every seq up to `M` is final: committed
-    /// (and seen by any later read) or rolled back. So no committed event is ever skipped,
-    /// however slow its commit, and transactions that never write the event log (other
-    /// applications) hold nothing up.
+    /// a read sees rows up to `M` and, in the same statement, which transactions hold a lock on
+    /// the event log (``writersNow``). A transaction holding a seq below `M` that had not
+    /// committed by the read's snapshot still held that lock when the read looked: a writer takes
+    /// it at its insert and keeps it until after it is visible to new snapshots, and it has a
+    /// transaction id before it takes its seq (``PostgresSchema`` makes sure). Once none of those
+    /// transactions is running any more, every seq up to `M` is final: committed (and seen by any
+    /// later read) or rolled back. So no committed event is ever skipped, however slow its commit;
+    /// transactions that never write the event log (other applications) hold nothing up, and
+    /// nothing depends on clocks or on what other database roles may see.
     ///
     /// `atEnd` is true when the read stopped at the log's end or at a gap, not at `limit`.
     func eventRows(after: Int64, limit: Int) async throws -> (rows: [(Int64, [JobEvent])], atEnd: Bool) {
@@ -35,7 +37,7 @@ extension PostgresJobStore {
                 if seq > afterRow || !events.isEmpty { result.append((seq, events)) }
             }
             atEnd = blocked || read.rows.count < limit
-            guard blocked, round == 0, try await settle(readAt: read.readAt, through: read.newest) else { break }
+            guard blocked, round == 0, try await settle(writers: read.writers, through: read.newest) else { break }
             // Settled: read again; the gap is now either filled or final.
         }
         return (result, atEnd)
@@ -46,8 +48,8 @@ extension PostgresJobStore {
         var rows: [(Int64, String)] = []
         var prunedThrough: Int64 = 0
         var settled: Int64 = 0
-        /// The database's clock when the rows were read.
-        var readAt = ""
+        /// The transactions that held a lock on the event log when the rows were read.
+        var writers: [String] = []
         var newest: Int64 = 0
     }
 
@@ -59,46 +61,50 @@ extension PostgresJobStore {
                 SELECT seq, events,
                        (SELECT coalesce(max(through), 0) FROM spool_event_log_pruned),
                        (SELECT coalesce(max(through), 0) FROM spool_event_log_settled),
-                       clock_timestamp()::text,
+                       \(unescaped: Self.writersNow),
                        (SELECT coalesce(max(seq), 0) FROM spool_event_log)
                 FROM spool_event_log WHERE seq >= \(fromRow) ORDER BY seq LIMIT \(Int64(limit))
-                """, logger: logger).decode((Int64, String, Int64, Int64, String, Int64).self) {
+                """, logger: logger).decode((Int64, String, Int64, Int64, [String], Int64).self) {
                 read.rows.append((row.0, row.1))
-                (read.prunedThrough, read.settled, read.readAt, read.newest) = (row.2, row.3, row.4, row.5)
+                (read.prunedThrough, read.settled, read.writers, read.newest) = (row.2, row.3, row.4, row.5)
             }
             return read
         }
     }
 
-    /// The newest event-log row and when it was read, for a later ``settle(readAt:through:)``.
-    func eventLogReading() async throws -> (readAt: String, newest: Int64) {
+    /// The transaction ids (as text) of everyone holding a lock on the event log: the writers
+    /// whose rows may not be visible yet. A scalar subquery, so one value per statement.
+    static let writersNow = """
+        (SELECT coalesce(array_agg(t.transactionid::text), '{}')
+         FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid AND t.locktype = 'transactionid'
+         WHERE r.locktype = 'relation' AND r.mode = 'RowExclusiveLock' AND r.relation = 'spool_event_log'::regclass
+           AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+        """
+
+    /// The newest event-log row and who was writing the log then, for a later
+    /// ``settle(writers:through:)``.
+    func eventLogReading() async throws -> (writers: [String], newest: Int64) {
         let logger = self.logger
         return try await autocommit { client in
-            var reading = ("", Int64(0))
+            var reading: ([String], Int64) = ([], 0)
             for try await row in try await client.query(
-                "SELECT clock_timestamp()::text, (SELECT coalesce(max(seq), 0) FROM spool_event_log)", logger: logger
-            ).decode((String, Int64).self) { reading = row }
+                "SELECT \(unescaped: Self.writersNow), (SELECT coalesce(max(seq), 0) FROM spool_event_log)", logger: logger
+            ).decode(([String], Int64).self) { reading = row }
             return reading
         }
     }
 
-    /// Moves the settled mark to `through` (the newest row a read at `readAt` saw) if no
-    /// transaction that started by then still holds a lock on the event log. Returns whether it
+    /// Moves the settled mark to `through` (the newest row a read saw) once none of `writers`
+    /// (who held a lock on the event log at that read) is running any more. Returns whether it
     /// did.
-    func settle(readAt: String, through: Int64) async throws -> Bool {
-        guard !readAt.isEmpty else { return false }
+    func settle(writers: [String], through: Int64) async throws -> Bool {
         let logger = self.logger
         return try await autocommit { client in
             var settled = false
             for try await _ in try await client.query("""
-                WITH writing AS (
-                    SELECT 1 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-                    WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
-                      AND l.relation = 'spool_event_log'::regclass
-                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                      AND (a.xact_start IS NULL OR a.xact_start <= \(readAt)::timestamptz))
                 INSERT INTO spool_event_log_settled (id, through)
-                SELECT 1, \(through) WHERE NOT EXISTS (SELECT 1 FROM writing)
+                SELECT 1, \(through) WHERE NOT EXISTS (
+                    SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND transactionid::text = ANY(\(writers)::text[]))
                 ON CONFLICT (id) DO UPDATE SET through = excluded.through
                 WHERE spool_event_log_settled.through < excluded.through
                 RETURNING through

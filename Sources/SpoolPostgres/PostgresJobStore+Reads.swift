@@ -113,9 +113,9 @@ extension PostgresJobStore {
     /// before the first gap that is not settled (see ``eventRows(after:limit:)``).
     public func lastEventSeq() async throws -> Int64 {
         let logger = self.logger
-        func lastBeforeGap() async throws -> (seq: Int64, gap: Bool, newest: Int64, readAt: String) {
+        func lastBeforeGap() async throws -> (seq: Int64, gap: Bool, newest: Int64, writers: [String]) {
             try await autocommit { client in
-                var answer: (Int64, Bool, Int64, String) = (0, false, 0, "")
+                var answer: (Int64, Bool, Int64, [String]) = (0, false, 0, [])
                 for try await row in try await client.query("""
                     WITH mark AS (SELECT greatest(
                             (SELECT coalesce(max(through), 0) FROM spool_event_log_settled),
@@ -129,14 +129,14 @@ extension PostgresJobStore {
                                     (SELECT CASE WHEN m > 0 THEN m * 65536 + 65535 ELSE 0 END FROM mark)),
                            (SELECT first FROM gap) IS NOT NULL,
                            (SELECT coalesce(max(seq), 0) FROM spool_event_log),
-                           clock_timestamp()::text
-                    """, logger: logger).decode((Int64, Bool, Int64, String).self) { answer = row }
+                           \(unescaped: Self.writersNow)
+                    """, logger: logger).decode((Int64, Bool, Int64, [String]).self) { answer = row }
                 return answer
             }
         }
         let first = try await lastBeforeGap()
         // A gap above the settled mark: settle it if it can be, then look again.
-        guard first.gap, try await settle(readAt: first.readAt, through: first.newest) else { return first.seq }
+        guard first.gap, try await settle(writers: first.writers, through: first.newest) else { return first.seq }
         return try await lastBeforeGap().seq
     }
 

@@ -376,7 +376,7 @@ final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
         return error is CancellationError
     }
 
-    func flush() async {
+    private func flush() async {
         while true {
             let taken = state.withLock { s -> [Waiting] in
                 let n = min(s.waiting.count, maxBatch)

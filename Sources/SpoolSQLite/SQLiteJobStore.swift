@@ -86,7 +86,7 @@ public final class SQLiteJobStore: JobStore {
             }
             let (results, new) = try plan.resolve(existing: existing, defaults: defaults, now: Date())
             // Backpressure: refuse the whole request if any queue would pass its limit.
-            for (queue, n) in DepthLimit.adding(new) {
+            for (queue, n) in DepthLimit.adding(new).sorted(by: { $0.key < $1.key }) {
                 guard let limit = depthLimits[queue] else { continue }
                 try DepthLimit.check(queue: queue, current: try Self.waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue),
                                      adding: n, limit: limit)

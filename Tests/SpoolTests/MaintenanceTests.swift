@@ -56,7 +56,8 @@ struct MaintenanceTests {
         }
     }
 
-    @Test("leader election: one holder at a time, a resignation hands over at once, an expired claim is taken over")
+    @Test("leader election: one holder at a time, a resignation hands over at once, an expired claim is taken over",
+          .enabled(if: PostgresTestDatabase.serverURL != nil || PostgresTestDatabase.required))
     func leaderElection() async throws {
         try await withStore(.postgres) { store in
             let a = LeaderElector(store: store, holder: "a", settings: .init(ttl: .seconds(2)))

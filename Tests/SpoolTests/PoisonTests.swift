@@ -128,7 +128,7 @@ func insertRawEventRows(_ store: any JobStore, _ texts: [String]) async throws {
 /// Behaviours the two stores once did differently, pinned on both.
 @Suite("Store rules kept alike")
 struct StoreRulesTests {
-    @Test("a rescue call returns at most LeaseRescue.batchLimit jobs, longest expired first, with the rule's error", arguments: StoreKind.allCases)
+    @Test("a rescue call returns at most LeaseRescue.batchLimit jobs, with the rule's error", arguments: StoreKind.allCases)
     func rescueIsBounded(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             let total = LeaseRescue.batchLimit + 1

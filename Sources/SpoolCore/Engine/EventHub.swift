@@ -47,6 +47,7 @@ public final class EventHub: Sendable {
     /// Listens to the store's events until ``close()``.
     public init(store: any JobStore) {
         signals = store.signals
+        store.startBackgroundDuties()  // a shared store reads other processes' (and its own) events there
         let token = signals.addEventListener { [weak self] events in self?.publish(events) }
         listenerToken.withLock { $0 = token }
     }

@@ -50,9 +50,11 @@ public final class LeaderElector: Sendable {
         return won
     }
 
-    /// Gives the duty up, so that another process takes it over at once.
+    /// Gives the duty up, so that another process takes it over at once. Always asks the store
+    /// (an election whose answer was lost may still have made this holder the leader); the store
+    /// deletes only this holder's claim.
     public func resign() async {
-        guard leading.exchange(false, ordering: .relaxed) else { return }
+        leading.store(false, ordering: .relaxed)
         do {
             try await store.resignLeadership(of: settings.duty, holder: holder)
             logger.info("resigned as leader", metadata: ["duty": "\(settings.duty)", "holder": "\(holder)"])

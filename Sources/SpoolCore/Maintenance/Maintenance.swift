@@ -17,7 +17,8 @@ final class Maintenance: Sendable {
         self.configuration = configuration
         self.logger = logger
         // The claim outlives three rounds: a leader that dies is replaced within that.
-        elector = LeaderElector(store: store, holder: configuration.workerID,
+        // The holder is this round's own: two workers of one process must not share a claim.
+        elector = LeaderElector(store: store, holder: configuration.workerID + ":m" + String(UInt16.random(in: 0...UInt16.max), radix: 36),
                                 settings: .init(ttl: configuration.maintenanceInterval * 3), logger: logger)
         rescuer = LeaseRescuer(store: store, logger: logger)
         jobPruner = JobPruner(store: store, settings: .init(configuration), logger: logger)
@@ -28,7 +29,7 @@ final class Maintenance: Sendable {
     func run(stopped: @Sendable () -> Bool) async {
         var lastPrune = ContinuousClock.now - configuration.pruneInterval
         while !stopped() {
-            if await elector.elect() {
+            if await elector.elect(), !stopped() {
                 do {
                     try await rescuer.run()
                     if ContinuousClock.now - lastPrune >= configuration.pruneInterval {

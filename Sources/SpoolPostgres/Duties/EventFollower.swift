@@ -14,7 +14,7 @@ struct EventFollower: Sendable {
         var following = false
         var position: Int64 = 0
         var lastSettle = ContinuousClock.now
-        var reading: (readAt: String, newest: Int64)?
+        var reading: (writers: [String], newest: Int64)?
         while !Task.isCancelled {
             await store.eventBell.wait(timeout: store.options.eventPollInterval)
             if Task.isCancelled { return }
@@ -22,7 +22,7 @@ struct EventFollower: Sendable {
             do {
                 if ContinuousClock.now - lastSettle >= .seconds(1) {
                     lastSettle = ContinuousClock.now
-                    if let reading { _ = try await store.settle(readAt: reading.readAt, through: reading.newest) }
+                    if let reading { _ = try await store.settle(writers: reading.writers, through: reading.newest) }
                     reading = try await store.eventLogReading()
                 }
                 if !following {
