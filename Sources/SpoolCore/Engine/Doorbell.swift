@@ -16,15 +16,16 @@ public final class Doorbell: Sendable {
     var waitingCount: Int { state.withLock { $0.waiters.count } }
 
     public func ring() {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        // The table is handed out whole (no copy, no allocation: rings are on the hot path).
+        let waiters = state.withLock { s -> [Int: CheckedContinuation<Void, Never>] in
             if s.waiters.isEmpty {
                 s.rung = true
-                return []
+                return [:]
             }
             defer { s.waiters = [:] }
-            return Array(s.waiters.values)
+            return s.waiters
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters.values { waiter.resume() }
     }
 
     /// Returns after a ring (or at once if one is pending), or after `timeout`.
