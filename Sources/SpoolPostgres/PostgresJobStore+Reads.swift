@@ -19,34 +19,28 @@ extension PostgresJobStore {
     }
 
     public func list(_ filter: JobFilter) async throws -> JobPage {
-        let limit = max(1, min(filter.limit, 1000))
+        let plan = try ListPlan(filter)
         var conditions: [String] = []
         var binds = PostgresBindings()
-        func add(_ condition: String, _ value: String) {
-            binds.append(value)
-            conditions.append(condition.replacingOccurrences(of: "$", with: "$\(binds.count)"))
+        for equality in plan.equalities {
+            binds.append(equality.value)
+            conditions.append("\(equality.column) = $\(binds.count)")
         }
-        if let tenant = filter.tenant { add("tenant = $", tenant) }
-        if let queue = filter.queue { add("queue = $", queue) }
-        if let state = filter.state { add("state = $", state.rawValue) }
-        if let kind = filter.kind { add("kind = $", kind) }
-        if let cursor = filter.cursor {
-            guard let seq = Int64(cursor), seq > 0 else { throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page") }
-            binds.append(seq)
+        if let before = plan.before {
+            binds.append(before)
             conditions.append("seq < $\(binds.count)")
         }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let query = PostgresQuery(
-            unsafeSQL: "SELECT \(PGRows.columns()), seq FROM spool_jobs \(whereClause) ORDER BY seq DESC LIMIT \(limit + 1)",
+            unsafeSQL: "SELECT \(PGRows.columns()), seq FROM spool_jobs \(whereClause) ORDER BY seq DESC LIMIT \(plan.fetchLimit)",
             binds: binds)
         let logger = self.logger
         return try await autocommit { client in
-            var rows: [(Job, Int64)] = []
+            var rows: [(job: Job, seq: Int64)] = []
             for try await row in try await client.query(query, logger: logger) {
                 rows.append((try PGRows.job(row), try row.makeRandomAccess()[23].decode(Int64.self)))
             }
-            let page = rows.prefix(limit)
-            return JobPage(jobs: page.map(\.0), nextCursor: rows.count > limit ? String(page.last!.1) : nil)
+            return JobPage(rows: rows, plan: plan)
         }
     }
 

@@ -44,8 +44,8 @@ public final class PostgresJobStore: JobStore {
     /// Rung by a notification of new events (the notifier rings, the event follower waits).
     let eventBell = Doorbell()
     let closed = Atomic<Bool>(false)
-    let enqueues: Batcher<(Job, Int?), EnqueueResult>
-    let completions: Batcher<(JobID, LeaseToken, String?), Void>
+    let enqueues = WriteBatcher<(Job, Int?), EnqueueResult>(overlap: .afterFinish)
+    let completions = WriteBatcher<(JobID, LeaseToken, String?), Void>(overlap: .afterFinish)
 
     /// Arbitrary but fixed advisory lock keys.
     static let depthLockClass: Int32 = 0x5350_4450  // "SPDP": with hashtext(queue), enqueues to a depth-limited queue
@@ -67,10 +67,8 @@ public final class PostgresJobStore: JobStore {
         let client = PostgresClient(configuration: configuration, backgroundLogger: backgroundLogger)
         self.client = client
         runner = Task { await client.run() }
-        enqueues = Batcher()
-        completions = Batcher()
-        enqueues.body = { [unowned self] items in try await self.insertMany(items) }
-        completions.body = { [unowned self] items in try await self.completeMany(items) }
+        enqueues.write = { [unowned self] take in try await self.insertMany(take()) }
+        completions.write = { [unowned self] take in try await self.completeMany(take()) }
     }
 
     /// `url` with its password hidden, for logs.
@@ -340,72 +338,4 @@ struct TransactionState: Sendable {
 private final class DeadlineRace: Sendable {
     let answered = Atomic<Bool>(false)
     let timer = Mutex<Task<Void, Never>?>(nil)
-}
-
-/// Merges single calls that arrive together into one transaction: the first caller of a group
-/// starts a flush; whatever arrives while a flush runs goes in the next one.
-final class Batcher<Item: Sendable, Output: Sendable>: @unchecked Sendable {
-    typealias Body = @Sendable ([Item]) async throws -> [Result<Output, SpoolError>]
-    private struct Waiting: Sendable {
-        var item: Item
-        var continuation: CheckedContinuation<Output, any Error>
-    }
-    private struct State {
-        var waiting: [Waiting] = []
-        var flushing = false
-    }
-    private let state = Mutex(State())
-    /// Set once, right after init.
-    var body: Body = { _ in [] }
-    let maxBatch = 1000
-
-    func submit(_ item: Item) async throws -> Output {
-        try await withCheckedThrowingContinuation { continuation in
-            let start = state.withLock { s -> Bool in
-                s.waiting.append(Waiting(item: item, continuation: continuation))
-                if s.flushing { return false }
-                s.flushing = true
-                return true
-            }
-            if start { Task { await self.flush() } }
-        }
-    }
-
-    static func isUnavailable(_ error: any Error) -> Bool {
-        if case SpoolError.unavailable = error { return true }
-        return error is CancellationError
-    }
-
-    private func flush() async {
-        while true {
-            let taken = state.withLock { s -> [Waiting] in
-                let n = min(s.waiting.count, maxBatch)
-                let taken = Array(s.waiting.prefix(n))
-                s.waiting.removeFirst(n)
-                if taken.isEmpty { s.flushing = false }
-                return taken
-            }
-            if taken.isEmpty { return }
-            do {
-                let results = try await body(taken.map(\.item))
-                precondition(results.count == taken.count, "a batched write must answer every item")
-                for (waiting, result) in zip(taken, results) { waiting.continuation.resume(with: result.mapError { $0 as any Error }) }
-            } catch {
-                if taken.count > 1, !Self.isUnavailable(error) {
-                    // One bad item (a value the server refuses) must not fail the others: each
-                    // goes again on its own, and only the bad one fails.
-                    for waiting in taken {
-                        do {
-                            let result = try await body([waiting.item])
-                            waiting.continuation.resume(with: result[0].mapError { $0 as any Error })
-                        } catch {
-                            waiting.continuation.resume(throwing: error)
-                        }
-                    }
-                } else {
-                    for waiting in taken { waiting.continuation.resume(throwing: error) }
-                }
-            }
-        }
-    }
 }

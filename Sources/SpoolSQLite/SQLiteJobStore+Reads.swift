@@ -13,26 +13,16 @@ extension SQLiteJobStore {
     }
 
     public func list(_ filter: JobFilter) async throws -> JobPage {
-        let limit = max(1, min(filter.limit, 1000))
-        var conditions: [String] = []
-        var arguments: StatementArguments = []
-        if let tenant = filter.tenant { conditions.append("tenant = ?"); arguments += [tenant] }
-        if let queue = filter.queue { conditions.append("queue = ?"); arguments += [queue] }
-        if let state = filter.state { conditions.append("state = ?"); arguments += [state.rawValue] }
-        if let kind = filter.kind { conditions.append("kind = ?"); arguments += [kind] }
-        if let cursor = filter.cursor {
-            guard let seq = Int64(cursor), seq > 0 else { throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page") }
-            conditions.append("seq < ?"); arguments += [seq]
-        }
+        let plan = try ListPlan(filter)
+        var conditions = plan.equalities.map { "\($0.column) = ?" }
+        var arguments = StatementArguments(plan.equalities.map(\.value))
+        if let before = plan.before { conditions.append("seq < ?"); arguments += [before] }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let sql = "SELECT \(Rows.columns), seq FROM jobs \(whereClause) ORDER BY seq DESC LIMIT \(limit + 1)"
+        let sql = "SELECT \(Rows.columns), seq FROM jobs \(whereClause) ORDER BY seq DESC LIMIT \(plan.fetchLimit)"
         let finalArguments = arguments
         return try await read { db in
             let rows = try Row.fetchAll(db, sql: sql, arguments: finalArguments)
-            let page = rows.prefix(limit)
-            let jobs = try page.map(Rows.job)
-            let next: String? = rows.count > limit ? String(page.last![Rows.columnCount] as Int64) : nil
-            return JobPage(jobs: jobs, nextCursor: next)
+            return JobPage(rows: try rows.map { (try Rows.job($0), $0[Rows.columnCount] as Int64) }, plan: plan)
         }
     }
 

@@ -24,8 +24,8 @@ public final class SQLiteJobStore: JobStore {
     let pool: DatabasePool
     let writer: GroupCommitWriter
     let closed = Mutex(false)
-    let completions: Coalescer<(JobID, LeaseToken, String?), Void>
-    let singleEnqueues: Coalescer<(Job, Int?), EnqueueResult>
+    let completions = WriteBatcher<(JobID, LeaseToken, String?), Void>(overlap: .afterTake)
+    let singleEnqueues = WriteBatcher<(Job, Int?), EnqueueResult>(overlap: .afterTake)
 
     /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
     public init(path: String, durability: Durability = .full) throws {
@@ -45,8 +45,15 @@ public final class SQLiteJobStore: JobStore {
             throw SpoolError.unavailable(reason: "cannot open the SQLite database at \(path): \(error)")
         }
         writer = GroupCommitWriter(pool: pool, durableSync: durability.rawValue, signals: signals)
-        completions = Coalescer(writer: writer, body: Self.completeMany)
-        singleEnqueues = Coalescer(writer: writer, body: Self.insertMany)
+        // The batch is taken on the writer thread, when its transaction runs: whatever arrived
+        // while the previous commit was under way goes in. Several statements for a large
+        // batch: the writer's savepoint keeps each write all or nothing.
+        completions.write = { [writer] take in
+            try await writer.write { db, batch in try Self.completeMany(db, batch, take()) }
+        }
+        singleEnqueues.write = { [writer] take in
+            try await writer.write { db, batch in try Self.insertMany(db, batch, take()) }
+        }
     }
 
     public func migrate() async throws {

@@ -26,12 +26,8 @@ public struct EventPruner: Sendable {
     @discardableResult
     public func run(now: Date = Date()) async throws -> Int {
         let before = now.addingTimeInterval(-settings.retention.seconds)
-        var pruned = 0
-        for _ in 0..<settings.maxBatches {
-            let n = try await store.pruneEvents(before: before, limit: settings.batch)
-            pruned += n
-            if n < settings.batch { break }
+        return try await PrunePlan.inBatches(of: settings.batch, atMost: settings.maxBatches) { limit in
+            try await store.pruneEvents(before: before, limit: limit)
         }
-        return pruned
     }
 }

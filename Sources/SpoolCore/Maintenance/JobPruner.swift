@@ -36,11 +36,8 @@ public struct JobPruner: Sendable {
         let completedBefore = settings.completedRetention.map { now.addingTimeInterval(-$0.seconds) }
         let failedBefore = settings.failedRetention.map { now.addingTimeInterval(-$0.seconds) }
         if completedBefore == nil && failedBefore == nil { return 0 }
-        var pruned = 0
-        for _ in 0..<settings.maxBatches {
-            let n = try await store.prune(completedBefore: completedBefore, failedBefore: failedBefore, limit: settings.batch)
-            pruned += n
-            if n < settings.batch { break }
+        let pruned = try await PrunePlan.inBatches(of: settings.batch, atMost: settings.maxBatches) { limit in
+            try await store.prune(completedBefore: completedBefore, failedBefore: failedBefore, limit: limit)
         }
         if pruned > 0 { logger.info("pruned finished jobs", metadata: ["count": "\(pruned)"]) }
         return pruned

@@ -21,3 +21,19 @@ public struct PrunePlan: Sendable, Hashable {
     /// Delivery records older than this go too (`nil`: none).
     public var deliveriesBefore: Date? { [completedBefore, failedBefore].compactMap { $0 }.min() }
 }
+
+extension PrunePlan {
+    /// Calls `delete` (one store call that deletes at most `batch` rows and says how many) until
+    /// a call deletes fewer than `batch` or `maxBatches` calls have run: a short transaction
+    /// each, so pruning a large backlog never holds the store for long. Returns the total.
+    public static func inBatches(of batch: Int, atMost maxBatches: Int,
+                                 _ delete: (_ limit: Int) async throws -> Int) async throws -> Int {
+        var deleted = 0
+        for _ in 0..<maxBatches {
+            let n = try await delete(batch)
+            deleted += n
+            if n < batch { break }
+        }
+        return deleted
+    }
+}
