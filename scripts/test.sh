@@ -3,8 +3,8 @@
 #   1. Swift: unit, store contract (PostgreSQL too when SPOOL_TEST_POSTGRES_URL is set; under
 #      CI=true it must be), HTTP, WebSocket, webhooks and multi-process tests.
 #   2. Python (Tests/python): the served OpenAPI document validated by an independent
-#      validator, /metrics checked by promtool, and a property-based API fuzzer (schemathesis)
-#      run against a real `spool serve`.
+#      validator, /metrics checked by promtool, a property-based API fuzzer (schemathesis)
+#      run against a real `spool serve`, and the Python SDK (clients/python) against it.
 # Installs what a fresh machine lacks: promtool (Debian's prometheus package) and a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r Tests/python/requirements.txt
+# The Python SDK as a user installs it (not editable: what ships is what is tested).
+.venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 SPOOL_BIN="$PWD/.build/debug/spool" .venv/bin/python -m pytest -q Tests/python || status=$?
 
 exit "$status"

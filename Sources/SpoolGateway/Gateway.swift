@@ -59,6 +59,8 @@ public struct Gateway: Sendable {
     public let metrics: PrometheusCollectorRegistry
     /// Job events for the streams.
     public let events: EventHub
+    /// Kinds remote workers leased per queue (accepted on enqueue like kinds with a handler here).
+    let remoteKinds = RemoteKinds()
 
     public init(spool: Spool, configuration: GatewayConfiguration, metrics: PrometheusCollectorRegistry) {
         self.spool = spool
@@ -76,6 +78,9 @@ public struct Gateway: Sendable {
         "GET /v1/jobs/{id}/deliveries", "GET /v1/webhooks/secret",
         "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
+        "POST /v1/worker/lease", "POST /v1/worker/heartbeat", "POST /v1/worker/complete", "POST /v1/worker/fail",
+        "POST /v1/worker/jobs/{id}/complete", "POST /v1/worker/jobs/{id}/fail", "POST /v1/worker/jobs/{id}/progress",
+        "POST /v1/worker/jobs/{id}/release",
     ]
 
     /// The methods `path` answers to (empty for a path no route has). Like the router, a
@@ -110,6 +115,7 @@ public struct Gateway: Sendable {
         QueueRoutes(gateway: self).register(on: api)
         EventRoutes(gateway: self).register(on: api)
         WebhookRoutes(gateway: self).register(on: api)
+        WorkerRoutes(gateway: self).register(on: api)
         // Plain HTTP GETs of /v1/ws (no upgrade) get a problem rather than a silent 404.
         api.get("ws") { _, context -> Response in
             _ = try context.require(.read)
@@ -152,8 +158,10 @@ public struct Gateway: Sendable {
     func acceptedKinds(queue: String) -> Set<String>? {
         if let listed = configuration.kinds[queue] { return listed }
         // The internal webhook handler says nothing about which kinds this deployment runs.
-        let registered = spool.registeredKinds.filter { $0 != Webhook.kind }
-        return registered.isEmpty ? nil : Set(registered)
+        let registered = Set(spool.registeredKinds.filter { $0 != Webhook.kind })
+        // A process without handlers of its own (a gateway in front of separate workers)
+        // cannot know every kind: it takes any.
+        return registered.isEmpty ? nil : registered.union(remoteKinds.kinds(of: queue))
     }
 
     /// Queues this gateway accepts jobs for: the configured ones and `default`.
@@ -198,8 +206,38 @@ enum JSONResponse {
 }
 
 extension Request {
+    /// The body decoded as `T`, with the checks of ``jsonBody(limit:)``; a field of the wrong
+    /// type or a missing one is a 422 naming it.
+    func decodeJSON<T: Decodable>(_ type: T.Type, limit: Int) async throws -> T {
+        let buffer = try await jsonBytes(limit: limit)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+        } catch DecodingError.keyNotFound(let key, let context) {
+            throw Problem.validation(Self.path(context.codingPath + [key]), "is required")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            throw Problem.validation(Self.path(context.codingPath), "has the wrong type")
+        } catch DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty {
+            throw Problem.validation(Self.path(context.codingPath), "is not valid")
+        } catch {
+            throw Problem.malformed("the body could not be parsed as JSON (\(buffer.readableBytes) bytes)")
+        }
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+    }
+
     /// The body as JSON, enforcing the content type and the size limit.
     func jsonBody(limit: Int) async throws -> JSONValue {
+        let buffer = try await jsonBytes(limit: limit)
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
+            throw Problem.malformed("the body could not be parsed as JSON (\(buffer.readableBytes) bytes)")
+        }
+        return value
+    }
+
+    /// The raw body, if it is JSON by its content type, within `limit`, and not nested absurdly.
+    private func jsonBytes(limit: Int) async throws -> ByteBuffer {
         let type = headers[.contentType]?.lowercased() ?? ""
         let mediaType = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         guard mediaType == "application/json" || mediaType.hasSuffix("+json") else { throw Problem.unsupportedMediaType }
@@ -213,10 +251,7 @@ extension Request {
         guard JSONDepth.isWithin(buffer, limit: 64) else {
             throw Problem.validation("body", "JSON nested deeper than 64 levels")
         }
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
-            throw Problem.malformed("the body could not be parsed as JSON (\(buffer.readableBytes) bytes)")
-        }
-        return value
+        return buffer
     }
 }
 

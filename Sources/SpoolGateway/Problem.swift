@@ -30,6 +30,9 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         self.headers = headers
     }
 
+    /// The type without its `urn:spool:problem:` prefix (`lease-lost`).
+    public var shortType: String { String(type.dropFirst("urn:spool:problem:".count)) }
+
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var document: [String: JSONValue] = [
             "type": .string(type), "title": .string(title), "status": .number(Double(status.code)),

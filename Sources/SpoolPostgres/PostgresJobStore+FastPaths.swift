@@ -60,15 +60,17 @@ extension PostgresJobStore {
 
     /// A lease in one statement: due scheduled jobs become pending (leased next time), up to
     /// `limit` pending ones become processing, with their events and count changes.
-    func leaseAutocommit(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> (LeaseBatch, promoted: Int) {
+    func leaseAutocommit(_ request: LeaseRequest) async throws -> (LeaseBatch, promoted: Int) {
         let token = LeaseToken.make()
-        let leaseMs = Int64(leaseDuration.seconds * 1000)
+        let leaseMs = Int64(request.leaseDuration.seconds * 1000)
+        let queue = request.queue
         let logger = self.logger
         let (rows, promoted, next) = try await autocommit { client in
             var rows: [(LeasedJob, Int64)] = []
             var promoted = 0
             var next: Date?
-            let statement = LeaseStatement(queue: queue, limit: Int64(limit), token: token.value, leaseMs: leaseMs, workerID: workerID)
+            let statement = LeaseStatement(queue: queue, limit: Int64(request.limit), token: token.value, leaseMs: leaseMs,
+                                           workerID: request.workerID, kinds: request.kinds, tenant: request.tenant)
             for row in try await Self.run(statement, on: client, logger: logger) {
                 let cells = row.makeRandomAccess()
                 promoted = Int(try cells[24].decode(Int64.self))
@@ -127,9 +129,9 @@ struct InsertStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
-/// ``PostgresJobStore/leaseAutocommit(queue:limit:workerID:leaseDuration:)``.
+/// ``PostgresJobStore/leaseAutocommit(_:)``: $6 the kinds and $7 the tenant, or NULL for any.
 struct LeaseStatement: PostgresPreparedStatement {
-    static let name = "spool_lease_v1"
+    static let name = "spool_lease_v2"
     static let sql = """
         WITH due AS MATERIALIZED (
             SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'scheduled' AND run_at <= now()
@@ -141,6 +143,7 @@ struct LeaseStatement: PostgresPreparedStatement {
         -- may be run again by the plan and hand out more than the limit.
         pick AS MATERIALIZED (
             SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'pending'
+                AND ($6::text[] IS NULL OR kind = ANY($6::text[])) AND ($7::text IS NULL OR tenant = $7::text)
                 AND NOT EXISTS (SELECT 1 FROM spool_queues WHERE name = $1 AND paused)
             ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED),
         leased AS (
@@ -172,10 +175,12 @@ struct LeaseStatement: PostgresPreparedStatement {
         FROM (SELECT 1) AS one LEFT JOIN leased AS l ON true
         """
     typealias Row = PostgresRow
-    var queue: String, limit: Int64, token: String, leaseMs: Int64, workerID: String
+    var queue: String, limit: Int64, token: String, leaseMs: Int64, workerID: String, kinds: [String]?, tenant: String?
     func makeBindings() -> PostgresBindings {
-        var binds = PostgresBindings(capacity: 5)
+        var binds = PostgresBindings(capacity: 7)
         binds.append(queue); binds.append(limit); binds.append(token); binds.append(leaseMs); binds.append(workerID)
+        if let kinds { binds.append(kinds) } else { binds.appendNull() }
+        if let tenant { binds.append(tenant) } else { binds.appendNull() }
         return binds
     }
     func decodeRow(_ row: PostgresRow) -> PostgresRow { row }

@@ -6,13 +6,17 @@ import SpoolCore
 extension PostgresJobStore {
     // MARK: Workers
 
-    public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
-        try NewJob.validateQueue(queue)
-        var (batch, promoted) = try await leaseAutocommit(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration)
+    public func lease(_ request: LeaseRequest) async throws -> LeaseBatch {
+        try NewJob.validateQueue(request.queue)
+        var request = request
+        request.limit = max(1, min(request.limit, 1000))
+        let limit = request.limit
+        var (batch, promoted) = try await leaseAutocommit(request)
         // Jobs that just became due are leased by a second statement (one statement cannot see
         // the rows it changed).
         if promoted > 0 && batch.jobs.count < limit {
-            let (more, _) = try await leaseAutocommit(queue: queue, limit: limit - batch.jobs.count, workerID: workerID, leaseDuration: leaseDuration)
+            request.limit = limit - batch.jobs.count
+            let (more, _) = try await leaseAutocommit(request)
             batch.jobs = (batch.jobs + more.jobs).sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
             batch.nextRunAt = more.nextRunAt
         }

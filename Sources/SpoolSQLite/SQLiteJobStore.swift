@@ -147,8 +147,11 @@ public final class SQLiteJobStore: JobStore {
 
     // MARK: Workers
 
-    public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+    public func lease(_ request: LeaseRequest) async throws -> LeaseBatch {
+        let queue = request.queue, limit = max(1, min(request.limit, 1000))
         try NewJob.validateQueue(queue)
+        let kinds = request.kinds.map { Rows.jsonText($0) }, tenant = request.tenant
+        let workerID = request.workerID, leaseDuration = request.leaseDuration
         return try await writer.write(durable: false) { db, batch in
             let now = Rows.micros(Date())
             // Due scheduled jobs are ready, paused queue or not (a paused queue hands out nothing).
@@ -162,12 +165,15 @@ public final class SQLiteJobStore: JobStore {
             let token = LeaseToken.make()
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """
-                    UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_token = ?, lease_expires_at = ?,
-                                    worker_id = ?, started_at = ?
-                    WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND state = 'pending' ORDER BY priority DESC, seq LIMIT ?)
+                    UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_token = ?1, lease_expires_at = ?2,
+                                    worker_id = ?3, started_at = ?4
+                    WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?5 AND state = 'pending'
+                                    AND (?7 IS NULL OR kind IN (SELECT value FROM json_each(?7)))
+                                    AND (?8 IS NULL OR tenant = ?8)
+                                  ORDER BY priority DESC, seq LIMIT ?6)
                     RETURNING \(Rows.columns)
                     """),
-                arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit])
+                arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit, kinds, tenant])
             let jobs = try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }
                 .sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
             for job in jobs { batch.transition(.init(job.job), from: .pending, to: .processing) }

@@ -132,13 +132,20 @@ struct EngineTests {
         }
     }
 
-    @Test("a job of an unknown kind fails with a clear error", arguments: StoreKind.allCases)
-    func unknownKind(kind: StoreKind) async throws {
+    @Test("workers lease only the kinds they have handlers for; a job of another kind waits for its worker", arguments: StoreKind.allCases)
+    func unknownKindWaits(kind: StoreKind) async throws {
         try await withEngine(on: kind) { spool, _ in
-            let job = try await spool.enqueue(NewJob(kind: "nobody.handles.this", maxAttempts: 1)).job
-            let done = try await spool.waitUntilFinished(job.id)
-            #expect(done.state == .failed && done.errors.first?.reason == "no_handler")
-            #expect(done.errors.first?.message.contains("nobody.handles.this") == true)
+            let store = spool.store
+            let foreign = try await spool.enqueue(NewJob(kind: "nobody.handles.this", maxAttempts: 1)).job
+            let known = try await spool.enqueue(NewJob(kind: DemoSleep.kind, payload: Data(#"{"seconds":0}"#.utf8))).job
+            #expect(try await spool.waitUntilFinished(known.id).state == .completed)
+            // The known job behind it ran; the foreign one was never leased here.
+            let waiting = try #require(try await store.job(foreign.id, tenant: nil))
+            #expect(waiting.state == .pending && waiting.attempt == 0)
+            // A worker that names the kind gets it.
+            let batch = try await store.lease(LeaseRequest(queue: "default", limit: 10, workerID: "remote", leaseDuration: .seconds(30),
+                                                           kinds: ["nobody.handles.this"]))
+            #expect(batch.jobs.map(\.job.id) == [foreign.id])
         }
     }
 
@@ -395,8 +402,8 @@ final class GatedCompletions: JobStore {
     func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         try await base.enqueue(jobs, defaults: defaults, depthLimits: depthLimits)
     }
-    func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
-        let batch = try await base.lease(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration)
+    func lease(_ request: LeaseRequest) async throws -> LeaseBatch {
+        let batch = try await base.lease(request)
         counts.withLock { $0.leased += batch.jobs.count }
         return batch
     }

@@ -133,9 +133,9 @@ struct StoreRulesTests {
         try await withStore(kind) { store in
             let total = LeaseRescue.batchLimit + 1
             _ = try await store.enqueue((0..<total).map { _ in NewJob(queue: "q", kind: "k", maxAttempts: 3) }, defaults: [:], depthLimits: [:])
-            let leased = try await store.lease(queue: "q", limit: total, workerID: "w-gone", leaseDuration: .milliseconds(10)).jobs
+            let leased = try await store.leaseAll(limit: total, worker: "w-gone", lease: .milliseconds(200))
             #expect(leased.count == total)
-            try await Task.sleep(for: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(300))
             #expect(try await store.rescueExpiredLeases() == LeaseRescue.batchLimit)
             #expect(try await store.rescueExpiredLeases() == 1)
             #expect(try await store.rescueExpiredLeases() == 0)

@@ -82,6 +82,25 @@ struct StoreContractTests {
         }
     }
 
+    @Test("a lease takes only the kinds and the tenant it names, in priority order", arguments: StoreKind.allCases)
+    func leaseFilters(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [String: JobID] = [:]
+            for (tenant, jobKind, priority) in [("t1", "a", 0), ("t1", "b", 0), ("t2", "a", 0), ("t1", "a", 5), ("t2", "c", 0)] {
+                let job = NewJob(queue: "q", kind: jobKind, priority: priority, tenant: tenant)
+                ids["\(tenant)/\(jobKind)/\(priority)"] = try await store.enqueue([job], defaults: [:], depthLimits: [:])[0].job.id
+            }
+            func lease(_ kinds: [String]?, _ tenant: String?) async throws -> [JobID] {
+                try await store.lease(LeaseRequest(queue: "q", limit: 10, workerID: "w", leaseDuration: .seconds(30),
+                                                   kinds: kinds, tenant: tenant)).jobs.map(\.job.id)
+            }
+            #expect(try await lease(["a"], "t1") == [ids["t1/a/5"]!, ids["t1/a/0"]!])
+            #expect(try await lease(["a", "b"], "t2") == [ids["t2/a/0"]!])
+            #expect(try await lease(["zzz"], nil).isEmpty)
+            #expect(try await lease(["b", "c"], nil) == [ids["t1/b/0"]!, ids["t2/c/0"]!])
+        }
+    }
+
     @Test("a delayed job waits for its run_at", arguments: StoreKind.allCases)
     func delayedJob(kind: StoreKind) async throws {
         try await withStore(kind) { store in

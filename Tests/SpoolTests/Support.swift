@@ -91,8 +91,15 @@ extension JobStore {
             depthLimits: depthLimit.map { [queue: $0] } ?? [:])[0]
     }
 
+    /// Leases up to `limit` jobs, in calls of at most 1,000 (a lease's own limit).
     func leaseAll(queue: String = "q", limit: Int = 100, worker: String = "w1", lease: Duration = .seconds(30)) async throws -> [LeasedJob] {
-        try await self.lease(queue: queue, limit: limit, workerID: worker, leaseDuration: lease).jobs
+        var leased: [LeasedJob] = []
+        while leased.count < limit {
+            let batch = try await self.lease(queue: queue, limit: min(1000, limit - leased.count), workerID: worker, leaseDuration: lease).jobs
+            leased += batch
+            if batch.isEmpty { break }
+        }
+        return leased
     }
 
     func mustGet(_ id: JobID) async throws -> Job {

@@ -16,7 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN = "test-admin-secret"
 CLIENT = "test-client-secret"  # tenant acme: enqueue + read
-TOKENS = f"{ADMIN}:ops:admin,{CLIENT}:acme:enqueue+read"
+WORKER = "test-worker-secret"  # tenant acme: worker
+TOKENS = f"{ADMIN}:ops:admin,{CLIENT}:acme:enqueue+read,{WORKER}:acme:worker"
 
 
 def skip_or_fail(reason: str):
@@ -42,22 +43,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def spool_server(workdir: pathlib.Path):
+def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=()):
+    """`spool serve` on `workdir/spool.sqlite` (kept between runs on one workdir), on `port`
+    (a free one when 0), until the block ends (SIGTERM)."""
     binary = pathlib.Path(os.environ.get("SPOOL_BIN", ROOT / ".build/debug/spool"))
     if not binary.is_absolute():
         binary = ROOT / binary
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no spool binary at {binary}: run `swift build` or set SPOOL_BIN")
-    port = free_port()
+    port = port or free_port()
     args = [str(binary), "serve", "--database", str(workdir / "spool.sqlite"),
-            "--host", "127.0.0.1", "--port", str(port), "--grace-seconds", "1"]
+            "--host", "127.0.0.1", "--port", str(port), "--grace-seconds", "1", *extra_args]
     # Demo kinds are opt-in once tokens are configured (in builds that have the flag).
     if "--demo-jobs" in subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout:
         args.append("--demo-jobs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
     env["SPOOL_TOKENS"] = TOKENS
     log = workdir / "spool.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         # cwd: the temp dir, so that no ./spool.yaml of the developer's is read.
         proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", log)

@@ -95,7 +95,11 @@ final class QueueWorker: Sendable {
             if free > 0 && mayHaveWork {
                 let want = min(free, config.leaseBatchSize)
                 do {
-                    let batch = try await store.lease(queue: queue, limit: want, workerID: config.workerID, leaseDuration: config.leaseDuration)
+                    // Only kinds this process has handlers for: other kinds of a shared queue are
+                    // for other workers (remote ones, other programs).
+                    let batch = try await store.lease(LeaseRequest(
+                        queue: queue, limit: want, workerID: config.workerID, leaseDuration: config.leaseDuration,
+                        kinds: spool.registeredKinds))
                     failures = 0
                     let running = batch.jobs.map(RunningJob.init)
                     let earliest = running.map(\.deadline).min()
@@ -291,12 +295,9 @@ final class QueueWorker: Sendable {
     private func recordFailure(_ leased: LeasedJob, message: String, reason: String, retryAfter: Duration?) async throws {
         let job = leased.job
         let now = Date()
-        let error = AttemptError(attempt: job.attempt, message: String(message.prefix(8192)), at: now, reason: reason)
-        let retryAt: Date? = if reason != "non_retryable" && job.attempt < job.maxAttempts {
-            now.addingTimeInterval((retryAfter ?? settings.backoff.delay(afterFailures: job.attempt)).seconds)
-        } else {
-            nil
-        }
+        let error = AttemptError(attempt: job.attempt, message: String(message.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason)
+        let retryAt = RetryPlan.retryAt(attempt: job.attempt, maxAttempts: job.maxAttempts, retryable: reason != "non_retryable",
+                                        retryAfter: retryAfter, backoff: settings.backoff, now: now)
         try await withStoreRetries { try await self.store.fail(job.id, lease: leased.lease, error: error, retryAt: retryAt) }
         JobMetrics.finished(job, outcome: retryAt == nil ? "failed" : "retried")
         if retryAt == nil {

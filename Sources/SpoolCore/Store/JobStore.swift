@@ -31,10 +31,11 @@ public protocol JobStore: Sendable {
     /// `depthLimits` would hold more waiting jobs than its limit.
     func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult]
 
-    /// Leases up to `limit` ready jobs of `queue`, highest priority first, then oldest first.
-    /// Due scheduled jobs become ready (`pending`) first, paused queue or not; a paused queue
+    /// Leases up to `request.limit` ready jobs of `request.queue` (of the kinds and the tenant
+    /// it names, if it names them), highest priority first, then oldest first. Due scheduled
+    /// jobs of the queue become ready (`pending`) first, paused queue or not; a paused queue
     /// hands out nothing.
-    func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch
+    func lease(_ request: LeaseRequest) async throws -> LeaseBatch
 
     /// Renews leases. Returns the ids whose lease is no longer held (expired and taken over,
     /// or the job was cancelled): their workers must stop.
@@ -134,6 +135,11 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// Leases jobs of any kind and tenant (see ``lease(_:)``).
+    public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
+        try await lease(LeaseRequest(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration))
+    }
+
     /// The events of one ``eventPage(after:filter:limit:)``.
     public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [JobEvent] {
         try await eventPage(after: after, filter: filter, limit: limit).events
@@ -191,6 +197,26 @@ public struct LeaseBatch: Sendable {
     /// The earliest run-at of the queue's scheduled jobs, so an idle worker knows when to look again.
     public var nextRunAt: Date?
     public init(jobs: [LeasedJob], nextRunAt: Date?) { self.jobs = jobs; self.nextRunAt = nextRunAt }
+}
+
+/// What a worker asks a store for when it leases.
+public struct LeaseRequest: Sendable, Hashable {
+    public var queue: String
+    /// At most this many jobs (1...1000).
+    public var limit: Int
+    /// Recorded on each job's attempt.
+    public var workerID: String
+    public var leaseDuration: Duration
+    /// Only jobs of these kinds (`nil`: any kind): workers that share a queue take only the
+    /// kinds they can run.
+    public var kinds: [String]?
+    /// Only this tenant's jobs (`nil`: every tenant): a remote worker's token binds it.
+    public var tenant: String?
+
+    public init(queue: String, limit: Int, workerID: String, leaseDuration: Duration, kinds: [String]? = nil, tenant: String? = nil) {
+        self.queue = queue; self.limit = limit; self.workerID = workerID; self.leaseDuration = leaseDuration
+        self.kinds = kinds; self.tenant = tenant
+    }
 }
 
 /// A filter for listing jobs.

@@ -22,6 +22,14 @@ let metricsRegistry: PrometheusCollectorRegistry = {
 func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
+    // These commands work a database. Silently working ./spool.sqlite instead of the gateway
+    // the user named would look like a worker that never gets any job.
+    let env = ProcessInfo.processInfo.environment
+    let databaseNamed = store.database != nil || env["SPOOL_DATABASE"] != nil || file?.database != nil
+    if store.url != nil || (env["SPOOL_URL"] != nil && !databaseNamed) {
+        throw CLIError("\(role) works a database (--database), not a gateway (--url or SPOOL_URL): "
+            + "workers that reach Spool over HTTP use the worker protocol (/v1/worker/..., see the README and clients/python)")
+    }
     let spool = try await store.open(with: file) { try worker.apply(to: &$0) }
     let tokensConfigured = !(file?.gateway?.tokens ?? []).isEmpty || !(ProcessInfo.processInfo.environment["SPOOL_TOKENS"] ?? "").isEmpty
     if worker.runsDemoJobs(tokensConfigured: tokensConfigured) { DemoJobs.register(on: spool) }

@@ -1,0 +1,381 @@
+import Foundation
+import Hummingbird
+import SpoolCore
+import Synchronization
+
+/// `/v1/worker/...`: the worker protocol, for workers in any language. A remote worker leases
+/// jobs (long poll), heartbeats its leases, reports progress and finishes each job with the
+/// lease token it got: the same leases and fencing as a worker inside the process. Every call
+/// needs the `worker` scope. A lease hands out the token's tenant's jobs only (admins: every
+/// tenant's); the calls after it are bound by the lease token, a random secret that only the
+/// worker that leased the job received.
+struct WorkerRoutes {
+    let gateway: Gateway
+    var spool: Spool { gateway.spool }
+    var store: any JobStore { gateway.spool.store }
+
+    /// The most leases, completions or failures in one call.
+    static let maxItems = 1000
+    /// The longest a lease call may wait for work.
+    static let maxWait: Double = 60
+
+    func register(on api: RouterGroup<SpoolRequestContext>) {
+        api.post("worker/lease", use: lease)
+        api.post("worker/heartbeat", use: heartbeat)
+        api.post("worker/complete", use: completeMany)
+        api.post("worker/fail", use: failMany)
+        api.post("worker/jobs/:id/complete", use: complete)
+        api.post("worker/jobs/:id/fail", use: fail)
+        api.post("worker/jobs/:id/progress", use: progress)
+        api.post("worker/jobs/:id/release", use: release)
+    }
+
+    // MARK: Lease
+
+    struct LeaseBody: Decodable {
+        var worker_id: String
+        var queues: [String]
+        var kinds: [String]
+        var max_jobs: Int?
+        var wait_seconds: Double?
+    }
+
+    /// One leased job: what the worker needs to run it and to report on it.
+    struct LeasedJobDocument: Encodable {
+        var id: String
+        var tenant: String
+        var queue: String
+        var kind: String
+        var payload: JSONValue
+        var attempt: Int
+        var max_attempts: Int
+        var priority: Int
+        var tags: [String]
+        var idempotency_key: String?
+        var timeout_seconds: Double
+        /// When the attempt must have finished (now + timeout).
+        var deadline: String
+        var created_at: String
+        var lease_token: String
+
+        init(_ leased: LeasedJob, now: Date) {
+            let job = leased.job
+            id = job.id.description
+            tenant = job.tenant; queue = job.queue; kind = job.kind
+            payload = (try? JSONDecoder().decode(JSONValue.self, from: job.payload)) ?? .null
+            attempt = job.attempt; max_attempts = job.maxAttempts; priority = job.priority
+            tags = job.tags; idempotency_key = job.idempotencyKey
+            timeout_seconds = job.timeout.seconds
+            deadline = Timestamp.format(now.addingTimeInterval(job.timeout.seconds))
+            created_at = Timestamp.format(job.createdAt)
+            lease_token = leased.lease.value
+        }
+    }
+
+    struct LeaseAnswer: Encodable {
+        var jobs: [LeasedJobDocument]
+        /// How long a lease lasts without a heartbeat.
+        var lease_seconds: Double
+        /// How often to heartbeat running jobs.
+        var heartbeat_seconds: Double
+    }
+
+    /// Leases up to `max_jobs` jobs of the named kinds from the named queues, waiting up to
+    /// `wait_seconds` for the first. An idle wait is woken by the signal that wakes workers
+    /// inside the process (an enqueue here, or `NOTIFY` from another process).
+    @Sendable func lease(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.worker)
+        let body = try await request.decodeJSON(LeaseBody.self, limit: gateway.configuration.maxBodyBytes)
+        let workerID = body.worker_id
+        // It goes into logs and job records: no control characters.
+        guard !workerID.isEmpty, workerID.unicodeScalars.count <= 200,
+              !workerID.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw Problem.validation("worker_id", "must be 1 to 200 characters without control characters")
+        }
+        let queues = try Self.names(body.queues, field: "queues", max: 100, length: 64)
+        let kinds = try Self.names(body.kinds, field: "kinds", max: 1000, length: 128)
+        let limit = body.max_jobs ?? 1
+        guard (1...Self.maxItems).contains(limit) else { throw Problem.validation("max_jobs", "must be 1 to \(Self.maxItems)") }
+        let wait = body.wait_seconds ?? 0
+        guard wait.isFinite, (0...Self.maxWait).contains(wait) else { throw Problem.validation("wait_seconds", "must be 0 to \(Int(Self.maxWait))") }
+        gateway.remoteKinds.add(kinds, queues: queues)
+
+        let config = spool.configuration
+        let bell = Doorbell()
+        let listener = store.signals.addListener { signal in
+            switch signal {
+            case .workAvailable(let queue), .queueResumed(let queue): if queues.contains(queue) { bell.ring() }
+            case .jobCancelled: break
+            }
+        }
+        defer { store.signals.removeListener(listener) }
+        let deadline = ContinuousClock.now + .seconds(wait)
+        var leased: [LeasedJob] = []
+        while true {
+            var nextRunAt: Date?
+            for queue in queues where leased.count < limit {
+                let batch: LeaseBatch
+                do {
+                    batch = try await store.lease(LeaseRequest(
+                        queue: queue, limit: limit - leased.count, workerID: workerID, leaseDuration: config.leaseDuration,
+                        kinds: kinds, tenant: principal.tenantFilter))
+                } catch {
+                    if leased.isEmpty { throw error }
+                    break  // what is leased already goes to the worker rather than waiting out its lease
+                }
+                leased += batch.jobs
+                if let next = batch.nextRunAt { nextRunAt = min(nextRunAt ?? next, next) }
+            }
+            let now = ContinuousClock.now
+            if !leased.isEmpty || now >= deadline || Task.isCancelled { break }
+            // Until woken, the next scheduled job is due, or the poll interval (a missed wake-up
+            // then costs at most that).
+            var timeout = min(deadline - now, config.pollInterval)
+            if let nextRunAt { timeout = min(timeout, .seconds(fractional: max(0.001, nextRunAt.timeIntervalSinceNow))) }
+            await bell.wait(timeout: timeout)
+        }
+        let now = Date()
+        return try JSONResponse.make(LeaseAnswer(
+            jobs: leased.map { LeasedJobDocument($0, now: now) },
+            lease_seconds: config.leaseDuration.seconds, heartbeat_seconds: config.heartbeatInterval.seconds))
+    }
+
+    /// Checks a list of queue or kind names.
+    static func names(_ names: [String], field: String, max: Int, length: Int) throws -> [String] {
+        guard !names.isEmpty, names.count <= max else { throw Problem.validation(field, "must name 1 to \(max)") }
+        for name in names where !NewJob.isValidName(name, maxLength: length) {
+            throw Problem.validation(field, "'\(name.prefix(64))' is not a valid name")
+        }
+        var seen = Set<String>()
+        return names.filter { seen.insert($0).inserted }
+    }
+
+    /// A lease token as sent: 1 to 200 characters (a wrong one is a lost lease, not an error).
+    static func token(_ text: String) throws -> LeaseToken {
+        guard !text.isEmpty, text.unicodeScalars.count <= 200 else { throw Problem.validation("lease_token", "must be 1 to 200 characters") }
+        return LeaseToken(text)
+    }
+
+    // MARK: Heartbeat and progress
+
+    struct HeldLeaseBody: Decodable {
+        var job_id: String
+        var lease_token: String
+    }
+
+    struct HeartbeatBody: Decodable {
+        var leases: [HeldLeaseBody]
+    }
+
+    /// Renews many leases at once; answers the ids whose lease is gone (stop those jobs).
+    @Sendable func heartbeat(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        _ = try context.require(.worker)
+        let body = try await request.decodeJSON(HeartbeatBody.self, limit: gateway.configuration.maxBodyBytes)
+        guard body.leases.count <= Self.maxItems else { throw Problem.validation("leases", "at most \(Self.maxItems)") }
+        var leases: [(JobID, LeaseToken)] = []
+        var lost: [String] = []
+        for lease in body.leases {
+            let token = try Self.token(lease.lease_token)
+            // An id that is not one cannot be held: it is lost.
+            if let id = JobID(lease.job_id.lowercased()) { leases.append((id, token)) } else { lost.append(lease.job_id) }
+        }
+        let gone = try await store.heartbeat(leases, leaseDuration: spool.configuration.leaseDuration)
+        lost += leases.map(\.0).filter(gone.contains).map(\.description)
+        return try JSONResponse.make(["lost": lost])
+    }
+
+    struct ProgressBody: Decodable {
+        var lease_token: String
+        var percent: Double
+        var message: String?
+    }
+
+    @Sendable func progress(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        _ = try context.require(.worker)
+        let id = try context.jobIDParameter()
+        let body = try await request.decodeJSON(ProgressBody.self, limit: gateway.configuration.maxBodyBytes)
+        guard body.percent.isFinite, (0...100).contains(body.percent) else { throw Problem.validation("percent", "must be 0 to 100") }
+        if let message = body.message, message.unicodeScalars.count > 1000 { throw Problem.validation("message", "at most 1000 characters") }
+        try await store.reportProgress(id, lease: try Self.token(body.lease_token), progress: JobProgress(percent: body.percent, message: body.message))
+        return Response(status: .noContent)
+    }
+
+    // MARK: Outcomes
+
+    /// What the batch forms take per job.
+    protocol Item: Decodable, Sendable {
+        var job_id: String? { get }
+        /// Refuses what no job could take (the whole request is then refused: a malformed item
+        /// is the caller's bug, a lost lease is not).
+        func validate() throws
+    }
+
+    struct CompleteBody: Item {
+        var job_id: String?
+        var lease_token: String
+        var result: JSONValue?
+        func validate() throws { _ = try WorkerRoutes.token(lease_token) }
+    }
+
+    struct FailBody: Item {
+        var job_id: String?
+        var lease_token: String
+        var error: String
+        /// `false`: the job fails for good, whatever attempts are left.
+        var retryable: Bool?
+        /// Run the next attempt after this long instead of the queue's backoff.
+        var retry_after_seconds: Double?
+        /// The attempt ran past its timeout (recorded as such).
+        var timed_out: Bool?
+        func validate() throws {
+            _ = try WorkerRoutes.token(lease_token)
+            if let after = retry_after_seconds, !(after.isFinite && (0...86_400 * 366).contains(after)) {
+                throw Problem.validation("retry_after_seconds", "must be 0 to a year")
+            }
+        }
+    }
+
+    struct ReleaseBody: Decodable {
+        var lease_token: String
+    }
+
+    struct ManyBody<Item: Decodable>: Decodable {
+        var jobs: [Item]
+    }
+
+    /// One item's answer in a batch: `completed`, `retried`, `failed`, or the problem's type
+    /// (`lease-lost`, `validation`, ...).
+    struct ItemAnswer: Encodable {
+        var job_id: String
+        var status: String
+        var retry_at: String?
+        var detail: String?
+    }
+
+    @Sendable func complete(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        _ = try context.require(.worker)
+        let id = try context.jobIDParameter()
+        let body = try await request.decodeJSON(CompleteBody.self, limit: gateway.configuration.maxBodyBytes)
+        try await complete(id, body)
+        return Response(status: .noContent)
+    }
+
+    @Sendable func fail(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.worker)
+        let id = try context.jobIDParameter()
+        let body = try await request.decodeJSON(FailBody.self, limit: gateway.configuration.maxBodyBytes)
+        let retryAt = try await fail(id, body, tenant: principal.tenantFilter)
+        return try JSONResponse.make(ItemAnswer(job_id: id.description, status: retryAt == nil ? "failed" : "retried",
+                                                retry_at: retryAt.map(Timestamp.format)))
+    }
+
+    /// Gives a job back to its queue without counting the attempt (a worker shutting down).
+    @Sendable func release(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        _ = try context.require(.worker)
+        let id = try context.jobIDParameter()
+        let body = try await request.decodeJSON(ReleaseBody.self, limit: gateway.configuration.maxBodyBytes)
+        try await store.release(id, lease: try Self.token(body.lease_token))
+        return Response(status: .noContent)
+    }
+
+    /// Completes many jobs in one call. Each is answered on its own; they run together, so
+    /// the store writes them in one group commit.
+    @Sendable func completeMany(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        _ = try context.require(.worker)
+        let body = try await request.decodeJSON(ManyBody<CompleteBody>.self, limit: gateway.configuration.maxBodyBytes)
+        let answers = try await Self.each(body.jobs) { id, item in
+            try await complete(id, item)
+            return ItemAnswer(job_id: id.description, status: "completed")
+        }
+        return try JSONResponse.make(["results": answers])
+    }
+
+    @Sendable func failMany(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = try context.require(.worker)
+        let body = try await request.decodeJSON(ManyBody<FailBody>.self, limit: gateway.configuration.maxBodyBytes)
+        let answers = try await Self.each(body.jobs) { id, item in
+            let retryAt = try await fail(id, item, tenant: principal.tenantFilter)
+            return ItemAnswer(job_id: id.description, status: retryAt == nil ? "failed" : "retried", retry_at: retryAt.map(Timestamp.format))
+        }
+        return try JSONResponse.make(["results": answers])
+    }
+
+    private func complete(_ id: JobID, _ body: CompleteBody) async throws {
+        let result = try body.result.map { try JSON.encode($0) }
+        try await store.complete(id, lease: try Self.token(body.lease_token), result: result)
+    }
+
+    /// Records a failed attempt; returns when it runs again (`nil`: failed for good).
+    private func fail(_ id: JobID, _ body: FailBody, tenant: String?) async throws -> Date? {
+        try body.validate()
+        // Another tenant's job, or one that is not running under this token, is a lost lease.
+        guard let job = try await store.job(id, tenant: tenant), job.state == .processing else { throw SpoolError.leaseLost(id) }
+        let retryable = body.retryable ?? true
+        let reason = body.timed_out == true ? "timeout" : retryable ? "error" : "non_retryable"
+        let now = Date()
+        let retryAt = RetryPlan.retryAt(attempt: job.attempt, maxAttempts: job.maxAttempts, retryable: retryable,
+                                        retryAfter: body.retry_after_seconds.map { .seconds(fractional: $0) },
+                                        backoff: spool.configuration.queue(job.queue).backoff, now: now)
+        let error = AttemptError(attempt: job.attempt, message: String(body.error.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason)
+        try await store.fail(id, lease: try Self.token(body.lease_token), error: error, retryAt: retryAt)
+        return retryAt
+    }
+
+    /// Runs `body` for every item at once and answers each, in order: an item's error becomes
+    /// its answer, not the call's (only an unavailable store fails the whole call).
+    private static func each<Body: Item>(_ items: [Body],
+                                         _ body: @escaping @Sendable (JobID, Body) async throws -> ItemAnswer) async throws -> [ItemAnswer] {
+        guard !items.isEmpty, items.count <= maxItems else { throw Problem.validation("jobs", "must hold 1 to \(maxItems) items") }
+        for (index, item) in items.enumerated() {
+            guard item.job_id != nil else { throw Problem.validation("jobs[\(index)].job_id", "is required") }
+            do { try item.validate() } catch let problem as Problem {
+                throw Problem.validation("jobs[\(index)]", problem.detail)
+            }
+        }
+        return try await withThrowingTaskGroup(of: (Int, ItemAnswer).self) { group in
+            for (index, item) in items.enumerated() {
+                group.addTask {
+                    let raw = item.job_id ?? ""
+                    guard let jobID = JobID(raw.lowercased()) else {
+                        return (index, ItemAnswer(job_id: raw, status: "validation", detail: "jobs[\(index)].job_id: not a job id"))
+                    }
+                    do {
+                        return (index, try await body(jobID, item))
+                    } catch let error as SpoolError {
+                        if case .unavailable = error { throw error }
+                        let problem = Problem.from(error)
+                        return (index, ItemAnswer(job_id: raw, status: problem.shortType, detail: problem.detail))
+                    } catch let problem as Problem {
+                        return (index, ItemAnswer(job_id: raw, status: problem.shortType, detail: problem.detail))
+                    }
+                }
+            }
+            var answers = [ItemAnswer?](repeating: nil, count: items.count)
+            for try await (index, answer) in group { answers[index] = answer }
+            return answers.compactMap { $0 }
+        }
+    }
+}
+
+/// Kinds that remote workers named in their lease calls to this gateway, per queue: enqueues
+/// of those kinds to that queue are accepted like kinds with a handler in the process. Kept in
+/// memory (a gateway restarted, or another one behind the same balancer, learns them again at
+/// the workers' next long poll); the config's `queues.<name>.kinds` is the lasting way.
+final class RemoteKinds: Sendable {
+    private let byQueue = Mutex<[String: Set<String>]>([:])
+    private static let limit = 10_000
+
+    func add(_ kinds: [String], queues: [String]) {
+        byQueue.withLock { map in
+            var total = map.values.reduce(0) { $0 + $1.count }
+            for queue in queues {
+                for kind in kinds where total < Self.limit && !map[queue, default: []].contains(kind) {
+                    map[queue, default: []].insert(kind)
+                    total += 1
+                }
+            }
+        }
+    }
+
+    func kinds(of queue: String) -> Set<String> { byQueue.withLock { $0[queue] ?? [] } }
+}
