@@ -61,6 +61,8 @@ public struct Gateway: Sendable {
     public let events: EventHub
     /// Kinds remote workers leased per queue (accepted on enqueue like kinds with a handler here).
     let remoteKinds = RemoteKinds()
+    /// What this gateway last wrote to the registry about each remote worker.
+    let remoteWorkers = RemoteWorkers()
 
     public init(spool: Spool, configuration: GatewayConfiguration, metrics: PrometheusCollectorRegistry) {
         self.spool = spool
@@ -80,7 +82,7 @@ public struct Gateway: Sendable {
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
         "POST /v1/worker/lease", "POST /v1/worker/heartbeat", "POST /v1/worker/complete", "POST /v1/worker/fail",
         "POST /v1/worker/jobs/{id}/complete", "POST /v1/worker/jobs/{id}/fail", "POST /v1/worker/jobs/{id}/progress",
-        "POST /v1/worker/jobs/{id}/release",
+        "POST /v1/worker/jobs/{id}/release", "GET /v1/workers",
     ]
 
     /// The methods `path` answers to (empty for a path no route has). Like the router, a
@@ -116,6 +118,7 @@ public struct Gateway: Sendable {
         EventRoutes(gateway: self).register(on: api)
         WebhookRoutes(gateway: self).register(on: api)
         WorkerRoutes(gateway: self).register(on: api)
+        WorkerRegistryRoutes(gateway: self).register(on: api)
         // Plain HTTP GETs of /v1/ws (no upgrade) get a problem rather than a silent 404.
         api.get("ws") { _, context -> Response in
             _ = try context.require(.read)

@@ -40,6 +40,11 @@ struct OpsRoutes {
                 .set(stats.oldestPendingAge?.seconds ?? 0)
             gauge("spool_queue_paused", [("queue", stats.name)]).set(stats.paused ? 1.0 : 0.0)
         }
+        let now = Date()
+        let workers = try await gateway.spool.store.workers(tenant: nil)
+        for state in ["active", "lost"] {
+            gauge("spool_workers", [("state", state)]).set(Double(workers.filter { $0.state(at: now) == state }.count))
+        }
     }
 
     private func gauge(_ name: String, _ labels: [(String, String)]) -> Prometheus.Gauge {

@@ -36,6 +36,7 @@ public struct PrometheusExport: CoreMetrics.MetricsFactory {
         "spool_queue_jobs": "Jobs in each queue, by state.",
         "spool_queue_oldest_pending_age_seconds": "How long the oldest ready job of each queue has waited.",
         "spool_queue_paused": "1 when the queue is paused.",
+        "spool_workers": "Workers in the registry: active, or lost (missed their heartbeats; dropped later).",
     ]
 
     static func describe(_ label: String) -> (name: String, help: String) {

@@ -38,6 +38,12 @@ struct WorkerRoutes {
         var kinds: [String]
         var max_jobs: Int?
         var wait_seconds: Double?
+        /// For the worker registry (`GET /v1/workers`).
+        var name: String?
+        var host: String?
+        var pid: Int?
+        var version: String?
+        var concurrency: Int?
     }
 
     /// One leased job: what the worker needs to run it and to report on it.
@@ -87,10 +93,13 @@ struct WorkerRoutes {
         let principal = try context.require(.worker)
         let body = try await request.decodeJSON(LeaseBody.self, limit: gateway.configuration.maxBodyBytes)
         let workerID = body.worker_id
-        // It goes into logs and job records: no control characters.
-        guard !workerID.isEmpty, workerID.unicodeScalars.count <= 200,
-              !workerID.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
-            throw Problem.validation("worker_id", "must be 1 to 200 characters without control characters")
+        try Self.label(workerID, field: "worker_id")
+        for (field, value) in [("name", body.name), ("host", body.host), ("version", body.version)] {
+            if let value { try Self.label(value, field: field) }
+        }
+        if let pid = body.pid, pid < 0 || pid > Int(Int32.max) { throw Problem.validation("pid", "must be 0 to 2147483647") }
+        if let concurrency = body.concurrency, !(1...100_000).contains(concurrency) {
+            throw Problem.validation("concurrency", "must be 1 to 100000")
         }
         let queues = try Self.names(body.queues, field: "queues", max: 100, length: 64)
         let kinds = try Self.names(body.kinds, field: "kinds", max: 1000, length: 128)
@@ -99,8 +108,17 @@ struct WorkerRoutes {
         let wait = body.wait_seconds ?? 0
         guard wait.isFinite, (0...Self.maxWait).contains(wait) else { throw Problem.validation("wait_seconds", "must be 0 to \(Int(Self.maxWait))") }
         gateway.remoteKinds.add(kinds, queues: queues)
-
         let config = spool.configuration
+        let polledAt = Date()
+        // In the registry until a lease duration after this poll ends without news.
+        await record(principal, workerID) { old in
+            WorkerInfo(id: workerID, tenant: principal.tenantFilter, name: body.name ?? old?.name ?? "remote worker",
+                       host: body.host ?? old?.host, pid: body.pid ?? old?.pid, version: body.version ?? old?.version,
+                       queues: queues, kinds: kinds, concurrency: body.concurrency ?? old?.concurrency ?? limit,
+                       running: old?.running ?? 0, startedAt: polledAt, lastSeenAt: polledAt,
+                       expiresAt: polledAt.addingTimeInterval(wait + config.leaseDuration.seconds))
+        }
+
         let bell = Doorbell()
         let listener = store.signals.addListener { signal in
             switch signal {
@@ -140,6 +158,21 @@ struct WorkerRoutes {
             lease_seconds: config.leaseDuration.seconds, heartbeat_seconds: config.heartbeatInterval.seconds))
     }
 
+    /// Refreshes the registry's entry of a remote worker (at most once a second per worker; a
+    /// registry that cannot be written must not fail the worker's call).
+    private func record(_ principal: Principal, _ workerID: String, _ make: (WorkerInfo?) -> WorkerInfo?) async {
+        guard let info = gateway.remoteWorkers.update("\(principal.tenantFilter ?? "*")/\(workerID)", make) else { return }
+        do { try await store.recordWorker(info) } catch {}
+    }
+
+    /// A name that goes into logs and records: 1 to 200 characters, no control characters.
+    static func label(_ value: String, field: String) throws {
+        guard !value.isEmpty, value.unicodeScalars.count <= 200,
+              !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw Problem.validation(field, "must be 1 to 200 characters without control characters")
+        }
+    }
+
     /// Checks a list of queue or kind names.
     static func names(_ names: [String], field: String, max: Int, length: Int) throws -> [String] {
         guard !names.isEmpty, names.count <= max else { throw Problem.validation(field, "must name 1 to \(max)") }
@@ -165,13 +198,26 @@ struct WorkerRoutes {
 
     struct HeartbeatBody: Decodable {
         var leases: [HeldLeaseBody]
+        /// Refreshes this worker's registry entry (with the number of leases as jobs running).
+        var worker_id: String?
     }
 
     /// Renews many leases at once; answers the ids whose lease is gone (stop those jobs).
     @Sendable func heartbeat(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        _ = try context.require(.worker)
+        let principal = try context.require(.worker)
         let body = try await request.decodeJSON(HeartbeatBody.self, limit: gateway.configuration.maxBodyBytes)
         guard body.leases.count <= Self.maxItems else { throw Problem.validation("leases", "at most \(Self.maxItems)") }
+        if let workerID = body.worker_id {
+            try Self.label(workerID, field: "worker_id")
+            let now = Date(), lease = spool.configuration.leaseDuration.seconds
+            await record(principal, workerID) { old in
+                guard var info = old else { return nil }  // known from its lease calls only
+                info.running = body.leases.count
+                info.lastSeenAt = now
+                info.expiresAt = max(info.expiresAt, now.addingTimeInterval(lease))
+                return info
+            }
+        }
         var leases: [(JobID, LeaseToken)] = []
         var lost: [String] = []
         for lease in body.leases {
@@ -316,7 +362,8 @@ struct WorkerRoutes {
         let retryAt = RetryPlan.retryAt(attempt: job.attempt, maxAttempts: job.maxAttempts, retryable: retryable,
                                         retryAfter: body.retry_after_seconds.map { .seconds(fractional: $0) },
                                         backoff: spool.configuration.queue(job.queue).backoff, now: now)
-        let error = AttemptError(attempt: job.attempt, message: String(body.error.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason)
+        let error = AttemptError(attempt: job.attempt, message: String(body.error.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason,
+                                 worker: job.workerID)
         try await store.fail(id, lease: try Self.token(body.lease_token), error: error, retryAt: retryAt)
         return retryAt
     }

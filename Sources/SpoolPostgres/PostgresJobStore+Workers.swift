@@ -154,7 +154,8 @@ extension PostgresJobStore {
                         'attempt', attempt,
                         'message', \(LeaseRescue.messagePrefix)::text || coalesce(worker_id, '?') || \(LeaseRescue.messageSuffix)::text,
                         'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                        'reason', \(LeaseRescue.reason)::text)),
+                        'reason', \(LeaseRescue.reason)::text,
+                        'worker', worker_id)),
                     lease_token = NULL, lease_expires_at = NULL
                 FROM expired WHERE spool_jobs.id = expired.id
                 RETURNING spool_jobs.id, tenant, kind, attempt, queue, state, worker_id, callback_url

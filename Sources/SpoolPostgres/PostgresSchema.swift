@@ -124,6 +124,17 @@ enum PostgresSchema {
             // Under the lock above, every seq taken so far is final.
             "INSERT INTO spool_event_log_settled (id, through) SELECT 1, coalesce(max(seq), 0) FROM spool_event_log",
         ]),
+        (3, "worker registry", [
+            // Every worker process and remote worker, refreshed while it lives; lost past
+            // expires_at, dropped a while later. tenant: a remote worker's; NULL in-process.
+            """
+            CREATE TABLE spool_workers (
+                id text PRIMARY KEY, tenant text, name text NOT NULL, host text, pid integer, version text,
+                queues text[] NOT NULL, kinds text[] NOT NULL, concurrency integer NOT NULL, running integer NOT NULL,
+                started_at timestamptz NOT NULL, last_seen_at timestamptz NOT NULL, expires_at timestamptz NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// The oldest PostgreSQL the schema works on (`pg_current_xact_id`, `pg_snapshot`).

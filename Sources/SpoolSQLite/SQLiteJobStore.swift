@@ -304,7 +304,8 @@ public final class SQLiteJobStore: JobStore {
                             'attempt', attempt,
                             'message', ?2 || coalesce(worker_id, '?') || ?3,
                             'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'),
-                            'reason', ?4)),
+                            'reason', ?4,
+                            'worker', worker_id)),
                         lease_token = NULL, lease_expires_at = NULL
                     WHERE id IN (SELECT id FROM jobs WHERE state = 'processing' AND lease_expires_at < ?1
                                  ORDER BY lease_expires_at LIMIT \(LeaseRescue.batchLimit))

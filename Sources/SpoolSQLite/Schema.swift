@@ -98,6 +98,27 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v4: workers") { db in
+            try db.execute(sql: """
+                -- The worker registry: every worker process and remote worker, refreshed while it
+                -- lives; lost past expires_at, dropped a while later.
+                CREATE TABLE workers (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT,                      -- a remote worker's tenant; NULL: in-process
+                    name TEXT NOT NULL,
+                    host TEXT,
+                    pid INTEGER,
+                    version TEXT,
+                    queues TEXT NOT NULL,             -- JSON array
+                    kinds TEXT NOT NULL,              -- JSON array
+                    concurrency INTEGER NOT NULL,
+                    running INTEGER NOT NULL,
+                    started_at INTEGER NOT NULL,      -- microseconds since 1970
+                    last_seen_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

@@ -13,6 +13,7 @@ protocol Backend: Sendable {
     func retry(_ id: JobID) async throws -> JobDocument
     func queues() async throws -> [QueueDocument]
     func setPaused(_ paused: Bool, queue: String) async throws
+    func workers() async throws -> [WorkerDocument]
 }
 
 /// Straight to the database file.
@@ -32,6 +33,10 @@ struct LocalBackend: Backend {
     func retry(_ id: JobID) async throws -> JobDocument { JobDocument(try await spool.retry(id)) }
     func queues() async throws -> [QueueDocument] { try await spool.queueOverview() }
     func setPaused(_ paused: Bool, queue: String) async throws { try await spool.store.setPaused(paused, queue: queue) }
+    func workers() async throws -> [WorkerDocument] {
+        let now = Date()
+        return try await spool.store.workers(tenant: nil).map { WorkerDocument($0, now: now) }
+    }
 }
 
 /// Through a running gateway's HTTP API (`--url`, `SPOOL_URL`, `SPOOL_TOKEN`).
@@ -85,6 +90,11 @@ struct RemoteBackend: Backend {
 
     func setPaused(_ paused: Bool, queue: String) async throws {
         _ = try await call(.POST, "/v1/queues/\(escape(queue))/\(paused ? "pause" : "resume")")
+    }
+
+    func workers() async throws -> [WorkerDocument] {
+        struct List: Decodable { var workers: [WorkerDocument] }
+        return try JSON.decode(List.self, from: try await call(.GET, "/v1/workers")).workers
     }
 
     private func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s }

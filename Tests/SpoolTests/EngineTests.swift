@@ -129,6 +129,7 @@ struct EngineTests {
             let job = try await spool.enqueue(NewJob(kind: DemoSleep.kind, payload: Data(#"{"seconds":"soon"}"#.utf8))).job
             let done = try await spool.waitUntilFinished(job.id)
             #expect(done.state == .failed && done.attempt == 1 && done.errors.first?.reason == "non_retryable")
+            #expect(done.errors.first?.worker == spool.configuration.workerID && done.workerID == spool.configuration.workerID)
         }
     }
 
@@ -447,6 +448,10 @@ final class GatedCompletions: JobStore {
     func recordWebhookAttempt(_ attempt: WebhookAttempt, delivery: JobID) async throws {
         try await base.recordWebhookAttempt(attempt, delivery: delivery)
     }
+    func recordWorker(_ worker: WorkerInfo) async throws { try await base.recordWorker(worker) }
+    func workers(tenant: String?) async throws -> [WorkerInfo] { try await base.workers(tenant: tenant) }
+    func removeWorker(id: String) async throws { try await base.removeWorker(id: id) }
+    func pruneWorkers(expiredBefore: Date) async throws -> Int { try await base.pruneWorkers(expiredBefore: expiredBefore) }
     func webhookSecret(tenant: String) async throws -> String { try await base.webhookSecret(tenant: tenant) }
     func close() async throws { try await base.close() }
 }

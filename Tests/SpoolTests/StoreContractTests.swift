@@ -101,6 +101,44 @@ struct StoreContractTests {
         }
     }
 
+    @Test("the worker registry: record, refresh, one tenant's view, lost, pruned, removed", arguments: StoreKind.allCases)
+    func workerRegistry(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let start = Date(timeIntervalSince1970: 1_800_000_000)
+            var local = WorkerInfo(id: "host:1:a", name: "spool worker", host: "host", pid: 1, queues: ["q"], kinds: ["k1", "k2"],
+                                   concurrency: 8, startedAt: start, lastSeenAt: start, expiresAt: start.addingTimeInterval(30))
+            let remote = WorkerInfo(id: "py-1", tenant: "acme", name: "py", version: "spool-python/0.1", queues: ["q", "r"], kinds: ["k3"],
+                                    concurrency: 4, running: 2, startedAt: start, lastSeenAt: start, expiresAt: start.addingTimeInterval(90))
+            try await store.recordWorker(local)
+            try await store.recordWorker(remote)
+            #expect(try await store.workers(tenant: nil) == [local, remote])
+            #expect(try await store.workers(tenant: "acme") == [remote])
+            #expect(try await store.workers(tenant: "other").isEmpty)
+
+            // A refresh changes everything but the start.
+            local.running = 3
+            local.lastSeenAt = start.addingTimeInterval(10)
+            local.expiresAt = start.addingTimeInterval(40)
+            var restarted = local
+            restarted.startedAt = start.addingTimeInterval(5)
+            try await store.recordWorker(restarted)
+            #expect(try await store.workers(tenant: nil).first == local)
+            // Another tenant cannot take over an id.
+            var impostor = remote
+            impostor.tenant = "evil"
+            impostor.kinds = ["stolen"]
+            try await store.recordWorker(impostor)
+            #expect(try await store.workers(tenant: "acme") == [remote])
+            #expect(try await store.workers(tenant: "evil").isEmpty)
+
+            #expect(local.state(at: start.addingTimeInterval(39)) == "active" && local.state(at: start.addingTimeInterval(41)) == "lost")
+            #expect(try await store.pruneWorkers(expiredBefore: start.addingTimeInterval(60)) == 1)
+            #expect(try await store.workers(tenant: nil).map(\.id) == ["py-1"])
+            try await store.removeWorker(id: "py-1")
+            #expect(try await store.workers(tenant: nil).isEmpty)
+        }
+    }
+
     @Test("a delayed job waits for its run_at", arguments: StoreKind.allCases)
     func delayedJob(kind: StoreKind) async throws {
         try await withStore(kind) { store in

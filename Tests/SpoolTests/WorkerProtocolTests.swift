@@ -144,11 +144,18 @@ struct WorkerProtocolTests {
             _ = try await gw.lease(["remote.t"], token: workerA)
             let ofB = try await gw.enqueue("remote.t", token: workerB)
             #expect(try await gw.lease(["remote.t"], max: 100, token: workerA).isEmpty)
-            let leased = try #require(try await gw.lease(["remote.t"], token: workerB).first)
+            let leased = try #require(try await gw.lease(["remote.t"], worker: "remote-b", token: workerB).first)
             #expect(leased.id == ofB)
             let foreign = try await gw.post("/v1/worker/jobs/\(ofB)/fail", #"{"lease_token":"\#(leased.token)","error":"x"}"#, token: workerA)
             #expect(foreign.status == 409)
             #expect(try await gw.store.job(JobID(ofB)!, tenant: nil)?.state == .processing)
+            // Each tenant sees its own remote workers only.
+            func ids(_ token: String) async throws -> [JSONValue] {
+                guard case .array(let list)? = try await gw.get("/v1/workers", token: token)["workers"] else { return [] }
+                return list.compactMap { if case .object(let w) = $0 { w["id"] } else { nil } }
+            }
+            #expect(try await ids(workerA) == [.string("remote-1")])
+            #expect(try await ids(workerB) == [.string("remote-b")])
             // The worker scope is required.
             let noScope = try await gw.post("/v1/worker/lease", #"{"worker_id":"w","queues":["default"],"kinds":["remote.t"]}"#, token: enqueueOnly)
             #expect(noScope.status == 403)
@@ -172,6 +179,43 @@ struct WorkerProtocolTests {
             let stored = try #require(try await gw.store.job(JobID(id)!, tenant: nil))
             #expect(stored.state == .failed && stored.errors.map(\.reason) == ["error", "non_retryable"])
             #expect(stored.errors.map(\.message) == ["flaky", "bad input"])
+            #expect(stored.errors.map(\.worker) == ["remote-1", "remote-1"], "each attempt records its worker")
+        }
+    }
+
+    @Test("the registry lists in-process and remote workers; a remote worker that goes silent shows as lost")
+    func registry() async throws {
+        try await TestGateway.with(engine: { $0.leaseDuration = .seconds(1); $0.heartbeatInterval = .milliseconds(200) }) { gw in
+            let lease = #"{"worker_id":"py-7","queues":["default"],"kinds":["remote.r"],"name":"billing","host":"gpu-1","pid":42,"version":"spool-python/0.1","concurrency":3}"#
+            #expect(try await gw.post("/v1/worker/lease", lease).status == 200)
+            func workers() async throws -> [String: [String: JSONValue]] {
+                let answer = try await gw.get("/v1/workers")
+                guard case .array(let list)? = answer["workers"] else { return [:] }
+                var byID: [String: [String: JSONValue]] = [:]
+                for case .object(let w) in list { if case .string(let id)? = w["id"] { byID[id] = w } }
+                return byID
+            }
+            var all = try await workers()
+            let remote = try #require(all["py-7"])
+            #expect(remote["name"] == .string("billing") && remote["host"] == .string("gpu-1") && remote["pid"] == .number(42))
+            #expect(remote["kinds"] == .array([.string("remote.r")]) && remote["concurrency"] == .number(3) && remote["state"] == .string("active"))
+            let local = try #require(all.values.first { $0["id"] == .string(gw.spool.configuration.workerID) }, "the in-process worker is not listed")
+            #expect(local["state"] == .string("active"))
+
+            // A heartbeat naming the worker reports what it runs.
+            let id = try await gw.enqueue("remote.r")
+            let job = try #require(try await gw.lease(["remote.r"], worker: "py-7").first)
+            try await Task.sleep(for: .milliseconds(1100))  // past the registry's one-write-per-second
+            let beat = #"{"worker_id":"py-7","leases":[{"job_id":"\#(id)","lease_token":"\#(job.token)"}]}"#
+            #expect(try await gw.post("/v1/worker/heartbeat", beat).status == 200)
+            #expect(try await workers()["py-7"]?["running"] == .number(1))
+
+            // Silent for longer than a lease: lost; the in-process worker, refreshed, stays active.
+            #expect(await eventually(timeout: .seconds(10)) { (try? await workers()["py-7"]?["state"]) == .string("lost") })
+            all = try await workers()
+            #expect(all[gw.spool.configuration.workerID]?["state"] == .string("active"))
+            let metrics = String(decoding: try await gw.get("/metrics").body, as: UTF8.self)
+            #expect(metrics.contains(#"spool_workers{state="lost"} 1"#) && metrics.contains(#"spool_workers{state="active"} 1"#))
         }
     }
 

@@ -144,8 +144,19 @@ def test_worker_killed_mid_job(sdk_server, tmp_path):
             line = proc.stdout.readline().split()  # blocks until the handler runs (or the worker dies)
             assert line[:2] == ["started", job["id"]], line
             stale_token = line[2]
-            proc.kill()
-            proc.wait(timeout=10)
+            with spool.Client(sdk_server.url, ADMIN) as admin:
+                def entry():
+                    return next((w for w in admin.workers() if w.get("pid") == proc.pid), None)
+                listed = entry()
+                assert listed and listed["state"] == "active" and listed["kinds"] == ["py.hang"], listed
+                assert listed["version"].startswith("spool-python/") and listed["tenant"] == "acme"
+                proc.kill()
+                proc.wait(timeout=10)
+                # Silent for longer than a lease: the registry shows it lost.
+                deadline = time.monotonic() + 20
+                while entry()["state"] != "lost" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert entry()["state"] == "lost"
 
             second = spool.Worker(sdk_server.url, WORKER, concurrency=1, wait_seconds=1)
             second.register("py.hang", lambda payload, j: {"by": "second", "attempt": j.attempt})
@@ -157,6 +168,7 @@ def test_worker_killed_mid_job(sdk_server, tmp_path):
                 thread.join(timeout=30)
             assert done["state"] == "completed" and done["result"] == {"by": "second", "attempt": 2}
             assert done["errors"][0]["reason"] == "lease_expired"
+            assert done["errors"][0]["worker"] == listed["id"] and done["worker_id"] == second.worker_id
 
             late = httpx.post(f"{sdk_server.url}/v1/worker/jobs/{job['id']}/complete",
                               json={"lease_token": stale_token, "result": "late"},

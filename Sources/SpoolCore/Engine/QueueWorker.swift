@@ -295,7 +295,8 @@ final class QueueWorker: Sendable {
     private func recordFailure(_ leased: LeasedJob, message: String, reason: String, retryAfter: Duration?) async throws {
         let job = leased.job
         let now = Date()
-        let error = AttemptError(attempt: job.attempt, message: String(message.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason)
+        let error = AttemptError(attempt: job.attempt, message: String(message.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason,
+                                 worker: config.workerID)
         let retryAt = RetryPlan.retryAt(attempt: job.attempt, maxAttempts: job.maxAttempts, retryable: reason != "non_retryable",
                                         retryAfter: retryAfter, backoff: settings.backoff, now: now)
         try await withStoreRetries { try await self.store.fail(job.id, lease: leased.lease, error: error, retryAt: retryAt) }

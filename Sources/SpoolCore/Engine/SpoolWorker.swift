@@ -14,13 +14,20 @@ public final class SpoolWorker: Service, Sendable {
     private let spool: Spool
     private let workers: [String: QueueWorker]
     private let maintenance: Maintenance
+    private let registration: WorkerRegistration
     private let stopped = Mutex(false)
 
     init(spool: Spool, queues: [String]) {
         self.spool = spool
         self.queues = queues
-        self.workers = Dictionary(uniqueKeysWithValues: queues.map { ($0, QueueWorker(queue: $0, spool: spool)) })
+        let workers = Dictionary(uniqueKeysWithValues: queues.map { ($0, QueueWorker(queue: $0, spool: spool)) })
+        self.workers = workers
         self.maintenance = Maintenance(store: spool.store, configuration: spool.configuration, logger: spool.logger)
+        let startedAt = Date()
+        self.registration = WorkerRegistration(store: spool.store, configuration: spool.configuration, logger: spool.logger) { [spool] now in
+            WorkerRegistration.info(configuration: spool.configuration, queues: queues, kinds: spool.registeredKinds,
+                                    running: workers.values.reduce(0) { $0 + $1.runningCount }, startedAt: startedAt, now: now)
+        }
     }
 
     public func run() async throws {
@@ -42,6 +49,7 @@ public final class SpoolWorker: Service, Sendable {
             await withTaskCancellationHandler {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.maintenance.run { self.stopped.withLock { $0 } } }
+                    group.addTask { await self.registration.run { self.stopped.withLock { $0 } } }
                     for worker in workers.values {
                         group.addTask { await worker.run() }
                     }
@@ -52,6 +60,7 @@ public final class SpoolWorker: Service, Sendable {
         } onGracefulShutdown: {
             self.stop()
         }
+        await registration.remove()
         spool.logger.info("workers stopped")
     }
 
@@ -60,6 +69,7 @@ public final class SpoolWorker: Service, Sendable {
         stopped.withLock { $0 = true }
         for worker in workers.values { worker.stop() }
         maintenance.wake()
+        registration.wake()
     }
 
     /// Jobs running in this process right now.

@@ -2,19 +2,21 @@ import Foundation
 import Logging
 
 /// Runs the cluster-wide duties on the elected process only: the lease rescuer every
-/// ``EngineConfiguration/maintenanceInterval``, the job and event pruners every
-/// ``EngineConfiguration/pruneInterval``. Started by ``SpoolWorker``; on stop, it resigns.
+/// ``EngineConfiguration/maintenanceInterval``, the job and event pruners and the dropping of
+/// long-lost workers from the registry every ``EngineConfiguration/pruneInterval``. Started by ``SpoolWorker``; on stop, it resigns.
 final class Maintenance: Sendable {
     let elector: LeaderElector
     let rescuer: LeaseRescuer
     let jobPruner: JobPruner
     let eventPruner: EventPruner
     private let configuration: EngineConfiguration
+    private let store: any JobStore
     private let bell = Doorbell()
     private let logger: Logger
 
     init(store: any JobStore, configuration: EngineConfiguration, logger: Logger) {
         self.configuration = configuration
+        self.store = store
         self.logger = logger
         // The claim outlives three rounds: a leader that dies is replaced within that.
         // The holder is this round's own: two workers of one process must not share a claim.
@@ -36,6 +38,7 @@ final class Maintenance: Sendable {
                         lastPrune = ContinuousClock.now
                         try await jobPruner.run()
                         try await eventPruner.run()
+                        try await store.pruneWorkers(expiredBefore: Date().addingTimeInterval(-configuration.lostWorkerRetention.seconds))
                     }
                 } catch {
                     logger.error("maintenance failed", metadata: ["error": "\(error)"])

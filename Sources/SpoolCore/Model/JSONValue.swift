@@ -95,6 +95,7 @@ public struct JobDocument: Sendable, Codable, Hashable {
         public var message: String
         public var reason: String
         public var at: String
+        public var worker: String?
     }
 
     public var id: String
@@ -117,6 +118,7 @@ public struct JobDocument: Sendable, Codable, Hashable {
     public var idempotency_key: String?
     public var callback_url: String?
     public var tags: [String]
+    /// The worker of the latest attempt (its registry id).
     public var worker_id: String?
     public var lease_expires_at: String?
 
@@ -132,7 +134,7 @@ public struct JobDocument: Sendable, Codable, Hashable {
         payload = JSONValue(json: job.payload) ?? .null
         result = job.result.flatMap { JSONValue(json: $0) }
         progress = job.progress.map { Progress(percent: $0.percent, message: $0.message) }
-        errors = job.errors.map { AttemptErrorDocument(attempt: $0.attempt, message: $0.message, reason: $0.reason, at: Timestamp.format($0.at)) }
+        errors = job.errors.map { AttemptErrorDocument(attempt: $0.attempt, message: $0.message, reason: $0.reason, at: Timestamp.format($0.at), worker: $0.worker) }
         run_at = Timestamp.format(job.runAt)
         timeout_seconds = job.timeout.seconds
         created_at = Timestamp.format(job.createdAt)
@@ -141,7 +143,7 @@ public struct JobDocument: Sendable, Codable, Hashable {
         idempotency_key = job.idempotencyKey
         callback_url = job.callbackURL
         tags = job.tags
-        worker_id = job.state == .processing ? job.workerID : nil
+        worker_id = job.workerID
         lease_expires_at = job.state == .processing ? job.leaseExpiresAt.map(Timestamp.format) : nil
     }
 }

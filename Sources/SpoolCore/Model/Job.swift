@@ -77,9 +77,11 @@ public struct AttemptError: Sendable, Hashable, Codable {
     public var at: Date
     /// Why it failed: `error`, `timeout`, `lease_expired`, `non_retryable`, `no_handler`.
     public var reason: String
+    /// The worker that ran the attempt (its registry id), when known.
+    public var worker: String?
 
-    public init(attempt: Int, message: String, at: Date, reason: String = "error") {
-        self.attempt = attempt; self.message = message; self.at = at; self.reason = reason
+    public init(attempt: Int, message: String, at: Date, reason: String = "error", worker: String? = nil) {
+        self.attempt = attempt; self.message = message; self.at = at; self.reason = reason; self.worker = worker
     }
 }
 

@@ -88,6 +88,10 @@ public struct EngineConfiguration: Sendable {
     public var queues: [String: QueueConfiguration] = [:]
     /// A name for this process in leases and logs.
     public var workerID: String = EngineConfiguration.defaultWorkerID()
+    /// What the worker registry calls this process (`spool serve`, `spool worker`, a program's name).
+    public var workerName: String = ProcessInfo.processInfo.processName
+    /// How long a lost worker stays in the registry before it is dropped.
+    public var lostWorkerRetention: Duration = .seconds(3600)
 
     public init() {}
 

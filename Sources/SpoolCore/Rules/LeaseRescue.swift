@@ -20,6 +20,6 @@ public enum LeaseRescue {
 
     /// The error recorded for the lost attempt.
     public static func error(attempt: Int, worker: String?, at: Date) -> AttemptError {
-        AttemptError(attempt: attempt, message: messagePrefix + (worker ?? "?") + messageSuffix, at: at, reason: reason)
+        AttemptError(attempt: attempt, message: messagePrefix + (worker ?? "?") + messageSuffix, at: at, reason: reason, worker: worker)
     }
 }

@@ -104,6 +104,21 @@ public protocol JobStore: Sendable {
     /// Deletes events older than `before`, at most `limit`. Returns how many.
     func pruneEvents(before: Date, limit: Int) async throws -> Int
 
+    // MARK: Worker registry
+
+    /// Adds `worker` to the registry, or refreshes its entry (everything but `startedAt`). An
+    /// entry of another tenant under the same id is left alone.
+    func recordWorker(_ worker: WorkerInfo) async throws
+
+    /// The registry: one tenant's remote workers, or every worker when `tenant` is `nil`.
+    func workers(tenant: String?) async throws -> [WorkerInfo]
+
+    /// Takes a worker out of the registry (a graceful stop).
+    func removeWorker(id: String) async throws
+
+    /// Drops workers lost since before `expiredBefore`. Returns how many.
+    func pruneWorkers(expiredBefore: Date) async throws -> Int
+
     // MARK: Webhooks
     //
     // When a job with a callback URL reaches `completed`, `failed` or `cancelled`, the store

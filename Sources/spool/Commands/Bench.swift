@@ -21,6 +21,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Directory for the temporary database. [default: the system temp dir]") var dir: String?
     @Option(help: "A PostgreSQL server (postgres://user@host:port/db) to benchmark instead of SQLite; each run creates and drops its own database there.") var database: String?
     @Option(help: "With --database: worker process counts to run end to end, comma-separated.") var processes = "1,2,4"
+    @Option(help: "Remote workers for the run through the HTTP worker protocol (0 skips it).") var httpWorkers = 8
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -86,6 +87,19 @@ struct Bench: AsyncParsableCommand {
                 print(String(format: "event latency, %@ (handler returns -> event parsed by a client over loopback, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
                              name, values.count, percentile(values, 0.50), percentile(values, 0.95), percentile(values, 0.99)))
             }
+        }
+
+        // 3c. Remote workers over the HTTP worker protocol.
+        if httpWorkers > 0 {
+            let bench = { (spool: Spool) in HTTPWorkerBench(spool: spool, workers: httpWorkers, producers: producers, batch: 100) }
+            let rate = try await withBench(base + "/http.sqlite", level) { spool, _ in try await bench(spool).endToEnd(count: jobs) }
+            print(String(format: "end to end through the HTTP worker protocol, %d jobs, %d remote workers (lease and complete in batches of up to 100): %9.0f jobs/s",
+                         jobs, httpWorkers, rate))
+            let pickups = try await withBench(base + "/http-latency.sqlite", level) { spool, _ in
+                try await bench(spool).pickupLatency(samples: latencySamples)
+            }
+            print(String(format: "pickup latency, long-polling remote worker (enqueue call -> lease answer, %d samples): p50 %.2f ms  p95 %.2f ms  p99 %.2f ms",
+                         latencySamples, percentile(pickups, 0.50), percentile(pickups, 0.95), percentile(pickups, 0.99)))
         }
 
         // 4. End to end with a large history of finished jobs.
@@ -228,6 +242,8 @@ final class Counter: Sendable {
     /// Adds one and returns the new value.
     @discardableResult
     func increment() -> Int { value.add(1, ordering: .relaxed).newValue }
+    func add(_ n: Int) { value.add(n, ordering: .relaxed) }
+    var current: Int { value.load(ordering: .relaxed) }
 }
 
 /// A value shared between benchmark tasks.

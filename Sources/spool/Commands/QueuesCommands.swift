@@ -24,6 +24,30 @@ struct Queues: AsyncParsableCommand {
     }
 }
 
+struct Workers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the worker registry: every worker process and remote worker, active or lost.")
+    @OptionGroup var store: StoreOptions
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let workers: [WorkerDocument]
+        do { workers = try await store.backend().workers() } catch { throw explain(error) }
+        if json {
+            try printJSON(workers)
+            return
+        }
+        let widths = [34, 8, 16, 10, 12, 26, 24]
+        func row(_ cells: [String]) {
+            print(zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined())
+        }
+        row(["ID", "STATE", "NAME", "RUNNING", "TENANT", "QUEUES", "LAST SEEN"])
+        for w in workers {
+            row([w.id, w.state, w.name, "\(w.running)/\(w.concurrency)", w.tenant ?? "(all)", w.queues.joined(separator: ","), w.last_seen_at])
+        }
+    }
+}
+
 struct Pause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pause a queue: workers take no new jobs from it.")
     @OptionGroup var store: StoreOptions

@@ -30,7 +30,10 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         throw CLIError("\(role) works a database (--database), not a gateway (--url or SPOOL_URL): "
             + "workers that reach Spool over HTTP use the worker protocol (/v1/worker/..., see the README and clients/python)")
     }
-    let spool = try await store.open(with: file) { try worker.apply(to: &$0) }
+    let spool = try await store.open(with: file) { config in
+        try worker.apply(to: &config)
+        config.workerName = role
+    }
     let tokensConfigured = !(file?.gateway?.tokens ?? []).isEmpty || !(ProcessInfo.processInfo.environment["SPOOL_TOKENS"] ?? "").isEmpty
     if worker.runsDemoJobs(tokensConfigured: tokensConfigured) { DemoJobs.register(on: spool) }
     let webhooks = try file?.webhookConfiguration() ?? ConfigFile().webhookConfiguration()

@@ -15,7 +15,7 @@
 
     worker.run()  # until SIGTERM or SIGINT
 """
-from .client import Client
+from .client import VERSION, Client
 from .errors import (
     Conflict,
     Forbidden,
@@ -35,4 +35,4 @@ __all__ = [
     "SpoolError", "InvalidRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "LeaseLost",
     "QueueFull", "Unavailable", "WaitTimeout",
 ]
-__version__ = "0.1.0"
+__version__ = VERSION

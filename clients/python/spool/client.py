@@ -8,6 +8,7 @@ import httpx
 
 from .errors import Unavailable, WaitTimeout, raise_for
 
+VERSION = "0.1.0"
 FINISHED = ("completed", "failed", "cancelled")
 JSON = Any
 Job = Dict[str, Any]
@@ -39,7 +40,7 @@ class Client:
 
     def __init__(self, url: str, token: Optional[str] = None, *, timeout: float = 30.0,
                  transport: Optional[httpx.BaseTransport] = None):
-        headers = {"User-Agent": "spool-python/0.1"}
+        headers = {"User-Agent": f"spool-python/{VERSION}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
@@ -115,6 +116,11 @@ class Client:
 
     def delete(self, job_id: str) -> None:
         self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    def workers(self) -> List[Dict[str, Any]]:
+        """The worker registry (your tenant's remote workers; every worker for an admin token),
+        each with its ``state``: ``active`` or ``lost``."""
+        return self._call("GET", "/v1/workers").json()["workers"]
 
     def events(self, job_id: str, *, last_event_id: Optional[str] = None,
                timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:

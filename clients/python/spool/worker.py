@@ -6,13 +6,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .client import Client
+from .client import VERSION as __version__, Client
 from .errors import InvalidRequest, LeaseLost, SpoolError, Unauthorized, Forbidden, Unavailable
 
 log = logging.getLogger("spool.worker")
@@ -87,12 +88,13 @@ class Worker:
 
     def __init__(self, url: str, token: Optional[str] = None, *, queues: Sequence[str] = ("default",),
                  concurrency: int = 10, worker_id: Optional[str] = None, wait_seconds: float = 5.0,
-                 grace_seconds: float = 25.0, max_batch: int = 100):
+                 grace_seconds: float = 25.0, max_batch: int = 100, name: Optional[str] = None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.queues = list(queues)
         self.concurrency = concurrency
         self.worker_id = worker_id or f"py:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.name = name or os.path.basename(sys.argv[0] or "python") or "python"
         self.wait_seconds = wait_seconds
         self.grace_seconds = grace_seconds
         self.max_batch = max_batch
@@ -169,7 +171,10 @@ class Worker:
             if self._stopping.is_set():
                 return
             body = {"worker_id": self.worker_id, "queues": self.queues, "kinds": kinds,
-                    "max_jobs": min(free, self.max_batch), "wait_seconds": self.wait_seconds}
+                    "max_jobs": min(free, self.max_batch), "wait_seconds": self.wait_seconds,
+                    # For the registry (GET /v1/workers, spool workers).
+                    "name": self.name, "host": socket.gethostname()[:200] or None, "pid": os.getpid(),
+                    "version": f"spool-python/{__version__}", "concurrency": self.concurrency}
             try:
                 answer = self._client._call("POST", "/v1/worker/lease", json=body).json()
                 delay = 0.1
@@ -333,10 +338,9 @@ class Worker:
             last = now
             with self._lock:
                 held = [job for job in self._running.values() if not job.stopped] + list(self._unreported.values())
-            if not held:
-                continue
             try:
                 answer = self._client._call("POST", "/v1/worker/heartbeat", json={
+                    "worker_id": self.worker_id,
                     "leases": [{"job_id": job.id, "lease_token": job.lease_token} for job in held]}).json()
             except SpoolError as error:
                 log.warning("heartbeat failed: %s", error)
