@@ -30,17 +30,9 @@ struct EventLatency {
             returned.withLock { $0[context.id.description] = now }
             return nil
         })
-        var config = GatewayConfiguration()
-        config.port = 0
-        config.queues = ["bench"]
-        let gateway = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
-        let (ports, portFeed) = AsyncStream.makeStream(of: Int.self)
-        let app = try gateway.application(logger: logger) { portFeed.yield($0) }
-        let group = ServiceGroup(services: [app, spool.worker(queues: ["bench"])], logger: logger)
-        let server = Task { try await group.run() }
-        defer { server.cancel() }
-        var portIterator = ports.makeAsyncIterator()
-        guard let port = await portIterator.next() else { throw CLIError("the gateway did not start") }
+        let gateway = try await BenchGateway.start(spool, workers: true)
+        defer { gateway.task.cancel() }  // on an early exit
+        let port = gateway.port
 
         let sseReady = Locked(false), wsReady = Locked(false)
         let clients = Task {
@@ -91,9 +83,8 @@ struct EventLatency {
             sseLatencies.append((sse.withLock { $0[id]! } - done).seconds * 1000)
             wsLatencies.append((ws.withLock { $0[id]! } - done).seconds * 1000)
         }
-        await group.triggerGracefulShutdown()
         clients.cancel()
-        _ = try? await server.value
+        await gateway.stop()
         return (sseLatencies, wsLatencies)
     }
 

@@ -22,26 +22,13 @@ struct HTTPWorkerBench {
 
     /// Runs `body` with a gateway (no workers inside it) serving the spool on a loopback port.
     func withGateway<T: Sendable>(_ body: (String) async throws -> T) async throws -> T {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .warning
-        var config = GatewayConfiguration()
-        config.port = 0
-        config.queues = ["bench"]
-        let gateway = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
-        let (ports, portFeed) = AsyncStream.makeStream(of: Int.self)
-        let app = try gateway.application(logger: logger) { portFeed.yield($0) }
-        let group = ServiceGroup(services: [app], logger: logger)
-        let server = Task { try await group.run() }
-        var portIterator = ports.makeAsyncIterator()
-        guard let port = await portIterator.next() else { throw CLIError("the gateway did not start") }
+        let gateway = try await BenchGateway.start(spool, workers: false)
         do {
-            let result = try await body("http://127.0.0.1:\(port)")
-            await group.triggerGracefulShutdown()
-            _ = try? await server.value
+            let result = try await body("http://127.0.0.1:\(gateway.port)")
+            await gateway.stop()
             return result
         } catch {
-            await group.triggerGracefulShutdown()
-            _ = try? await server.value
+            await gateway.stop()
             throw error
         }
     }
@@ -115,5 +102,37 @@ struct HTTPWorkerBench {
             throw CLIError("\(url) answered \(response.status.code): \(String(decoding: data.prefix(300), as: UTF8.self))")
         }
         return data
+    }
+}
+
+/// A gateway on an ephemeral loopback port serving a bench's spool, with its workers or not.
+struct BenchGateway {
+    let port: Int
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    static func start(_ spool: Spool, workers: Bool) async throws -> BenchGateway {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        var config = GatewayConfiguration()
+        config.port = 0
+        config.queues = ["bench"]
+        let gateway = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
+        let (ports, portFeed) = AsyncStream.makeStream(of: Int.self)
+        let app = try gateway.application(logger: logger) { portFeed.yield($0) }
+        let services: [any Service] = workers ? [app, spool.worker(queues: ["bench"])] : [app]
+        let group = ServiceGroup(services: services, logger: logger)
+        let task = Task { try await group.run() }
+        var portIterator = ports.makeAsyncIterator()
+        guard let port = await portIterator.next() else {
+            task.cancel()
+            throw CLIError("the gateway did not start")
+        }
+        return BenchGateway(port: port, group: group, task: task)
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
     }
 }
