@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "SpoolPostgres", targets: ["SpoolPostgres"]),
         .library(name: "SpoolGateway", targets: ["SpoolGateway"]),
         .library(name: "SpoolWebhooks", targets: ["SpoolWebhooks"]),
+        .library(name: "SpoolTesting", targets: ["SpoolTesting"]),
         .executable(name: "spool", targets: ["spool"]),
     ],
     dependencies: [
@@ -82,6 +83,12 @@ let package = Package(
             ],
             resources: [.copy("openapi.json")]
         ),
+        // For users' tests: run a handler on a payload, see what was enqueued, run a queue to
+        // empty, on a temporary store.
+        .target(
+            name: "SpoolTesting",
+            dependencies: ["SpoolCore", "SpoolSQLite", .product(name: "Logging", package: "swift-log")]
+        ),
         // Job kinds for the quick start and the benchmark. Not for production use.
         .target(name: "SpoolDemoJobs", dependencies: ["SpoolCore"]),
         // The `spool` command line: serve, worker, enqueue, ..., bench.
@@ -115,7 +122,7 @@ let package = Package(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "spool",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolTesting", "spool",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),

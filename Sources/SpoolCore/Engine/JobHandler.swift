@@ -65,7 +65,8 @@ public final class JobContext: Sendable {
     private let baseLogger: Logger
     private let store: any JobStore
 
-    init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
+    /// The context of a job leased from `store` (the engine makes these; so does `SpoolTesting`).
+    public init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
         self.job = job
         self.lease = lease
         self.store = store
