@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "SpoolGateway", targets: ["SpoolGateway"]),
         .library(name: "SpoolWebhooks", targets: ["SpoolWebhooks"]),
         .library(name: "SpoolTesting", targets: ["SpoolTesting"]),
+        .library(name: "SpoolClient", targets: ["SpoolClient"]),
         .executable(name: "spool", targets: ["spool"]),
     ],
     dependencies: [
@@ -89,13 +90,26 @@ let package = Package(
             name: "SpoolTesting",
             dependencies: ["SpoolCore", "SpoolSQLite", .product(name: "Logging", package: "swift-log")]
         ),
+        // The HTTP API for Swift programs, and workers that run handlers over the worker protocol.
+        .target(
+            name: "SpoolClient",
+            dependencies: [
+                "SpoolCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Job kinds for the quick start and the benchmark. Not for production use.
         .target(name: "SpoolDemoJobs", dependencies: ["SpoolCore"]),
         // The `spool` command line: serve, worker, enqueue, ..., bench.
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
@@ -122,7 +136,7 @@ let package = Package(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolTesting", "spool",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolTesting", "SpoolClient", "spool",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -4,11 +4,14 @@ import SpoolCore
 /// Job kinds for the quick start, the tests and the benchmark. They do nothing useful:
 /// register them only to try Spool out.
 public enum DemoJobs {
+    /// Every demo kind (for a ``Spool`` or a remote worker).
+    public static var handlers: [AnyJobHandler] {
+        [AnyJobHandler(DemoSleep()), AnyJobHandler(DemoFlaky()), AnyJobHandler(DemoNoop())]
+    }
+
     /// Registers every demo kind on `spool`.
     public static func register(on spool: Spool) {
-        spool.register(DemoSleep())
-        spool.register(DemoFlaky())
-        spool.register(DemoNoop())
+        for handler in handlers { spool.register(handler) }
     }
 }
 

@@ -35,6 +35,16 @@ struct StoreOptions: ParsableArguments {
         return LocalBackend(spool: try await open())
     }
 
+    /// The gateway to work over HTTP: `--url`, or `SPOOL_URL` when no database is named
+    /// anywhere (flag, `SPOOL_DATABASE`, config file). Checked for a scheme.
+    func remoteURL(_ file: ConfigFile?) throws -> String? {
+        let env = ProcessInfo.processInfo.environment
+        let databaseNamed = database != nil || env["SPOOL_DATABASE"] != nil || file?.database != nil
+        guard let url = url ?? (databaseNamed ? nil : env["SPOOL_URL"]) else { return nil }
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw CLIError("--url must start with http:// or https://") }
+        return url
+    }
+
     func loadConfigFile() throws -> ConfigFile? {
         let env = ProcessInfo.processInfo.environment
         if let path = config ?? env["SPOOL_CONFIG"] {

@@ -1,7 +1,6 @@
-import AsyncHTTPClient
 import ArgumentParser
 import Foundation
-import NIOCore
+import SpoolClient
 import SpoolCore
 
 /// What `spool watch` shows of a job as it changes.
@@ -66,81 +65,25 @@ extension RemoteBackend {
     func followEvents(_ id: JobID) -> AsyncThrowingStream<JobUpdate, any Error> {
         AsyncThrowingStream { continuation in
             let task = Task {
-                var lastEventID: String?
                 var current: JobUpdate?
-                var failures = 0
                 do {
-                    while !Task.isCancelled {
-                        var request = HTTPClientRequest(url: baseURL + "/v1/jobs/\(id)/events")
-                        request.headers.add(name: "Accept", value: "text/event-stream")
-                        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-                        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
-                        do {
-                            let response = try await HTTPClient.shared.execute(request, timeout: .hours(24 * 365))
-                            guard response.status.code == 200 else {
-                                let body = try await response.body.collect(upTo: 1 << 16)
-                                throw CLIError("\(response.status.code): \(String(buffer: body).prefix(300))")
-                            }
-                            var parser = SSEParser()
-                            for try await chunk in response.body {
-                                for event in parser.feed(String(buffer: chunk)) {
-                                    if let id = event.id { lastEventID = id }
-                                    failures = 0
-                                    let update: JobUpdate?
-                                    if event.type == "snapshot" {
-                                        update = (try? JSON.decode(JobDocument.self, from: Data(event.data.utf8))).map(JobUpdate.init)
-                                    } else {
-                                        update = JSONValue(json: Data(event.data.utf8)).flatMap { JobUpdate(event: $0, previous: current) }
-                                    }
-                                    if let update {
-                                        current = update
-                                        continuation.yield(update)
-                                    }
-                                }
-                            }
-                        } catch let error as CLIError {
-                            throw error
-                        } catch {
-                            failures += 1
-                            if failures > 5 { throw CLIError("lost the event stream of job \(id): \(error)") }
+                    for try await event in client.events(of: id) {
+                        let update: JobUpdate?
+                        if event.type == "snapshot" {
+                            update = (try? JSON.decode(JobDocument.self, from: Data(event.data.utf8))).map(JobUpdate.init)
+                        } else {
+                            update = JSONValue(json: Data(event.data.utf8)).flatMap { JobUpdate(event: $0, previous: current) }
                         }
-                        if current?.state.isFinished == true { break }
-                        // The stream ended early (server restart, or we fell behind): resume.
-                        try await Task.sleep(for: .milliseconds(200 * (failures + 1)))
+                        if let update {
+                            current = update
+                            continuation.yield(update)
+                        }
                     }
                     continuation.finish()
                 } catch { continuation.finish(throwing: error) }
             }
             continuation.onTermination = { _ in task.cancel() }
         }
-    }
-}
-
-/// Splits a `text/event-stream` body into events as chunks arrive.
-struct SSEParser {
-    struct Event {
-        var id: String?
-        var type: String
-        var data: String
-    }
-    private var pending = ""
-
-    /// The events completed by `chunk` (keep-alive comments are skipped).
-    mutating func feed(_ chunk: String) -> [Event] {
-        pending += chunk
-        var events: [Event] = []
-        while let end = pending.range(of: "\n\n") {
-            let frame = pending[..<end.lowerBound]
-            var event = Event(id: nil, type: "message", data: "")
-            for line in frame.split(separator: "\n") {
-                if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
-                else if line.hasPrefix("event: ") { event.type = String(line.dropFirst(7)) }
-                else if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
-            }
-            pending = String(pending[end.upperBound...])
-            if !event.data.isEmpty { events.append(event) }
-        }
-        return events
     }
 }
 

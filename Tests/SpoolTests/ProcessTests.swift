@@ -25,9 +25,10 @@ final class SpoolProcess {
     let process = Process()
     let log: String
 
-    init(_ arguments: [String], logTo log: String, environment: [String: String] = [:]) throws {
+    init(_ arguments: [String], logTo log: String, environment: [String: String] = [:], directory: String? = nil) throws {
         self.log = log
         process.executableURL = URL(fileURLWithPath: try spoolBinary())
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.arguments = arguments
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))

@@ -63,14 +63,21 @@ public final class JobContext: Sendable {
     public let job: Job
     public let lease: LeaseToken
     private let baseLogger: Logger
-    private let store: any JobStore
+    private let report: @Sendable (JobProgress) async throws -> Void
 
     /// The context of a job leased from `store` (the engine makes these; so does `SpoolTesting`).
-    public init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
+    public convenience init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
+        self.init(job: job, lease: lease, logger: logger) { progress in
+            try await store.reportProgress(job.id, lease: lease, progress: progress)
+        }
+    }
+
+    /// The context of a job leased elsewhere (a remote worker reports progress over HTTP).
+    public init(job: Job, lease: LeaseToken, logger: Logger, reportProgress: @escaping @Sendable (JobProgress) async throws -> Void) {
         self.job = job
         self.lease = lease
-        self.store = store
         self.baseLogger = logger
+        self.report = reportProgress
     }
 
     /// A logger whose entries carry the job id, kind and attempt.
@@ -91,7 +98,7 @@ public final class JobContext: Sendable {
     /// Records progress (0-100) and an optional message, visible to clients at once.
     /// Throws ``SpoolError/leaseLost(_:)`` if this worker no longer holds the job.
     public func progress(_ percent: Double, _ message: String? = nil) async throws {
-        try await store.reportProgress(job.id, lease: lease, progress: JobProgress(percent: percent, message: message))
+        try await report(JobProgress(percent: percent, message: message))
     }
 
     /// Whether the job was cancelled, timed out or lost its lease. Long loops should check it

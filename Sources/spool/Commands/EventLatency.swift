@@ -5,6 +5,7 @@ import HummingbirdWSClient
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SpoolClient
 import SpoolCore
 import SpoolGateway
 
@@ -42,7 +43,7 @@ struct EventLatency {
                     request.headers.add(name: "Accept", value: "text/event-stream")
                     let response = try await HTTPClient.shared.execute(request, timeout: .hours(1))
                     sseReady.withLock { $0 = true }
-                    var parser = SSEParser()
+                    var parser = ServerSentEventParser()
                     for try await chunk in response.body {
                         for event in parser.feed(String(buffer: chunk)) where event.type == "state" {
                             let now = ContinuousClock.now

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SpoolClient
 import SpoolCore
 import Metrics
 import Prometheus
@@ -24,11 +25,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     let file = try store.loadConfigFile()
     // These commands work a database. Silently working ./spool.sqlite instead of the gateway
     // the user named would look like a worker that never gets any job.
-    let env = ProcessInfo.processInfo.environment
-    let databaseNamed = store.database != nil || env["SPOOL_DATABASE"] != nil || file?.database != nil
-    if store.url != nil || (env["SPOOL_URL"] != nil && !databaseNamed) {
+    if try store.remoteURL(file) != nil {
         throw CLIError("\(role) works a database (--database), not a gateway (--url or SPOOL_URL): "
-            + "workers that reach Spool over HTTP use the worker protocol (/v1/worker/..., see the README and clients/python)")
+            + "`spool worker --url` runs workers over HTTP")
     }
     let spool = try await store.open(with: file) { config in
         try worker.apply(to: &config)
@@ -83,12 +82,38 @@ struct Serve: AsyncParsableCommand {
 }
 
 struct Worker: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run workers only, for the queues given.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run workers only, for the queues given: on the database, or with --url on a gateway over HTTP (no database access).")
     @OptionGroup var store: StoreOptions
     @OptionGroup var worker: WorkerOptions
     func run() async throws {
-        do { try await runSpool(store: store, worker: worker, gateway: nil, role: "spool worker") } catch { throw explain(error) }
+        do {
+            if let url = try store.remoteURL(try store.loadConfigFile()) {
+                try await runRemoteWorker(url: url, store: store, worker: worker)
+            } else {
+                try await runSpool(store: store, worker: worker, gateway: nil, role: "spool worker")
+            }
+        } catch { throw explain(error) }
     }
+}
+
+/// `spool worker --url`: the kinds built into this binary, run over the worker protocol.
+func runRemoteWorker(url: String, store: StoreOptions, worker: WorkerOptions) async throws {
+    store.bootstrapLogging()
+    let token = store.token ?? ProcessInfo.processInfo.environment["SPOOL_TOKEN"]
+    // With a token the gateway is a shared one: the demo kinds only when asked for (as for serve).
+    let handlers = worker.runsDemoJobs(tokensConfigured: token != nil) ? DemoJobs.handlers : []
+    guard !handlers.isEmpty else {
+        throw CLIError("this binary has no job kinds to run over HTTP but the demo ones (add --demo-jobs); "
+            + "run your own kinds with SpoolClient's RemoteWorker or the Python SDK")
+    }
+    var settings = RemoteWorker.Settings(queues: worker.queueList ?? ["default"], concurrency: worker.concurrency ?? 10,
+                                         gracePeriod: .seconds(fractional: worker.graceSeconds ?? 25))
+    settings.identity.name = "spool worker --url"
+    let logger = Logger(label: "spool")
+    let remote = RemoteWorker(client: SpoolClient(url: url, token: token), handlers: handlers, settings: settings, logger: logger)
+    let group = ServiceGroup(configuration: .init(services: [remote], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
 }
 
 struct Migrate: AsyncParsableCommand {

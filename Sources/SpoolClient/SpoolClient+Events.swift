@@ -1,0 +1,94 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import SpoolCore
+
+/// One Server-Sent Event.
+public struct ServerSentEvent: Sendable, Hashable {
+    public var id: String?
+    /// `snapshot`, `state`, `progress`, `pruned`, ... (`message` when the stream names none).
+    public var type: String
+    public var data: String
+}
+
+extension SpoolClient {
+    /// The job's events (`GET /v1/jobs/{id}/events`): a snapshot first, then every change, until
+    /// the job is finished. A dropped stream is resumed with `Last-Event-ID`, so nothing is
+    /// missed or repeated; after 5 failed reconnections in a row the stream throws.
+    public func events(of id: JobID) -> AsyncThrowingStream<ServerSentEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                var lastEventID: String?
+                var failures = 0
+                var finished = false
+                do {
+                    while !Task.isCancelled && !finished {
+                        var request = self.request("/v1/jobs/\(id)/events")
+                        request.headers.add(name: "Accept", value: "text/event-stream")
+                        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
+                        do {
+                            let response = try await http.execute(request, timeout: .hours(24 * 365))
+                            guard response.status.code == 200 else {
+                                let body = try await response.body.collect(upTo: 1 << 16)
+                                throw SpoolClientError(status: Int(response.status.code), problem: Data(buffer: body))
+                            }
+                            var parser = ServerSentEventParser()
+                            for try await chunk in response.body {
+                                for event in parser.feed(String(buffer: chunk)) {
+                                    if let id = event.id { lastEventID = id }
+                                    failures = 0
+                                    if Self.endsJob(event) { finished = true }
+                                    continuation.yield(event)
+                                }
+                            }
+                        } catch let error as SpoolClientError where !error.isUnavailable {
+                            throw error
+                        } catch {
+                            failures += 1
+                            if failures > 5 { throw SpoolClientError(status: 0, type: "unreachable", detail: "lost the event stream of job \(id): \(error)") }
+                        }
+                        if finished { break }
+                        // The stream ended early (a gateway restart, or this client fell behind): resume.
+                        try await Task.sleep(for: .milliseconds(200 * (failures + 1)))
+                    }
+                    continuation.finish()
+                } catch { continuation.finish(throwing: error) }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Whether `event` says the job is finished (a snapshot or a state change to a final state).
+    static func endsJob(_ event: ServerSentEvent) -> Bool {
+        guard event.type == "snapshot" || event.type == "state",
+              case .object(let o)? = JSONValue(json: Data(event.data.utf8)), case .string(let s)? = o["state"],
+              let state = JobState(rawValue: s) else { return false }
+        return state.isFinished
+    }
+}
+
+/// Splits a `text/event-stream` body into events as chunks arrive.
+public struct ServerSentEventParser: Sendable {
+    private var pending = ""
+
+    public init() {}
+
+    /// The events completed by `chunk` (keep-alive comments are skipped).
+    public mutating func feed(_ chunk: String) -> [ServerSentEvent] {
+        pending += chunk
+        var events: [ServerSentEvent] = []
+        while let end = pending.range(of: "\n\n") {
+            let frame = pending[..<end.lowerBound]
+            var event = ServerSentEvent(id: nil, type: "message", data: "")
+            for line in frame.split(separator: "\n") {
+                if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
+                else if line.hasPrefix("event: ") { event.type = String(line.dropFirst(7)) }
+                else if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
+            }
+            pending = String(pending[end.upperBound...])
+            if !event.data.isEmpty { events.append(event) }
+        }
+        return events
+    }
+}
