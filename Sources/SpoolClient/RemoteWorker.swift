@@ -113,6 +113,8 @@ public final class RemoteWorker: Service, Sendable {
                 }
             } onCancel: { self.stop() }
         } onGracefulShutdown: { self.stop() }
+        // Leaves the registry rather than showing as lost.
+        _ = try? await client.heartbeat(workerID: settings.identity.id, leases: [], stopped: true)
         logger.info("remote worker stopped")
         if let failure { throw failure }
     }

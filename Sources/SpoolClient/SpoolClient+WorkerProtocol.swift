@@ -73,12 +73,14 @@ extension SpoolClient {
                               timeout: .seconds(Int64(wait.seconds) + 30))
     }
 
-    /// Renews leases; returns the ids of the lost ones.
-    public func heartbeat(workerID: String?, leases: [(id: String, token: String)]) async throws -> Set<String> {
+    /// Renews leases; returns the ids of the lost ones. `stopped`: the worker is leaving (its
+    /// registry entry goes).
+    public func heartbeat(workerID: String?, leases: [(id: String, token: String)], stopped: Bool = false) async throws -> Set<String> {
         var body: [String: JSONValue] = [
             "leases": .array(leases.map { .object(["job_id": .string($0.id), "lease_token": .string($0.token)]) }),
         ]
         if let workerID { body["worker_id"] = .string(workerID) }
+        if stopped { body["stopped"] = .bool(true) }
         struct Answer: Decodable { var lost: [String] }
         return Set(try await call(.POST, "/v1/worker/heartbeat", body: JSONValue.object(body).jsonData, as: Answer.self).lost)
     }

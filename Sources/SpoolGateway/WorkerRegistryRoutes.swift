@@ -29,6 +29,8 @@ final class RemoteWorkers: Sendable {
     private static let limit = 10_000
     private static let minInterval = Duration.seconds(1)
 
+    func forget(_ key: String) { _ = entries.withLock { $0.removeValue(forKey: key) } }
+
     /// `info` to record now, or `nil` when this worker was recorded less than a second ago.
     /// Keeps the running count a heartbeat reported, and the first start time.
     func update(_ key: String, _ make: (WorkerInfo?) -> WorkerInfo?) -> WorkerInfo? {

@@ -200,6 +200,8 @@ struct WorkerRoutes {
         var leases: [HeldLeaseBody]
         /// Refreshes this worker's registry entry (with the number of leases as jobs running).
         var worker_id: String?
+        /// The worker is stopping for good: its registry entry goes (rather than showing it lost).
+        var stopped: Bool?
     }
 
     /// Renews many leases at once; answers the ids whose lease is gone (stop those jobs).
@@ -207,7 +209,14 @@ struct WorkerRoutes {
         let principal = try context.require(.worker)
         let body = try await request.decodeJSON(HeartbeatBody.self, limit: gateway.configuration.maxBodyBytes)
         guard body.leases.count <= Self.maxItems else { throw Problem.validation("leases", "at most \(Self.maxItems)") }
-        if let workerID = body.worker_id {
+        if let workerID = body.worker_id, body.stopped == true {
+            try Self.label(workerID, field: "worker_id")
+            // Only the caller's own tenant's entry (admins: any).
+            if try await store.workers(tenant: principal.tenantFilter).contains(where: { $0.id == workerID }) {
+                try await store.removeWorker(id: workerID)
+            }
+            gateway.remoteWorkers.forget("\(principal.tenantFilter ?? "*")/\(workerID)")
+        } else if let workerID = body.worker_id {
             try Self.label(workerID, field: "worker_id")
             let now = Date(), lease = spool.configuration.leaseDuration.seconds
             await record(principal, workerID) { old in

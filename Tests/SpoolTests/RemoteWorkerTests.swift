@@ -32,6 +32,8 @@ struct RemoteWorkerTests {
             #expect(await worker.waitForExit(timeout: .seconds(20)) == 0, "no clean exit; log:\n\(worker.output)")
             let givenBack = try await client.job(long)
             #expect(givenBack.state == .pending && givenBack.attempt == 0, "\(givenBack.state) attempt \(givenBack.attempt)")
+            // It left the registry rather than showing as lost.
+            #expect(try await !client.workers().contains { $0.name == "spool worker --url" })
         }
     }
 

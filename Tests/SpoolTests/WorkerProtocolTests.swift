@@ -156,6 +156,12 @@ struct WorkerProtocolTests {
             }
             #expect(try await ids(workerA) == [.string("remote-1")])
             #expect(try await ids(workerB) == [.string("remote-b")])
+            // A worker leaving takes its own entry out, never another tenant's.
+            let leaving = #"{"worker_id":"remote-1","leases":[],"stopped":true}"#
+            #expect(try await gw.post("/v1/worker/heartbeat", leaving, token: workerB).status == 200)
+            #expect(try await ids(workerA) == [.string("remote-1")])
+            #expect(try await gw.post("/v1/worker/heartbeat", leaving, token: workerA).status == 200)
+            #expect(try await ids(workerA).isEmpty)
             // The worker scope is required.
             let noScope = try await gw.post("/v1/worker/lease", #"{"worker_id":"w","queues":["default"],"kinds":["remote.t"]}"#, token: enqueueOnly)
             #expect(noScope.status == 403)

@@ -111,6 +111,8 @@ def test_python_and_swift_workers_share_a_queue(sdk_server):
     finally:
         worker.stop()
         thread.join(timeout=30)
+    with spool.Client(sdk_server.url, ADMIN) as admin:
+        assert worker.worker_id not in {w["id"] for w in admin.workers()}, "a stopped worker stays in the registry"
     for job_id, request in zip(ids, jobs):
         doc = docs[job_id]
         assert doc["state"] == "completed" and doc["attempt"] == 1, doc

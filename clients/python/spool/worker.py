@@ -157,6 +157,11 @@ class Worker:
                 self._lock.notify_all()
             for thread in threads:
                 thread.join(timeout=30)
+            try:  # leaves the registry rather than showing as lost
+                self._client._call("POST", "/v1/worker/heartbeat",
+                                   json={"worker_id": self.worker_id, "leases": [], "stopped": True})
+            except SpoolError:
+                pass
             self._client.close()
             log.info("worker %s stopped", self.worker_id)
 
