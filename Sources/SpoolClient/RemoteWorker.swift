@@ -33,8 +33,8 @@ public final class RemoteWorker: Service, Sendable {
             self.wait = wait
             self.gracePeriod = gracePeriod
             self.identity = identity ?? .init(
-                id: EngineConfiguration.defaultWorkerID(), name: ProcessInfo.processInfo.processName,
-                host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier),
+                id: EngineConfiguration.defaultWorkerID(), name: String(ProcessInfo.processInfo.processName.prefix(200)),
+                host: String(ProcessInfo.processInfo.hostName.prefix(200)), pid: Int(ProcessInfo.processInfo.processIdentifier),
                 version: "spool-swift", concurrency: max(1, concurrency))
         }
     }
@@ -69,8 +69,13 @@ public final class RemoteWorker: Service, Sendable {
         /// Attempts whose outcome is queued or being sent: still heartbeated.
         var unreported: [String: Attempt] = [:]
         var reports: [Report] = []
+        /// Handler tasks still alive (one that ignores cancellation keeps its slot).
+        var busy = 0
         var stopping = false
         var finished = false
+        /// After a stop, reports and heartbeats give up at this time (a gateway that stays
+        /// down must not keep the process from exiting; the leases expire and the jobs run again).
+        var giveUpAt: ContinuousClock.Instant?
         var heartbeatInterval: Duration = .seconds(10)
     }
 
@@ -125,7 +130,7 @@ public final class RemoteWorker: Service, Sendable {
         var failures = 0
         let kinds = handlers.keys.sorted()
         while true {
-            let (stopping, free) = state.withLock { ($0.stopping, settings.concurrency - $0.running.count) }
+            let (stopping, free) = state.withLock { ($0.stopping, settings.concurrency - $0.busy) }
             if stopping { return }
             if free <= 0 {
                 await bell.wait(timeout: .seconds(1))
@@ -158,16 +163,21 @@ public final class RemoteWorker: Service, Sendable {
 
     private func start(_ document: SpoolClient.LeasedJobDocument) {
         let attempt = Attempt(document)
-        state.withLock { $0.running[attempt.id] = attempt }
+        state.withLock { $0.running[attempt.id] = attempt; $0.busy += 1 }
         guard var job = document.job, let handler = handlers[document.kind] else {
             finish(attempt, .fail(id: attempt.id, token: attempt.token, error: "no handler for kind '\(document.kind)' in this worker",
                                   retryable: false, retryAfter: nil, timedOut: false))
+            state.withLock { $0.busy -= 1 }
             return
         }
         job.workerID = settings.identity.id
-        let client = self.client
+        let client = self.client, jobID = job.id
         let context = JobContext(job: job, lease: LeaseToken(attempt.token), logger: logger) { progress in
-            try await client.progress(attempt.id, token: attempt.token, progress)
+            do {
+                try await client.progress(attempt.id, token: attempt.token, progress)
+            } catch let error as SpoolClientError where error.type == "lease-lost" {
+                throw SpoolError.leaseLost(jobID)  // what handlers are told to expect
+            }
         }
         // A task of its own, not a child: a handler that ignores cancellation must not hold up a stop.
         let task = Task {
@@ -184,6 +194,8 @@ public final class RemoteWorker: Service, Sendable {
                 report = .fail(id: attempt.id, token: attempt.token, error: "\(error)", retryable: retryable, retryAfter: after, timedOut: false)
             }
             self.finish(attempt, report)
+            self.state.withLock { $0.busy -= 1 }
+            self.bell.ring()
         }
         attempt.task.withLock { $0 = task }
     }
@@ -210,12 +222,15 @@ public final class RemoteWorker: Service, Sendable {
     private func reportLoop() async {
         var failures = 0
         while true {
-            let (batch, done) = state.withLock { s -> ([Report], Bool) in
-                let batch = Array(s.reports.prefix(1000))
-                s.reports.removeFirst(batch.count)
-                return (batch, s.finished && batch.isEmpty)
+            let (batch, done, givingUp) = state.withLock { s -> ([Report], Bool, Bool) in
+                let batch = Self.takeBatch(&s.reports)
+                let givingUp = s.giveUpAt.map { ContinuousClock.now >= $0 } ?? false
+                return (batch, s.finished && (batch.isEmpty || givingUp), givingUp)
             }
-            if done { return }
+            if done || Task.isCancelled {
+                if !batch.isEmpty { logger.warning("reports not sent; those jobs run again when their leases expire", metadata: ["count": "\(batch.count)"]) }
+                return
+            }
             if batch.isEmpty {
                 await bell.wait(timeout: .seconds(1))
                 continue
@@ -223,20 +238,52 @@ public final class RemoteWorker: Service, Sendable {
             do {
                 try await send(batch)
                 failures = 0
-            } catch let error as SpoolClientError where error.isUnavailable {
+            } catch let error as SpoolClientError where error.isUnavailable && !givingUp {
                 failures += 1
                 logger.warning("reporting failed; retrying", metadata: ["error": "\(error)"])
                 state.withLock { $0.reports.insert(contentsOf: batch, at: 0) }
                 try? await Task.sleep(for: .milliseconds(min(5000, 100 << min(failures, 6))))
                 continue
             } catch {
-                logger.error("reports refused; those jobs run again when their leases expire", metadata: ["error": "\(error)"])
+                logger.error("reports not sent; those jobs run again when their leases expire", metadata: ["error": "\(error)"])
             }
             state.withLock { s in for report in batch { s.unreported.removeValue(forKey: report.id) } }
+            bell.ring()
         }
     }
 
+    /// Reports for one request: at most 1,000, and about 512 KiB (the gateway takes 1 MiB).
+    private static func takeBatch(_ reports: inout [Report]) -> [Report] {
+        var size = 0
+        var n = 0
+        while n < reports.count && n < 1000 {
+            let weight: Int = switch reports[n] {
+            case .complete(_, _, let result): 200 + (result?.count ?? 0)
+            case .fail(_, _, let error, _, _, _): 300 + error.utf8.count
+            }
+            if n > 0 && size + weight > 512 * 1024 { break }
+            size += weight
+            n += 1
+        }
+        defer { reports.removeFirst(n) }
+        return Array(reports.prefix(n))
+    }
+
+    /// Sends reports; a request refused whole (one result too large, say) goes again one job
+    /// at a time, so that only the bad one is lost.
     private func send(_ batch: [Report]) async throws {
+        do {
+            try await sendTogether(batch)
+        } catch let error as SpoolClientError where !error.isUnavailable && batch.count > 1 {
+            for report in batch {
+                do { try await sendTogether([report]) } catch let error as SpoolClientError where !error.isUnavailable {
+                    logger.error("report refused; the job runs again when its lease expires", metadata: ["job": "\(report.id)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func sendTogether(_ batch: [Report]) async throws {
         var completes: [(id: String, token: String, result: Data?)] = []
         var fails: [(id: String, token: String, error: String, retryable: Bool, retryAfter: Duration?, timedOut: Bool)] = []
         for report in batch {
@@ -256,10 +303,13 @@ public final class RemoteWorker: Service, Sendable {
     /// Heartbeats running and unreported jobs, and stops attempts past their deadline.
     private func heartbeatLoop() async {
         var last = ContinuousClock.now
-        while true {
+        while !Task.isCancelled {
             await bell.wait(timeout: .milliseconds(250))
             let now = ContinuousClock.now
-            let (done, running, interval) = state.withLock { ($0.finished && $0.unreported.isEmpty, Array($0.running.values), $0.heartbeatInterval) }
+            let (done, running, interval) = state.withLock { s in
+                (s.finished && (s.unreported.isEmpty || s.giveUpAt.map { now >= $0 } ?? false),
+                 Array(s.running.values), s.heartbeatInterval)
+            }
             if done { return }
             for attempt in running where now >= attempt.deadline {
                 if finish(attempt, .fail(id: attempt.id, token: attempt.token, error: "attempt timed out after \(attempt.document.timeout_seconds)s",
@@ -270,16 +320,20 @@ public final class RemoteWorker: Service, Sendable {
             guard now - last >= interval else { continue }
             last = now
             let held = state.withLock { Array($0.running.values) + Array($0.unreported.values) }
-            do {
-                let lost = try await client.heartbeat(workerID: settings.identity.id, leases: held.map { ($0.id, $0.token) })
-                for attempt in held where lost.contains(attempt.id) {
-                    if finish(attempt, nil) {
-                        logger.warning("lease lost; stopping the job here", metadata: ["job": "\(attempt.id)"])
-                        attempt.cancel()
+            // The gateway takes 1,000 leases per call.
+            for start in stride(from: 0, to: max(held.count, 1), by: 1000) {
+                let chunk = Array(held[start..<min(held.count, start + 1000)])
+                do {
+                    let lost = try await client.heartbeat(workerID: settings.identity.id, leases: chunk.map { ($0.id, $0.token) })
+                    for attempt in chunk where lost.contains(attempt.id) {
+                        if finish(attempt, nil) {
+                            logger.warning("lease lost; stopping the job here", metadata: ["job": "\(attempt.id)"])
+                            attempt.cancel()
+                        }
                     }
+                } catch {
+                    logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
                 }
-            } catch {
-                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -287,7 +341,8 @@ public final class RemoteWorker: Service, Sendable {
     /// Lets running handlers finish within the grace period, then gives their jobs back.
     private func drain() async {
         let deadline = ContinuousClock.now + settings.gracePeriod
-        while state.withLock({ !$0.running.isEmpty }) && ContinuousClock.now < deadline {
+        // (Cancelled: no waiting, which would spin, since a cancelled task's waits return at once.)
+        while state.withLock({ !$0.running.isEmpty }) && ContinuousClock.now < deadline && !Task.isCancelled {
             await bell.wait(timeout: min(.milliseconds(250), deadline - ContinuousClock.now))
         }
         for attempt in state.withLock({ Array($0.running.values) }) where finish(attempt, nil) {
@@ -298,9 +353,10 @@ public final class RemoteWorker: Service, Sendable {
                 logger.warning("could not give a job back; it runs again when its lease expires", metadata: ["job": "\(attempt.id)", "error": "\(error)"])
             }
         }
-        // The reports of what finished go out before the worker ends.
+        // The reports of what finished go out before the worker ends, for 10 s at most.
         let flushBy = ContinuousClock.now + .seconds(10)
-        while state.withLock({ !$0.reports.isEmpty || !$0.unreported.isEmpty }) && ContinuousClock.now < flushBy {
+        state.withLock { $0.giveUpAt = flushBy }
+        while state.withLock({ !$0.reports.isEmpty || !$0.unreported.isEmpty }) && ContinuousClock.now < flushBy && !Task.isCancelled {
             await bell.wait(timeout: .milliseconds(100))
         }
     }

@@ -35,7 +35,7 @@ extension SpoolClient {
                             }
                             var parser = ServerSentEventParser()
                             for try await chunk in response.body {
-                                for event in parser.feed(String(buffer: chunk)) {
+                                for event in parser.feed(chunk.readableBytesView) {
                                     if let id = event.id { lastEventID = id }
                                     failures = 0
                                     if Self.endsJob(event) { finished = true }
@@ -59,10 +59,12 @@ extension SpoolClient {
         }
     }
 
-    /// Whether `event` says the job is finished (a snapshot or a state change to a final state).
+    /// Whether `event` says the job is finished (a snapshot or a state change to a final state)
+    /// or gone (deleted).
     static func endsJob(_ event: ServerSentEvent) -> Bool {
-        guard event.type == "snapshot" || event.type == "state",
-              case .object(let o)? = JSONValue(json: Data(event.data.utf8)), case .string(let s)? = o["state"],
+        guard case .object(let o)? = JSONValue(json: Data(event.data.utf8)) else { return false }
+        if event.type == "deleted" || o["type"] == .string("deleted") { return true }
+        guard event.type == "snapshot" || event.type == "state", case .string(let s)? = o["state"],
               let state = JobState(rawValue: s) else { return false }
         return state.isFinished
     }
@@ -70,25 +72,36 @@ extension SpoolClient {
 
 /// Splits a `text/event-stream` body into events as chunks arrive.
 public struct ServerSentEventParser: Sendable {
-    private var pending = ""
+    /// Bytes of an event not complete yet (decoded only whole: a character may span chunks).
+    private var pending: [UInt8] = []
 
     public init() {}
 
     /// The events completed by `chunk` (keep-alive comments are skipped).
-    public mutating func feed(_ chunk: String) -> [ServerSentEvent] {
-        pending += chunk
+    public mutating func feed<Bytes: Sequence>(_ chunk: Bytes) -> [ServerSentEvent] where Bytes.Element == UInt8 {
+        pending.append(contentsOf: chunk)
         var events: [ServerSentEvent] = []
-        while let end = pending.range(of: "\n\n") {
-            let frame = pending[..<end.lowerBound]
-            var event = ServerSentEvent(id: nil, type: "message", data: "")
-            for line in frame.split(separator: "\n") {
-                if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
-                else if line.hasPrefix("event: ") { event.type = String(line.dropFirst(7)) }
-                else if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
-            }
-            pending = String(pending[end.upperBound...])
-            if !event.data.isEmpty { events.append(event) }
+        var start = 0
+        var i = 0
+        while i + 1 < pending.count {
+            guard pending[i] == 0x0A && pending[i + 1] == 0x0A else { i += 1; continue }
+            if let event = Self.event(String(decoding: pending[start..<i], as: UTF8.self)) { events.append(event) }
+            i += 2
+            start = i
         }
+        pending.removeFirst(start)
         return events
+    }
+
+    public mutating func feed(_ chunk: String) -> [ServerSentEvent] { feed(Array(chunk.utf8)) }
+
+    private static func event(_ frame: String) -> ServerSentEvent? {
+        var event = ServerSentEvent(id: nil, type: "message", data: "")
+        for line in frame.split(separator: "\n") {
+            if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
+            else if line.hasPrefix("event: ") { event.type = String(line.dropFirst(7)) }
+            else if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
+        }
+        return event.data.isEmpty ? nil : event
     }
 }

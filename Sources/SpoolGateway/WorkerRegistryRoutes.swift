@@ -30,6 +30,14 @@ final class RemoteWorkers: Sendable {
     private static let minInterval = Duration.seconds(1)
 
     func forget(_ key: String) { _ = entries.withLock { $0.removeValue(forKey: key) } }
+    func knows(_ key: String) -> Bool { entries.withLock { $0[key] != nil } }
+
+    /// Remembers an entry found in the store, as not written yet (the next update writes).
+    func seed(_ key: String, _ info: WorkerInfo) {
+        entries.withLock { map in
+            if map[key] == nil, map.count < Self.limit { map[key] = Entry(info: info, written: .now - .seconds(3600)) }
+        }
+    }
 
     /// `info` to record now, or `nil` when this worker was recorded less than a second ago.
     /// Keeps the running count a heartbeat reported, and the first start time.

@@ -211,14 +211,21 @@ struct WorkerRoutes {
         guard body.leases.count <= Self.maxItems else { throw Problem.validation("leases", "at most \(Self.maxItems)") }
         if let workerID = body.worker_id, body.stopped == true {
             try Self.label(workerID, field: "worker_id")
-            // Only the caller's own tenant's entry (admins: any).
-            if try await store.workers(tenant: principal.tenantFilter).contains(where: { $0.id == workerID }) {
-                try await store.removeWorker(id: workerID)
+            // Only the caller's own tenant's entry (admins: any). The registry failing must not
+            // fail the heartbeat.
+            if (try? await store.workers(tenant: principal.tenantFilter).contains(where: { $0.id == workerID })) == true {
+                try? await store.removeWorker(id: workerID)
             }
             gateway.remoteWorkers.forget("\(principal.tenantFilter ?? "*")/\(workerID)")
         } else if let workerID = body.worker_id {
             try Self.label(workerID, field: "worker_id")
             let now = Date(), lease = spool.configuration.leaseDuration.seconds
+            let key = "\(principal.tenantFilter ?? "*")/\(workerID)"
+            if !gateway.remoteWorkers.knows(key), let entry = try? await store.workers(tenant: principal.tenantFilter).first(where: { $0.id == workerID }) {
+                // A busy worker makes no lease calls: after a restart (or on another gateway) its
+                // entry is found in the store, so that its heartbeats keep it active.
+                gateway.remoteWorkers.seed(key, entry)
+            }
             await record(principal, workerID) { old in
                 guard var info = old else { return nil }  // known from its lease calls only
                 info.running = body.leases.count

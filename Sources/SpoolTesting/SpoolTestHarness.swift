@@ -62,13 +62,19 @@ public final class SpoolTestHarness: Sendable {
         }
     }
 
+    /// The queue ``run(_:_:)`` puts its job in, so that it never takes the jobs of the code
+    /// under test.
+    public static let runQueue = "spool-testing.run"
+
     /// Runs `handler` on `payload` as a worker would (a real job, leased, with a working
     /// ``JobContext``) and returns its output, or throws what it threw.
-    public func run<H: JobHandler>(_ handler: H, _ payload: H.Payload, queue: String = "default") async throws -> H.Output
-    where H.Payload: Encodable {
-        let job = try await spool.enqueue(try NewJob(queue: queue, kind: H.kind, payload: payload)).job
-        let leased = try await lease(queue: queue, kinds: [H.kind]).first { $0.job.id == job.id }
-        guard let leased else { throw SpoolError.invalid(field: "queue", reason: "the job was not handed out (is '\(queue)' paused?)") }
+    public func run<H: JobHandler>(_ handler: H, _ payload: H.Payload) async throws -> H.Output where H.Payload: Encodable {
+        let job = try await spool.enqueue(try NewJob(queue: Self.runQueue, kind: H.kind, payload: payload)).job
+        let leased = try await store.lease(LeaseRequest(queue: Self.runQueue, limit: 1, workerID: "spool-testing",
+                                                        leaseDuration: .seconds(3600), kinds: [H.kind])).jobs.first
+        guard let leased, leased.job.id == job.id else {
+            throw SpoolError.invalid(field: "queue", reason: "the job was not handed out (is \(Self.runQueue) paused?)")
+        }
         let context = JobContext(job: leased.job, lease: leased.lease, store: store, logger: spool.logger)
         do {
             let output = try await handler.run(payload, context: context)

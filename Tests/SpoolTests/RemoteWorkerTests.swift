@@ -22,8 +22,8 @@ struct RemoteWorkerTests {
             }
             let long = JobID(try await client.enqueue(try NewJob(kind: DemoSleep.kind, payload: DemoSleep.Payload(seconds: 60, steps: 120))).id)!
             for id in quick {
-                let done = try await client.wait(for: id)
-                #expect(done.state == .completed && done.attempt == 1)
+                #expect(await eventually(timeout: .seconds(60)) { (try? await client.job(id).state) == .completed })
+                #expect(try await client.job(id).attempt == 1)
             }
             // Progress goes over HTTP too.
             #expect(try await eventually(timeout: .seconds(20)) { (try await client.job(long).progress?.percent ?? 0) > 0 },
@@ -34,6 +34,35 @@ struct RemoteWorkerTests {
             #expect(givenBack.state == .pending && givenBack.attempt == 0, "\(givenBack.state) attempt \(givenBack.attempt)")
             // It left the registry rather than showing as lost.
             #expect(try await !client.workers().contains { $0.name == "spool worker --url" })
+        }
+    }
+
+    @Test("RemoteWorker: results past the gateway's body limit go in smaller requests; an attempt past its deadline fails as timed out")
+    func remoteWorkerReportsAndDeadlines() async throws {
+        try await TestGateway.with(workers: false) { gw in
+            let client = SpoolClient(url: "http://127.0.0.1:\(gw.port)")
+            let big = AnyJobHandler(kind: "rw.big") { _, _ in Data(("\"" + String(repeating: "x", count: 100_000) + "\"").utf8) }
+            let slow = AnyJobHandler(kind: "rw.slow") { _, _ in
+                try await Task.sleep(for: .seconds(60))
+                return nil
+            }
+            let worker = RemoteWorker(client: client, handlers: [big, slow],
+                                      settings: .init(concurrency: 30, wait: .seconds(1), gracePeriod: .seconds(1)))
+            let running = Task { try await worker.run() }
+            #expect(try await eventually(timeout: .seconds(20)) { try await client.workers().count == 1 })
+            // 20 results of 100 KB: 2 MB in all, past the 1 MiB body limit of one request.
+            var ids: [JobID] = []
+            for _ in 0..<20 { ids.append(JobID(try await client.enqueue(NewJob(kind: "rw.big")).id)!) }
+            let slowID = JobID(try await client.enqueue(NewJob(kind: "rw.slow", maxAttempts: 1, timeout: .seconds(1))).id)!
+            // (Polled with a bound, not waited for: a lost report must fail the test, not hang it.)
+            for id in ids {
+                #expect(await eventually(timeout: .seconds(60)) { (try? await client.job(id).state) == .completed })
+                #expect(try await client.job(id).attempt == 1)
+            }
+            #expect(await eventually(timeout: .seconds(30)) { (try? await client.job(slowID).state) == .failed })
+            #expect(try await client.job(slowID).errors.first?.reason == "timeout")
+            worker.stop()
+            try await running.value
         }
     }
 

@@ -50,11 +50,13 @@ struct SpoolTestingTests {
             _ = try await harness.spool.enqueue(NewJob(kind: "test.flaky"))
             _ = try await harness.spool.enqueue(NewJob(kind: "test.nobody"))
             #expect(try await harness.enqueued().map(\.kind) == ["test.greet", "test.chain", "test.flaky", "test.nobody"])
+            // Running one handler by hand leaves the queued jobs of its kind alone.
+            #expect(try await harness.run(Greet(), .init(name: "by hand")) == "hello by hand")
 
             let finished = try await harness.drain()
             #expect(finished.map(\.kind) == ["test.greet", "test.chain", "test.greet", "test.flaky"])
             #expect(finished.allSatisfy { $0.state == .completed })
-            let greetings = try await harness.enqueued(kind: Greet.kind).compactMap { $0.result.map { String(decoding: $0, as: UTF8.self) } }
+            let greetings = try await harness.enqueued(kind: Greet.kind, queue: "default").compactMap { $0.result.map { String(decoding: $0, as: UTF8.self) } }
             #expect(greetings == [#""hello grace""#, #""hello alan jr""#])
             #expect(finished.last?.attempt == 3 && flakyRuns.withLock { $0 } == 3)
             // A kind nobody handles is left for its worker.

@@ -45,7 +45,7 @@ struct EventLatency {
                     sseReady.withLock { $0 = true }
                     var parser = ServerSentEventParser()
                     for try await chunk in response.body {
-                        for event in parser.feed(String(buffer: chunk)) where event.type == "state" {
+                        for event in parser.feed(chunk.readableBytesView) where event.type == "state" {
                             let now = ContinuousClock.now
                             if let id = Self.completedJob(inJSON: event.data) { sse.withLock { $0[id] = now } }
                         }

@@ -112,8 +112,10 @@ func runRemoteWorker(url: String, store: StoreOptions, worker: WorkerOptions) as
     settings.identity.name = "spool worker --url"
     let logger = Logger(label: "spool")
     let remote = RemoteWorker(client: SpoolClient(url: url, token: token), handlers: handlers, settings: settings, logger: logger)
-    let group = ServiceGroup(configuration: .init(services: [remote], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-    try await group.run()
+    var groupConfiguration = ServiceGroupConfiguration(services: [remote], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    // The grace period, giving jobs back, 10 s of reporting, and a margin.
+    groupConfiguration.maximumGracefulShutdownDuration = settings.gracePeriod + .seconds(20)
+    try await ServiceGroup(configuration: groupConfiguration).run()
 }
 
 struct Migrate: AsyncParsableCommand {

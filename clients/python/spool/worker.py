@@ -328,7 +328,7 @@ class Worker:
             with self._lock:
                 if self._stopping.is_set() and not self._running and not self._unreported and not self._outcomes:
                     return
-            self._stopping.wait(0.25)
+            time.sleep(0.25)  # (not _stopping.wait: once stopping is set it returns at once)
             now = time.monotonic()
             with self._lock:
                 running = list(self._running.values())
@@ -343,14 +343,15 @@ class Worker:
             last = now
             with self._lock:
                 held = [job for job in self._running.values() if not job.stopped] + list(self._unreported.values())
-            try:
-                answer = self._client._call("POST", "/v1/worker/heartbeat", json={
-                    "worker_id": self.worker_id,
-                    "leases": [{"job_id": job.id, "lease_token": job.lease_token} for job in held]}).json()
-            except SpoolError as error:
-                log.warning("heartbeat failed: %s", error)
-                continue
-            lost = set(answer.get("lost", []))
+            lost = set()
+            for start in range(0, max(len(held), 1), 1000):  # the gateway takes 1,000 leases a call
+                try:
+                    answer = self._client._call("POST", "/v1/worker/heartbeat", json={
+                        "worker_id": self.worker_id,
+                        "leases": [{"job_id": job.id, "lease_token": job.lease_token} for job in held[start:start + 1000]]}).json()
+                    lost.update(answer.get("lost", []))
+                except SpoolError as error:
+                    log.warning("heartbeat failed: %s", error)
             for job in held:
                 if job.id in lost and not job.done:
                     log.warning("lease of job %s lost; its outcome will be ignored", job.id)
