@@ -103,14 +103,26 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Job kinds without code, from the config file: HTTP services.
+        .target(
+            name: "SpoolKinds",
+            dependencies: [
+                "SpoolCore", "SpoolWebhooks",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
         // Job kinds for the quick start and the benchmark. Not for production use.
         .target(name: "SpoolDemoJobs", dependencies: ["SpoolCore"]),
         // The `spool` command line: serve, worker, enqueue, ..., bench.
         .executableTarget(
             name: "spool",
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolClient",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolClient", "SpoolKinds",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -136,7 +148,7 @@ let package = Package(
             name: "SpoolTests",
             // `spool` is built for the tests that run it as a child process.
             dependencies: [
-                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolTesting", "SpoolClient", "spool",
+                "SpoolCore", "SpoolSQLite", "SpoolPostgres", "SpoolDemoJobs", "SpoolGateway", "SpoolWebhooks", "SpoolTesting", "SpoolClient", "SpoolKinds", "spool",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),

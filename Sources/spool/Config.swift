@@ -1,5 +1,7 @@
 import Foundation
+import NIOHTTP1
 import SpoolCore
+import SpoolKinds
 import SpoolWebhooks
 import Yams
 
@@ -84,6 +86,18 @@ struct ConfigFile: Decodable {
         var operation_timeout_seconds: Double?
     }
     var postgres: PostgresFile?
+    /// Job kinds without code: `http` (call a service) per kind name.
+    struct KindFile: Decodable {
+        struct HTTPFile: Decodable {
+            var url: String
+            var method: String?
+            var timeout_seconds: Double?
+            var headers: [String: String]?
+        }
+        var http: HTTPFile?
+        var command: [String]?
+    }
+    var kinds: [String: KindFile]?
 
     static func load(path: String) throws -> ConfigFile {
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -159,6 +173,54 @@ extension ConfigFile.QueueFile {
             q.callbackURL = url
         }
         return q
+    }
+}
+
+extension ConfigFile {
+    /// The HTTP service kinds of the `kinds` section, checked, with `${VAR}` read from `environment`.
+    func serviceKinds(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [HTTPServiceKind] {
+        var result: [HTTPServiceKind] = []
+        for (name, kind) in (kinds ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let field = "kinds.\(name)"
+            guard NewJob.isValidName(name, maxLength: 128) else { throw CLIError("\(field): not a valid kind name") }
+            if kind.command != nil {
+                throw CLIError("\(field).command: command kinds are not supported by this version yet (HTTP service kinds are: use http:)")
+            }
+            guard let http = kind.http else { throw CLIError("\(field): needs http: { url: ... }") }
+            let url = try Self.expand(http.url, "\(field).http.url", environment)
+            guard let parsed = URL(string: url), parsed.scheme == "http" || parsed.scheme == "https", parsed.host != nil else {
+                throw CLIError("\(field).http.url must be an absolute http or https URL")
+            }
+            let method: HTTPMethod
+            switch (http.method ?? "POST").uppercased() {
+            case "POST": method = .POST
+            case "PUT": method = .PUT
+            default: throw CLIError("\(field).http.method must be POST or PUT")
+            }
+            var headers: [(name: String, value: String)] = []
+            for (header, value) in (http.headers ?? [:]).sorted(by: { $0.key < $1.key }) {
+                headers.append((header, try Self.expand(value, "\(field).http.headers.\(header)", environment)))
+            }
+            result.append(HTTPServiceKind(kind: name, url: url, method: method,
+                                          timeout: try http.timeout_seconds.map { try positive($0, "\(field).http.timeout_seconds") },
+                                          headers: headers))
+        }
+        return result
+    }
+
+    /// `${VAR}` replaced by the environment's value; a variable that is not set is an error.
+    static func expand(_ text: String, _ field: String, _ environment: [String: String]) throws -> String {
+        var output = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            output += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else { throw CLIError("\(field): '${' without '}'") }
+            let name = String(rest[start.upperBound..<end])
+            guard let value = environment[name] else { throw CLIError("\(field) uses ${\(name)}, which is not set") }
+            output += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return output + rest
     }
 }
 

@@ -22,6 +22,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "A PostgreSQL server (postgres://user@host:port/db) to benchmark instead of SQLite; each run creates and drops its own database there.") var database: String?
     @Option(help: "With --database: worker process counts to run end to end, comma-separated.") var processes = "1,2,4"
     @Option(help: "Remote workers for the run through the HTTP worker protocol (0 skips it).") var httpWorkers = 8
+    @Flag(help: "Skip the run through an HTTP service kind (a trivial loopback service).") var noServiceKind = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -102,6 +103,19 @@ struct Bench: AsyncParsableCommand {
                          latencySamples, percentile(pickups, 0.50), percentile(pickups, 0.95), percentile(pickups, 0.99)))
         }
 
+        // 3d. Jobs through an HTTP service kind (a config-declared kind calling a loopback service).
+        if !noServiceKind {
+            let holder = HTTPClientHolder()
+            let rate = try await ServiceKindBench.withService { url in
+                try await withBench(base + "/service.sqlite", level) { spool, store in
+                    try await endToEnd(spool, store: store, count: jobs) { ServiceKindBench.register(on: spool, url: url, client: holder) }
+                }
+            }
+            await holder.shutdown()
+            print(String(format: "end to end through an HTTP service kind (a loopback service answering 200 {}), %d jobs, %d workers: %9.0f jobs/s",
+                         jobs, concurrency, rate))
+        }
+
         // 4. End to end with a large history of finished jobs.
         if history > 0 {
             let withHistory = try await withBench(base + "/history.sqlite", level) { spool, store in
@@ -158,8 +172,8 @@ struct Bench: AsyncParsableCommand {
 
     /// Producers enqueue `count` single jobs while workers run them; returns jobs/s from the
     /// first enqueue to the last completion.
-    private func endToEnd(_ spool: Spool, store: SQLiteJobStore, count: Int) async throws -> Double {
-        try await timeWorkers(spool, store: store, count: count) {
+    private func endToEnd(_ spool: Spool, store: SQLiteJobStore, count: Int, register: (() -> Void)? = nil) async throws -> Double {
+        try await timeWorkers(spool, store: store, count: count, register: register) {
             _ = try await Self.timeEnqueues(spool, count: count, callers: producers)
         }
     }
@@ -172,8 +186,9 @@ struct Bench: AsyncParsableCommand {
 
     /// Starts no-op workers, runs `produce`, and returns jobs/s from the start until `count`
     /// more jobs have completed.
-    private func timeWorkers(_ spool: Spool, store: SQLiteJobStore, count: Int, produce: () async throws -> Void) async throws -> Double {
-        spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in nil })
+    private func timeWorkers(_ spool: Spool, store: SQLiteJobStore, count: Int, register: (() -> Void)? = nil,
+                             produce: () async throws -> Void) async throws -> Double {
+        if let register { register() } else { spool.register(AnyJobHandler(kind: "bench.noop") { _, _ in nil }) }
         let worker = spool.worker(queues: ["bench"])
         let before = try await completedCount(store)
         let start = ContinuousClock.now

@@ -8,6 +8,7 @@ import Metrics
 import Prometheus
 import SpoolDemoJobs
 import SpoolGateway
+import SpoolKinds
 import SpoolPostgres
 import SpoolWebhooks
 
@@ -38,6 +39,11 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     let webhooks = try file?.webhookConfiguration() ?? ConfigFile().webhookConfiguration()
     let deliverer = WebhookDeliverer(store: spool.store, configuration: webhooks)
     spool.register(deliverer.handler)
+    // Kinds without code: services called over HTTP, with the tenant's webhook secret.
+    let serviceKinds = try (file ?? ConfigFile()).serviceKinds()
+    let serviceClient = serviceKinds.isEmpty ? nil : HTTPServiceKind.makeClient()
+    for kind in serviceKinds { spool.register(kind.handler(client: serviceClient!, secret: deliverer.secret(tenant:))) }
+    defer { if let serviceClient { Task { try? await serviceClient.shutdown() } } }
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
         "database": "\(PostgresJobStore.redacted(store.databasePath(file)))",

@@ -1,0 +1,156 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SpoolCore
+import SpoolClient
+import SpoolGateway
+import SpoolKinds
+import Synchronization
+import Testing
+
+/// A downstream service on a loopback port: each path answers its own way, and every request
+/// is kept (headers and body) for the test to check.
+final class ScriptedService: Sendable {
+    struct Received: Sendable {
+        var path: String
+        var headers: [String: String]
+        var body: Data
+    }
+    let received = Mutex<[Received]>([])
+    private let calls = Mutex<[String: Int]>([:])
+
+    var requests: [Received] { received.withLock { $0 } }
+
+    func run(_ body: (String) async throws -> Void) async throws {
+        let router = Router()
+        router.post(":name") { request, context -> Response in
+            let name = context.parameters.get("name") ?? ""
+            let bytes = try await request.body.collect(upTo: 1 << 20)
+            var headers: [String: String] = [:]
+            for field in request.headers { headers[field.name.canonicalName] = field.value }
+            self.received.withLock { $0.append(Received(path: name, headers: headers, body: Data(buffer: bytes))) }
+            let n = self.calls.withLock { $0[name, default: 0] += 1; return $0[name]! }
+            func json(_ status: HTTPResponse.Status, _ text: String, _ extra: HTTPFields = [:]) -> Response {
+                var fields = extra
+                fields[.contentType] = "application/json"
+                return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(string: text)))
+            }
+            switch name {
+            case "ok": return json(.ok, #"{"converted":true,"call":\#(n)}"#)
+            case "empty": return Response(status: .noContent)
+            case "flaky": return n == 1 ? json(.internalServerError, #"{"error":"warming up"}"#) : json(.ok, #"{"call":\#(n)}"#)
+            case "bad": return json(.unprocessableContent, #"{"error":"no such model"}"#)
+            case "busy": return n == 1 ? json(.tooManyRequests, "{}", [.retryAfter: "1"]) : json(.ok, #"{"call":\#(n)}"#)
+            case "slow":
+                try await Task.sleep(for: .seconds(5))
+                return json(.ok, "{}")
+            default: return json(.notFound, "{}")
+            }
+        }
+        var logger = Logger(label: "service")
+        logger.logLevel = .warning
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: logger)
+        let group = ServiceGroup(services: [app], logger: logger)
+        let running = Task { defer { continuation.finish() }; try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw GatewayError("the service did not start") }
+        do { try await body("http://127.0.0.1:\(port)") } catch {
+            await group.triggerGracefulShutdown()
+            _ = try? await running.value
+            throw error
+        }
+        await group.triggerGracefulShutdown()
+        _ = try? await running.value
+    }
+}
+
+private let serviceSecret = "whsec_" + Data((0..<32).map { UInt8($0) }).base64EncodedString()
+
+@Suite("HTTP service kinds", .serialized)
+struct ServiceKindTests {
+    @Test("a service kind: 2xx completes with the body, 5xx and 429 (with Retry-After) retry, 422 fails for good, a slow answer times out; every request is signed")
+    func outcomes() async throws {
+        let service = ScriptedService()
+        try await service.run { base in
+            let client = HTTPServiceKind.makeClient()
+            defer { Task { try? await client.shutdown() } }
+            let kinds = ["ok", "empty", "flaky", "bad", "busy", "slow"].map {
+                HTTPServiceKind(kind: "svc.\($0)", url: "\(base)/\($0)", headers: [("X-Token", "t-\($0)")])
+            }
+            let config = fastConfiguration { $0.defaultQueue.maxAttempts = 3 }
+            try await withEngine(on: .sqlite, config, register: { spool in
+                for kind in kinds { spool.register(kind.handler(client: client) { _ in serviceSecret }) }
+            }) { spool, _ in
+                var ids: [String: JobID] = [:]
+                for name in ["ok", "empty", "flaky", "bad", "busy"] {
+                    ids[name] = try await spool.enqueue(NewJob(kind: "svc.\(name)", payload: Data(#"{"file":"\#(name).ifc"}"#.utf8))).job.id
+                }
+                ids["slow"] = try await spool.enqueue(NewJob(kind: "svc.slow", maxAttempts: 1, timeout: .seconds(1))).job.id
+                var done: [String: Job] = [:]
+                for (name, id) in ids { done[name] = try await spool.waitUntilFinished(id) }
+
+                #expect(done["ok"]?.state == .completed && done["ok"]?.result == Data(#"{"converted":true,"call":1}"#.utf8))
+                #expect(done["empty"]?.state == .completed && done["empty"]?.result == nil)
+                #expect(done["flaky"]?.state == .completed && done["flaky"]?.attempt == 2)
+                #expect(done["flaky"]?.errors.first?.message.contains("500") == true)
+                #expect(done["bad"]?.state == .failed && done["bad"]?.attempt == 1 && done["bad"]?.errors.first?.reason == "non_retryable")
+                #expect(done["bad"]?.errors.first?.message.contains("no such model") == true)
+                let busy = try #require(done["busy"])
+                #expect(busy.state == .completed && busy.attempt == 2)
+                // The queue's backoff is 100 ms: the second attempt waited for Retry-After.
+                if let failedAt = busy.errors.first?.at, let finished = busy.finishedAt {
+                    #expect(finished.timeIntervalSince(failedAt) >= 0.9, "Retry-After was not honoured")
+                }
+                #expect(done["slow"]?.state == .failed && done["slow"]?.errors.first?.reason == "timeout")
+
+                // Every request: signed (checked by an independent verifier), with the job and its headers.
+                let requests = service.requests
+                #expect(requests.count >= 8)
+                for request in requests {
+                    let valid = IndependentVerifier.verify(
+                        secret: serviceSecret, id: request.headers["webhook-id"] ?? "", timestamp: request.headers["webhook-timestamp"] ?? "",
+                        signatureHeader: request.headers["webhook-signature"] ?? "", body: request.body)
+                    #expect(valid, "request to /\(request.path) is not validly signed")
+                    #expect(request.headers["x-token"] == "t-\(request.path)")
+                }
+                let first = try #require(requests.first { $0.path == "ok" })
+                guard case .object(let body)? = JSONValue(json: first.body) else { Issue.record("body is not an object"); return }
+                #expect(body["id"] == .string(ids["ok"]!.description) && body["kind"] == .string("svc.ok") && body["attempt"] == .number(1))
+                #expect(body["payload"] == .object(["file": .string("ok.ifc")]))
+            }
+        }
+    }
+
+    @Test("spool serve runs a service kind from spool.yaml (${VAR} from the environment) and accepts its jobs; a bad kinds section stops it at start")
+    func fromConfigFile() async throws {
+        let service = ScriptedService()
+        try await service.run { base in
+            let dir = TempDir()
+            defer { dir.remove() }
+            let port = Int.random(in: 20_000...40_000)
+            try """
+            kinds:
+              ifc.convert:
+                http: { url: "${SVC}/ok", method: POST, timeout_seconds: 30, headers: { Authorization: "Bearer ${SVC_TOKEN}" } }
+            """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
+            let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", String(port), "--config", dir.file("spool.yaml")],
+                                          logTo: dir.file("serve.log"), environment: ["SVC": base, "SVC_TOKEN": "s3cret"], directory: dir.path)
+            let client = SpoolClient(url: "http://127.0.0.1:\(port)")
+            #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
+            let id = JobID(try await client.enqueue(try NewJob(kind: "ifc.convert", payload: ["file": "a.ifc"])).id)!
+            #expect(await eventually(timeout: .seconds(30)) { (try? await client.job(id).state) == .completed }, "log:\n\(server.output)")
+            #expect(service.requests.first?.headers["authorization"] == "Bearer s3cret")
+            server.signal(SIGTERM)
+            _ = await server.waitForExit(timeout: .seconds(20))
+
+            try "kinds:\n  ifc.convert:\n    http: { url: \"${NOT_SET}/x\" }\n".write(toFile: dir.file("bad.yaml"), atomically: true, encoding: .utf8)
+            let bad = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", String(port + 1), "--config", dir.file("bad.yaml")],
+                                       logTo: dir.file("bad.log"), directory: dir.path)
+            #expect(await bad.waitForExit(timeout: .seconds(20)) == 1)
+            #expect(bad.output.contains("kinds.ifc.convert.http.url") && bad.output.contains("NOT_SET"), "\(bad.output)")
+        }
+    }
+}
