@@ -73,20 +73,36 @@ public struct HTTPServiceKind: Sendable {
         request.body = .bytes(ByteBuffer(data: body))
         let limit = min(timeout ?? job.timeout, job.timeout)
 
-        let response: HTTPClientResponse
-        let answer: ByteBuffer
+        // The whole exchange, body included, within the limit (the client's own deadline ends
+        // with the response head). Errors name neither the URL nor the headers: they are kept
+        // on the job, which its tenant reads, and the operator's URL and tokens are not theirs.
+        let (response, answer): (HTTPClientResponse, ByteBuffer)
+        let prepared = request, kind = self.kind
         do {
-            response = try await client.execute(request, timeout: .nanoseconds(Int64(limit.seconds * 1e9)))
-            do {
-                answer = try await response.body.collect(upTo: Self.maxResponseBytes)
-            } catch is NIOTooManyBytesError {
-                throw ServiceKindError("\(kind): the service answered \(response.status.code) with a body over \(Self.maxResponseBytes) bytes")
+            (response, answer) = try await withThrowingTaskGroup(of: (HTTPClientResponse, ByteBuffer)?.self) { group in
+                group.addTask {
+                    let response = try await client.execute(prepared, timeout: .nanoseconds(Int64(limit.seconds * 1e9)))
+                    do {
+                        return (response, try await response.body.collect(upTo: Self.maxResponseBytes))
+                    } catch is NIOTooManyBytesError {
+                        throw ServiceKindError("\(kind): the service answered \(response.status.code) with a body over \(Self.maxResponseBytes) bytes")
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: limit)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let exchange = first else {
+                    throw ServiceKindError("\(kind): the service did not answer within \(limit.seconds)s")
+                }
+                return exchange
             }
         } catch let error as ServiceKindError {
             throw error
         } catch {
             if Task.isCancelled { throw CancellationError() }
-            throw ServiceKindError("\(kind): request to \(url) failed: \(error)")
+            throw ServiceKindError("\(kind): the request to the service failed: \(Self.describe(error))")
         }
         let status = Int(response.status.code)
         let excerpt = String(decoding: answer.readableBytesView.prefix(Self.errorExcerptBytes), as: UTF8.self)
@@ -98,15 +114,44 @@ public struct HTTPServiceKind: Sendable {
                 throw JobFailure.nonRetryable("\(kind): the service answered \(status) with a body that is not JSON: \(excerpt)")
             }
             return data
-        case 408, 409, 425, 429, 500...:
+        case 300..<400, 408, 409, 425, 429, 500...:
+            // (3xx: redirects are not followed; a maintenance redirect passes, so it is retried.)
             let message = "\(kind): the service answered \(status): \(excerpt)"
-            if let after = response.headers.first(name: "Retry-After").flatMap(Double.init), after >= 0 {
+            if let after = response.headers.first(name: "Retry-After").flatMap(Self.retryAfter) {
                 throw JobFailure.retry(message, after: .seconds(fractional: min(after, 86_400)))
             }
             throw ServiceKindError(message)
         default:
             throw JobFailure.nonRetryable("\(kind): the service answered \(status) (not retried): \(excerpt)")
         }
+    }
+
+    /// Seconds from a `Retry-After` value: a number of seconds or an HTTP date.
+    static func retryAfter(_ value: String) -> Double? {
+        let text = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Double(text) { return seconds >= 0 ? seconds : nil }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: text).map { max(0, $0.timeIntervalSinceNow) }
+    }
+
+    /// An error of the exchange, without addresses, URLs or header values.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError { return error.shortDescription }
+        if let error = error as? IOError { return "I/O error (errno \(error.errnoCode))" }
+        return "\(type(of: error))"
+    }
+
+    /// Checks a configured header: a token name, a value without control characters.
+    public static func checkHeader(name: String, value: String) -> String? {
+        let tokenCharacters = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        if name.isEmpty || !name.allSatisfy(tokenCharacters.contains) { return "is not a valid header name" }
+        if value.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F }) {
+            return "has a control character (a line break?) in its value"
+        }
+        return nil
     }
 
     /// The HTTP client for service kinds: no redirects, connections kept alive.

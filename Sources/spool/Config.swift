@@ -183,6 +183,7 @@ extension ConfigFile {
         for (name, kind) in (kinds ?? [:]).sorted(by: { $0.key < $1.key }) {
             let field = "kinds.\(name)"
             guard NewJob.isValidName(name, maxLength: 128) else { throw CLIError("\(field): not a valid kind name") }
+            guard !name.hasPrefix("spool.") else { throw CLIError("\(field): kind names starting with 'spool.' are Spool's own") }
             if kind.command != nil {
                 throw CLIError("\(field).command: command kinds are not supported by this version yet (HTTP service kinds are: use http:)")
             }
@@ -199,7 +200,12 @@ extension ConfigFile {
             }
             var headers: [(name: String, value: String)] = []
             for (header, value) in (http.headers ?? [:]).sorted(by: { $0.key < $1.key }) {
-                headers.append((header, try Self.expand(value, "\(field).http.headers.\(header)", environment)))
+                let expanded = try Self.expand(value, "\(field).http.headers.\(header)", environment)
+                // The value is not shown: it is often a secret.
+                if let problem = HTTPServiceKind.checkHeader(name: header, value: expanded) {
+                    throw CLIError("\(field).http.headers.\(header) \(problem)")
+                }
+                headers.append((header, expanded))
             }
             result.append(HTTPServiceKind(kind: name, url: url, method: method,
                                           timeout: try http.timeout_seconds.map { try positive($0, "\(field).http.timeout_seconds") },
@@ -216,7 +222,7 @@ extension ConfigFile {
             output += rest[..<start.lowerBound]
             guard let end = rest[start.upperBound...].firstIndex(of: "}") else { throw CLIError("\(field): '${' without '}'") }
             let name = String(rest[start.upperBound..<end])
-            guard let value = environment[name] else { throw CLIError("\(field) uses ${\(name)}, which is not set") }
+            guard let value = environment[name], !value.isEmpty else { throw CLIError("\(field) uses ${\(name)}, which is not set or empty") }
             output += value
             rest = rest[rest.index(after: end)...]
         }

@@ -3,7 +3,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import SpoolCore
-import SpoolClient
+@testable import SpoolClient
 import SpoolGateway
 import SpoolKinds
 import Synchronization
@@ -42,6 +42,14 @@ final class ScriptedService: Sendable {
             case "flaky": return n == 1 ? json(.internalServerError, #"{"error":"warming up"}"#) : json(.ok, #"{"call":\#(n)}"#)
             case "bad": return json(.unprocessableContent, #"{"error":"no such model"}"#)
             case "busy": return n == 1 ? json(.tooManyRequests, "{}", [.retryAfter: "1"]) : json(.ok, #"{"call":\#(n)}"#)
+            case "busydate":
+                // Retry-After as an HTTP date, two seconds ahead.
+                let formatter = DateFormatter()
+                formatter.locale = Locale(identifier: "en_US_POSIX")
+                formatter.timeZone = TimeZone(identifier: "GMT")
+                formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+                let later = formatter.string(from: Date().addingTimeInterval(2))
+                return n == 1 ? json(.serviceUnavailable, "{}", [.retryAfter: later]) : json(.ok, #"{"call":\#(n)}"#)
             case "slow":
                 try await Task.sleep(for: .seconds(5))
                 return json(.ok, "{}")
@@ -77,18 +85,21 @@ struct ServiceKindTests {
         try await service.run { base in
             let client = HTTPServiceKind.makeClient()
             defer { Task { try? await client.shutdown() } }
-            let kinds = ["ok", "empty", "flaky", "bad", "busy", "slow"].map {
+            var kinds = ["ok", "empty", "flaky", "bad", "busy", "busydate", "slow"].map {
                 HTTPServiceKind(kind: "svc.\($0)", url: "\(base)/\($0)", headers: [("X-Token", "t-\($0)")])
             }
+            // The kind's own timeout, shorter than the job's, covers the whole exchange.
+            kinds.append(HTTPServiceKind(kind: "svc.bounded", url: "\(base)/slow", timeout: .seconds(1), headers: [("X-Token", "t-slow")]))
             let config = fastConfiguration { $0.defaultQueue.maxAttempts = 3 }
             try await withEngine(on: .sqlite, config, register: { spool in
                 for kind in kinds { spool.register(kind.handler(client: client) { _ in serviceSecret }) }
             }) { spool, _ in
                 var ids: [String: JobID] = [:]
-                for name in ["ok", "empty", "flaky", "bad", "busy"] {
+                for name in ["ok", "empty", "flaky", "bad", "busy", "busydate"] {
                     ids[name] = try await spool.enqueue(NewJob(kind: "svc.\(name)", payload: Data(#"{"file":"\#(name).ifc"}"#.utf8))).job.id
                 }
                 ids["slow"] = try await spool.enqueue(NewJob(kind: "svc.slow", maxAttempts: 1, timeout: .seconds(1))).job.id
+                ids["bounded"] = try await spool.enqueue(NewJob(kind: "svc.bounded", maxAttempts: 1, timeout: .seconds(30))).job.id
                 var done: [String: Job] = [:]
                 for (name, id) in ids { done[name] = try await spool.waitUntilFinished(id) }
 
@@ -98,11 +109,21 @@ struct ServiceKindTests {
                 #expect(done["flaky"]?.errors.first?.message.contains("500") == true)
                 #expect(done["bad"]?.state == .failed && done["bad"]?.attempt == 1 && done["bad"]?.errors.first?.reason == "non_retryable")
                 #expect(done["bad"]?.errors.first?.message.contains("no such model") == true)
-                let busy = try #require(done["busy"])
-                #expect(busy.state == .completed && busy.attempt == 2)
-                // The queue's backoff is 100 ms: the second attempt waited for Retry-After.
-                if let failedAt = busy.errors.first?.at, let finished = busy.finishedAt {
-                    #expect(finished.timeIntervalSince(failedAt) >= 0.9, "Retry-After was not honoured")
+                for name in ["busy", "busydate"] {
+                    let busy = try #require(done[name])
+                    #expect(busy.state == .completed && busy.attempt == 2)
+                    // The queue's backoff is 100 ms: the second attempt waited for Retry-After.
+                    let failedAt = try #require(busy.errors.first?.at), finished = try #require(busy.finishedAt)
+                    #expect(finished.timeIntervalSince(failedAt) >= 0.9, "\(name): Retry-After was not honoured")
+                }
+                let bounded = try #require(done["bounded"])
+                #expect(bounded.state == .failed && bounded.errors.first?.message.contains("did not answer within") == true)
+                // Errors kept on jobs name neither the service's URL nor its headers.
+                for job in done.values {
+                    for error in job.errors {
+                        #expect(!error.message.contains(base) && !error.message.contains("127.0.0.1"), "\(error.message)")
+                        #expect(!["t-ok", "t-flaky", "t-bad", "t-busy", "t-slow"].contains { error.message.contains($0) }, "\(error.message)")
+                    }
                 }
                 #expect(done["slow"]?.state == .failed && done["slow"]?.errors.first?.reason == "timeout")
 
@@ -142,7 +163,14 @@ struct ServiceKindTests {
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
             let id = JobID(try await client.enqueue(try NewJob(kind: "ifc.convert", payload: ["file": "a.ifc"])).id)!
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.job(id).state) == .completed }, "log:\n\(server.output)")
-            #expect(service.requests.first?.headers["authorization"] == "Bearer s3cret")
+            let request = try #require(service.requests.first)
+            #expect(request.headers["authorization"] == "Bearer s3cret")
+            // Signed with the tenant's webhook secret, as receivers get it from the API.
+            let secret = try #require(JSONValue(json: try await client.webhookSecretForTests()).flatMap { v -> String? in
+                if case .object(let o) = v, case .string(let s)? = o["secret"] { s } else { nil }
+            })
+            #expect(IndependentVerifier.verify(secret: secret, id: request.headers["webhook-id"] ?? "", timestamp: request.headers["webhook-timestamp"] ?? "",
+                                               signatureHeader: request.headers["webhook-signature"] ?? "", body: request.body))
             server.signal(SIGTERM)
             _ = await server.waitForExit(timeout: .seconds(20))
 
@@ -151,6 +179,19 @@ struct ServiceKindTests {
                                        logTo: dir.file("bad.log"), directory: dir.path)
             #expect(await bad.waitForExit(timeout: .seconds(20)) == 1)
             #expect(bad.output.contains("kinds.ifc.convert.http.url") && bad.output.contains("NOT_SET"), "\(bad.output)")
+
+            // A secret with a line break: refused at start, and not shown.
+            try "kinds:\n  ifc.convert:\n    http: { url: \"${SVC}/ok\", headers: { Authorization: \"Bearer ${SVC_TOKEN}\" } }\n"
+                .write(toFile: dir.file("nl.yaml"), atomically: true, encoding: .utf8)
+            let newline = try SpoolProcess(["serve", "--database", dir.file("n.sqlite"), "--port", String(port + 2), "--config", dir.file("nl.yaml")],
+                                           logTo: dir.file("nl.log"), environment: ["SVC": base, "SVC_TOKEN": "t0ps3cret\n"], directory: dir.path)
+            #expect(await newline.waitForExit(timeout: .seconds(20)) == 1)
+            #expect(newline.output.contains("kinds.ifc.convert.http.headers.Authorization") && !newline.output.contains("t0ps3cret"), "\(newline.output)")
         }
     }
+}
+
+extension SpoolClient {
+    /// `GET /v1/webhooks/secret` (the tests' tenant's signing secret).
+    func webhookSecretForTests() async throws -> Data { try await send(.GET, "/v1/webhooks/secret") }
 }

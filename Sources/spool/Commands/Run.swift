@@ -24,6 +24,7 @@ let metricsRegistry: PrometheusCollectorRegistry = {
 func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
+    let serviceKinds = try (file ?? ConfigFile()).serviceKinds()  // config errors before anything opens
     // These commands work a database. Silently working ./spool.sqlite instead of the gateway
     // the user named would look like a worker that never gets any job.
     if try store.remoteURL(file) != nil {
@@ -40,10 +41,12 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     let deliverer = WebhookDeliverer(store: spool.store, configuration: webhooks)
     spool.register(deliverer.handler)
     // Kinds without code: services called over HTTP, with the tenant's webhook secret.
-    let serviceKinds = try (file ?? ConfigFile()).serviceKinds()
+    for kind in serviceKinds where spool.handler(for: kind.kind) != nil {
+        try? await spool.store.close()
+        throw CLIError("kinds.\(kind.kind): this kind is built in (\(role) already runs it)")
+    }
     let serviceClient = serviceKinds.isEmpty ? nil : HTTPServiceKind.makeClient()
     for kind in serviceKinds { spool.register(kind.handler(client: serviceClient!, secret: deliverer.secret(tenant:))) }
-    defer { if let serviceClient { Task { try? await serviceClient.shutdown() } } }
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
         "database": "\(PostgresJobStore.redacted(store.databasePath(file)))",
@@ -69,10 +72,12 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         try await group.run()
     } catch {
         try? await deliverer.shutdown()
+        try? await serviceClient?.shutdown()
         try? await spool.store.close()
         throw error
     }
     try? await deliverer.shutdown()
+    try? await serviceClient?.shutdown()
     try await spool.store.close()
 }
 
