@@ -81,7 +81,8 @@ public struct HTTPServiceKind: Sendable {
         do {
             (response, answer) = try await withThrowingTaskGroup(of: (HTTPClientResponse, ByteBuffer)?.self) { group in
                 group.addTask {
-                    let response = try await client.execute(prepared, timeout: .nanoseconds(Int64(limit.seconds * 1e9)))
+                    // (The client's deadline a little later than ours, so that a timeout reads the same.)
+                    let response = try await client.execute(prepared, timeout: .nanoseconds(Int64((limit.seconds + 5) * 1e9)))
                     do {
                         return (response, try await response.body.collect(upTo: Self.maxResponseBytes))
                     } catch is NIOTooManyBytesError {

@@ -4,7 +4,7 @@ import SpoolCore
 import SpoolDemoJobs
 import Testing
 
-@Suite("spool worker --url (a remote worker over HTTP)", .serialized)
+@Suite("spool worker --url (a remote worker over HTTP)", .serialized, .timeLimit(.minutes(3)))
 struct RemoteWorkerTests {
     @Test("spool worker --url runs jobs over HTTP, shows in the registry, reports progress, and gives a running job back on SIGTERM")
     func remoteWorkerProcess() async throws {

@@ -43,12 +43,12 @@ final class ScriptedService: Sendable {
             case "bad": return json(.unprocessableContent, #"{"error":"no such model"}"#)
             case "busy": return n == 1 ? json(.tooManyRequests, "{}", [.retryAfter: "1"]) : json(.ok, #"{"call":\#(n)}"#)
             case "busydate":
-                // Retry-After as an HTTP date, two seconds ahead.
+                // Retry-After as an HTTP date, three whole seconds ahead or more.
                 let formatter = DateFormatter()
                 formatter.locale = Locale(identifier: "en_US_POSIX")
                 formatter.timeZone = TimeZone(identifier: "GMT")
                 formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-                let later = formatter.string(from: Date().addingTimeInterval(2))
+                let later = formatter.string(from: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + 3).rounded(.up)))
                 return n == 1 ? json(.serviceUnavailable, "{}", [.retryAfter: later]) : json(.ok, #"{"call":\#(n)}"#)
             case "slow":
                 try await Task.sleep(for: .seconds(5))
@@ -77,7 +77,7 @@ final class ScriptedService: Sendable {
 
 private let serviceSecret = "whsec_" + Data((0..<32).map { UInt8($0) }).base64EncodedString()
 
-@Suite("HTTP service kinds", .serialized)
+@Suite("HTTP service kinds", .serialized, .timeLimit(.minutes(3)))
 struct ServiceKindTests {
     @Test("a service kind: 2xx completes with the body, 5xx and 429 (with Retry-After) retry, 422 fails for good, a slow answer times out; every request is signed")
     func outcomes() async throws {
@@ -109,12 +109,12 @@ struct ServiceKindTests {
                 #expect(done["flaky"]?.errors.first?.message.contains("500") == true)
                 #expect(done["bad"]?.state == .failed && done["bad"]?.attempt == 1 && done["bad"]?.errors.first?.reason == "non_retryable")
                 #expect(done["bad"]?.errors.first?.message.contains("no such model") == true)
-                for name in ["busy", "busydate"] {
+                for (name, wait) in [("busy", 0.9), ("busydate", 1.5)] {
                     let busy = try #require(done[name])
                     #expect(busy.state == .completed && busy.attempt == 2)
                     // The queue's backoff is 100 ms: the second attempt waited for Retry-After.
                     let failedAt = try #require(busy.errors.first?.at), finished = try #require(busy.finishedAt)
-                    #expect(finished.timeIntervalSince(failedAt) >= 0.9, "\(name): Retry-After was not honoured")
+                    #expect(finished.timeIntervalSince(failedAt) >= wait, "\(name): Retry-After was not honoured")
                 }
                 let bounded = try #require(done["bounded"])
                 #expect(bounded.state == .failed && bounded.errors.first?.message.contains("did not answer within") == true)
@@ -151,15 +151,24 @@ struct ServiceKindTests {
         try await service.run { base in
             let dir = TempDir()
             defer { dir.remove() }
-            let port = Int.random(in: 20_000...40_000)
             try """
             kinds:
               ifc.convert:
                 http: { url: "${SVC}/ok", method: POST, timeout_seconds: 30, headers: { Authorization: "Bearer ${SVC_TOKEN}" } }
             """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
-            let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", String(port), "--config", dir.file("spool.yaml")],
+            let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--config", dir.file("spool.yaml")],
                                           logTo: dir.file("serve.log"), environment: ["SVC": base, "SVC_TOKEN": "s3cret"], directory: dir.path)
-            let client = SpoolClient(url: "http://127.0.0.1:\(port)")
+            // The port serve chose, from its "HTTP API listening" line.
+            var port: Int?
+            _ = await eventually(timeout: .seconds(30)) {
+                for line in server.output.split(separator: "\n") where line.contains("HTTP API listening") {
+                    if let range = line.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                        port = Int(line[range].split(separator: ":").last ?? "")
+                    }
+                }
+                return port != nil
+            }
+            let client = SpoolClient(url: "http://127.0.0.1:\(try #require(port, "serve did not start:\n\(server.output)"))")
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
             let id = JobID(try await client.enqueue(try NewJob(kind: "ifc.convert", payload: ["file": "a.ifc"])).id)!
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.job(id).state) == .completed }, "log:\n\(server.output)")
@@ -175,7 +184,7 @@ struct ServiceKindTests {
             _ = await server.waitForExit(timeout: .seconds(20))
 
             try "kinds:\n  ifc.convert:\n    http: { url: \"${NOT_SET}/x\" }\n".write(toFile: dir.file("bad.yaml"), atomically: true, encoding: .utf8)
-            let bad = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", String(port + 1), "--config", dir.file("bad.yaml")],
+            let bad = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", "0", "--config", dir.file("bad.yaml")],
                                        logTo: dir.file("bad.log"), directory: dir.path)
             #expect(await bad.waitForExit(timeout: .seconds(20)) == 1)
             #expect(bad.output.contains("kinds.ifc.convert.http.url") && bad.output.contains("NOT_SET"), "\(bad.output)")
@@ -183,7 +192,7 @@ struct ServiceKindTests {
             // A secret with a line break: refused at start, and not shown.
             try "kinds:\n  ifc.convert:\n    http: { url: \"${SVC}/ok\", headers: { Authorization: \"Bearer ${SVC_TOKEN}\" } }\n"
                 .write(toFile: dir.file("nl.yaml"), atomically: true, encoding: .utf8)
-            let newline = try SpoolProcess(["serve", "--database", dir.file("n.sqlite"), "--port", String(port + 2), "--config", dir.file("nl.yaml")],
+            let newline = try SpoolProcess(["serve", "--database", dir.file("n.sqlite"), "--port", "0", "--config", dir.file("nl.yaml")],
                                            logTo: dir.file("nl.log"), environment: ["SVC": base, "SVC_TOKEN": "t0ps3cret\n"], directory: dir.path)
             #expect(await newline.waitForExit(timeout: .seconds(20)) == 1)
             #expect(newline.output.contains("kinds.ifc.convert.http.headers.Authorization") && !newline.output.contains("t0ps3cret"), "\(newline.output)")

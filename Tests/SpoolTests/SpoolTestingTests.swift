@@ -20,7 +20,7 @@ private func signUp(_ spool: Spool, name: String) async throws {
     _ = try await spool.enqueue(Greet.self, Greet.Payload(name: name))
 }
 
-@Suite("SpoolTesting")
+@Suite("SpoolTesting", .timeLimit(.minutes(2)))
 struct SpoolTestingTests {
     @Test("run: one handler on one payload gives its output or its error, through a real lease")
     func runOne() async throws {

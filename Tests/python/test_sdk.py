@@ -1,6 +1,7 @@
 """The Python SDK (clients/python) against a real `spool serve`: the client, the worker, a
 Swift worker beside it, a worker killed mid-job, a gateway restart."""
 import pathlib
+import selectors
 import subprocess
 import sys
 import threading
@@ -12,8 +13,9 @@ import pytest
 import spool
 from conftest import ADMIN, CLIENT, WORKER, free_port, spool_server
 
-# Short leases, so that a dead worker's job is rescued within seconds.
-FAST = ["--lease-seconds", "2", "--heartbeat-seconds", "0.5"]
+# Short leases, so that a dead worker's job is rescued within seconds (not so short that a slow
+# heartbeat on a busy 2-core machine loses one).
+FAST = ["--lease-seconds", "5", "--heartbeat-seconds", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,7 @@ def test_python_and_swift_workers_share_a_queue(sdk_server):
     finally:
         worker.stop()
         thread.join(timeout=30)
+    assert not thread.is_alive(), "the worker did not stop"
     with spool.Client(sdk_server.url, ADMIN) as admin:
         assert worker.worker_id not in {w["id"] for w in admin.workers()}, "a stopped worker stays in the registry"
     for job_id, request in zip(ids, jobs):
@@ -143,7 +146,10 @@ def test_worker_killed_mid_job(sdk_server, tmp_path):
     try:
         with spool.Client(sdk_server.url, CLIENT) as client:
             job = enqueue_when_known(client, [{"kind": "py.hang", "max_attempts": 3}])[0]
-            line = proc.stdout.readline().split()  # blocks until the handler runs (or the worker dies)
+            ready = selectors.DefaultSelector()
+            ready.register(proc.stdout, selectors.EVENT_READ)
+            assert ready.select(timeout=60), "the worker never started the job"
+            line = proc.stdout.readline().split()
             assert line[:2] == ["started", job["id"]], line
             stale_token = line[2]
             with spool.Client(sdk_server.url, ADMIN) as admin:
@@ -168,6 +174,7 @@ def test_worker_killed_mid_job(sdk_server, tmp_path):
             finally:
                 second.stop()
                 thread.join(timeout=30)
+            assert not thread.is_alive(), "the second worker did not stop"
             assert done["state"] == "completed" and done["result"] == {"by": "second", "attempt": 2}
             assert done["errors"][0]["reason"] == "lease_expired"
             assert done["errors"][0]["worker"] == listed["id"] and done["worker_id"] == second.worker_id

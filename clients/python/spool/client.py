@@ -125,7 +125,9 @@ class Client:
     def events(self, job_id: str, *, last_event_id: Optional[str] = None,
                timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
         """The job's Server-Sent Events, from ``last_event_id`` on (the job as it is now when
-        none): dicts with ``event``, ``id`` and ``data`` (parsed JSON). Ends when the job does."""
+        none): dicts with ``event``, ``id`` and ``data`` (parsed JSON). Ends when the job does,
+        or after ``timeout`` seconds (keep-alives do not extend it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         import json as jsonlib
 
         headers = {"Accept": "text/event-stream"}
@@ -133,12 +135,14 @@ class Client:
             headers["Last-Event-ID"] = last_event_id
         try:
             with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                                   timeout=httpx.Timeout(self._http.timeout.connect, read=timeout)) as response:
+                                   timeout=httpx.Timeout(self._http.timeout.connect, read=None if timeout is None else min(timeout, 20.0))) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise_for(response)
                 event: Dict[str, Any] = {}
                 for line in response.iter_lines():
+                    if deadline is not None and time.monotonic() > deadline:
+                        return
                     if line == "":
                         if "data" in event:
                             try:
