@@ -68,7 +68,7 @@ struct WorkerRoutes {
             let job = leased.job
             id = job.id.description
             tenant = job.tenant; queue = job.queue; kind = job.kind
-            payload = (try? JSONDecoder().decode(JSONValue.self, from: job.payload)) ?? .null
+            payload = JSONValue(json: job.payload) ?? .null
             attempt = job.attempt; max_attempts = job.maxAttempts; priority = job.priority
             tags = job.tags; idempotency_key = job.idempotencyKey
             timeout_seconds = job.timeout.seconds

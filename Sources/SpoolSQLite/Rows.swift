@@ -26,8 +26,7 @@ enum Rows {
         let progress: JobProgress? = (row[11] as Double?).map { JobProgress(percent: $0, message: row[12]) }
         let errorsText: String = row[14]
         let errors = errorsText == "[]" ? [] : try JSON.decode([AttemptError].self, from: Data(errorsText.utf8))
-        let tagsText: String = row[20]
-        let tags = tagsText == "[]" ? [] : try JSON.decode([String].self, from: Data(tagsText.utf8))
+        let tags = try strings(row[20])
         return Job(
             id: id, tenant: row[1], queue: row[2], kind: row[3],
             payload: Data((row[4] as String).utf8), priority: row[5], state: state,
@@ -49,6 +48,11 @@ enum Rows {
 
     static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1e6).rounded()) }
     static func date(_ micros: Int64) -> Date { Date(timeIntervalSince1970: Double(micros) / 1e6) }
+
+    /// A JSON array of strings as stored (the inverse of ``jsonText(_:)``).
+    static func strings(_ text: String) throws -> [String] {
+        text == "[]" ? [] : try JSON.decode([String].self, from: Data(text.utf8))
+    }
 
     static func jsonText(_ tags: [String]) -> String {
         tags.isEmpty ? "[]" : String(decoding: (try? JSON.encode(tags)) ?? Data("[]".utf8), as: UTF8.self)

@@ -30,7 +30,7 @@ extension SQLiteJobStore {
                 """), arguments: [tenant]).map { row in
                 WorkerInfo(
                     id: row[0], tenant: row[1], name: row[2], host: row[3], pid: row[4], version: row[5],
-                    queues: Self.stringArray(row[6]), kinds: Self.stringArray(row[7]), concurrency: row[8], running: row[9],
+                    queues: (try? Rows.strings(row[6])) ?? [], kinds: (try? Rows.strings(row[7])) ?? [], concurrency: row[8], running: row[9],
                     startedAt: Rows.date(row[10]), lastSeenAt: Rows.date(row[11]), expiresAt: Rows.date(row[12]))
             }
         }
@@ -47,9 +47,5 @@ extension SQLiteJobStore {
             try db.cachedStatement(sql: "DELETE FROM workers WHERE expires_at < ?").execute(arguments: [Rows.micros(expiredBefore)])
             return db.changesCount
         }
-    }
-
-    private static func stringArray(_ text: String) -> [String] {
-        (try? JSON.decode([String].self, from: Data(text.utf8))) ?? []
     }
 }

@@ -56,22 +56,7 @@ final class ScriptedService: Sendable {
             default: return json(.notFound, "{}")
             }
         }
-        var logger = Logger(label: "service")
-        logger.logLevel = .warning
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: logger)
-        let group = ServiceGroup(services: [app], logger: logger)
-        let running = Task { defer { continuation.finish() }; try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw GatewayError("the service did not start") }
-        do { try await body("http://127.0.0.1:\(port)") } catch {
-            await group.triggerGracefulShutdown()
-            _ = try? await running.value
-            throw error
-        }
-        await group.triggerGracefulShutdown()
-        _ = try? await running.value
+        try await withLoopbackServer(router, name: "service") { port in try await body("http://127.0.0.1:\(port)") }
     }
 }
 

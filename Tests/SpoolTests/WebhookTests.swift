@@ -74,27 +74,35 @@ final class WebhookReceiver: Sendable {
             self.received.withLock { $0.append(Received(headers: headers, authority: request.head.authority, body: Data(buffer: bytes), answered: code)) }
             return Response(status: .init(code: code))
         }
-        var logger = Logger(label: "receiver")
-        logger.logLevel = .warning
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: self.port)),
-                              onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: logger)
-        let group = ServiceGroup(services: [app], logger: logger)
-        // Ends the stream when the server stops, so that a failed bind ends the wait below.
-        let running = Task { defer { continuation.finish() }; try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else {
-            _ = try? await running.value
-            throw GatewayError("the receiver did not start on \(host):\(self.port)")
+        try await withLoopbackServer(router, host: host, port: port, name: "receiver") { port in
+            try await body("http://\(host):\(port)/hook")
         }
-        do { try await body("http://\(host):\(port)/hook") } catch {
-            await group.triggerGracefulShutdown()
-            _ = try? await running.value
-            throw error
-        }
-        await group.triggerGracefulShutdown()
-        try await running.value
     }
+}
+
+/// Serves `router` on `host` and `port` (0: any free one) while `body` runs; passes the port.
+func withLoopbackServer(_ router: Router<BasicRequestContext>, host: String = "127.0.0.1", port: Int = 0, name: String,
+                        _ body: (Int) async throws -> Void) async throws {
+    var logger = Logger(label: name)
+    logger.logLevel = .warning
+    let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+    let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)),
+                          onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) }, logger: logger)
+    let group = ServiceGroup(services: [app], logger: logger)
+    // Ends the stream when the server stops, so that a failed bind ends the wait below.
+    let running = Task { defer { continuation.finish() }; try await group.run() }
+    var iterator = ports.makeAsyncIterator()
+    guard let bound = await iterator.next() else {
+        _ = try? await running.value
+        throw GatewayError("the \(name) did not start on \(host):\(port)")
+    }
+    do { try await body(bound) } catch {
+        await group.triggerGracefulShutdown()
+        _ = try? await running.value
+        throw error
+    }
+    await group.triggerGracefulShutdown()
+    try await running.value
 }
 
 @Suite("Webhooks", .serialized)
