@@ -20,6 +20,10 @@ public struct GatewayConfiguration: Sendable {
     /// Kinds accepted per queue; a queue missing here accepts any kind the process has a
     /// handler for (or any kind at all when the process runs no workers).
     public var kinds: [String: Set<String>] = [:]
+    /// Kinds declared in the config file and how they run: `http`, `command`, or `elsewhere`
+    /// (a kind given only a payload schema, run by another process). They are accepted on
+    /// enqueue like kinds with a handler here, and listed by `GET /v1/kinds`.
+    public var kindRunners: [String: String] = [:]
     /// Queues accepted besides `default` and those of the engine's configuration (for example
     /// the queues this process works, named on the command line).
     public var queues: Set<String> = []
@@ -79,7 +83,7 @@ public struct Gateway: Sendable {
         "GET /v1/jobs/{id}/events", "GET /v1/events", "GET /v1/ws",
         "GET /v1/jobs/{id}/deliveries", "GET /v1/webhooks/secret",
         "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
-        "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge",
+        "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge", "GET /v1/kinds",
         "POST /v1/worker/lease", "POST /v1/worker/heartbeat", "POST /v1/worker/complete", "POST /v1/worker/fail",
         "POST /v1/worker/jobs/{id}/complete", "POST /v1/worker/jobs/{id}/fail", "POST /v1/worker/jobs/{id}/progress",
         "POST /v1/worker/jobs/{id}/release", "GET /v1/workers",
@@ -115,6 +119,7 @@ public struct Gateway: Sendable {
         let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens))
         JobRoutes(gateway: self).register(on: api)
         QueueRoutes(gateway: self).register(on: api)
+        KindRoutes(gateway: self).register(on: api)
         EventRoutes(gateway: self).register(on: api)
         WebhookRoutes(gateway: self).register(on: api)
         WorkerRoutes(gateway: self).register(on: api)
@@ -164,7 +169,8 @@ public struct Gateway: Sendable {
         let registered = Set(spool.registeredKinds.filter { $0 != Webhook.kind })
         // A process without handlers of its own (a gateway in front of separate workers)
         // cannot know every kind: it takes any.
-        return registered.isEmpty ? nil : registered.union(remoteKinds.kinds(of: queue))
+        // Kinds declared in the config file are accepted too (run by this process, or elsewhere).
+        return registered.isEmpty ? nil : registered.union(configuration.kindRunners.keys).union(remoteKinds.kinds(of: queue))
     }
 
     /// Queues this gateway accepts jobs for: the configured ones and `default`.

@@ -130,6 +130,7 @@ struct JobRoutes {
         if let kinds = gateway.acceptedKinds(queue: job.queue), !kinds.contains(job.kind) {
             throw Problem.validation("kind", "unknown kind '\(job.kind)' for queue '\(job.queue)'")
         }
+        do { try spool.checkPayload(job) } catch { throw Problem.from(error) }
         if let url = job.callbackURL, let why = gateway.configuration.webhooks.policy.checkLiteral(url) {
             throw Problem.validation("callback_url", "refused: \(why); callbacks may only reach public addresses unless the operator allows it (webhooks.allow_loopback / allow_private_networks)")
         }

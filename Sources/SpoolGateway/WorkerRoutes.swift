@@ -441,4 +441,5 @@ final class RemoteKinds: Sendable {
     }
 
     func kinds(of queue: String) -> Set<String> { byQueue.withLock { $0[queue] ?? [] } }
+    var all: [String: Set<String>] { byQueue.withLock { $0 } }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import NIOHTTP1
 import SpoolCore
-import SpoolKinds
 import SpoolWebhooks
 import Yams
 
@@ -86,29 +85,42 @@ struct ConfigFile: Decodable {
         var operation_timeout_seconds: Double?
     }
     var postgres: PostgresFile?
-    /// Job kinds without code: `http` (call a service) per kind name.
-    struct KindFile: Decodable {
-        struct HTTPFile: Decodable {
-            var url: String
-            var method: String?
-            var timeout_seconds: Double?
-            var headers: [String: String]?
-        }
-        var http: HTTPFile?
-        var command: [String]?
-    }
+    /// Job kinds without code (`http`, `command`) and payload schemas, per kind name (KindsConfig.swift).
     var kinds: [String: KindFile]?
 
+    /// Where the file came from (set by `load`, never read from the file), to name the line
+    /// of a field in errors found after decoding.
+    var source: ConfigSource?
+
+    /// Reads and checks the file: a YAML error, a value of the wrong type or a key this
+    /// version does not know stops the process with the file's line (ConfigCheck.swift).
     static func load(path: String) throws -> ConfigFile {
         let text = try String(contentsOfFile: path, encoding: .utf8)
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw CLIError("config file \(path) is not valid YAML: \(error)")
+        }
+        let config: ConfigFile
         do {
-            return try YAMLDecoder().decode(ConfigFile.self, from: text)
+            config = try YAMLDecoder().decode(ConfigFile.self, from: text)
+        } catch let error as DecodingError {
+            throw CLIError("config file \(path)\(ConfigCheck.explain(error, root: root))")
         } catch {
             throw CLIError("config file \(path) is not valid: \(error)")
         }
+        if let root, let unknown = ConfigCheck.unknownKey(in: root, of: config) {
+            throw CLIError("config file \(path)\(unknown)")
+        }
+        var loaded = config
+        loaded.source = ConfigSource(path: path, root: root)
+        return loaded
     }
 
     func apply(to config: inout EngineConfiguration) throws {
+        try located { try $0.applyFields(to: &config) }
+    }
+
+    private func applyFields(to config: inout EngineConfiguration) throws {
         if let s = lease_seconds { config.leaseDuration = try positive(s, "lease_seconds") }
         if let s = heartbeat_seconds { config.heartbeatInterval = try positive(s, "heartbeat_seconds") }
         if let s = grace_seconds { config.shutdownGracePeriod = .seconds(fractional: max(0, s)) }
@@ -119,10 +131,15 @@ struct ConfigFile: Decodable {
         for (name, q) in queues ?? [:] {
             config.queues[name] = try q.apply(to: config.queue(name), name: "queues.\(name)")
         }
+        config.payloadSchemas = try payloadSchemas()
     }
 
     /// Webhook settings: the config file's `webhooks` section, then `SPOOL_WEBHOOK_ALLOW_LOOPBACK=1`.
     func webhookConfiguration() throws -> WebhookConfiguration {
+        try located { try $0.webhookFields() }
+    }
+
+    private func webhookFields() throws -> WebhookConfiguration {
         var config = WebhookConfiguration()
         config.policy.allowLoopback = webhooks?.allow_loopback ?? false
         config.policy.allowPrivateNetworks = webhooks?.allow_private_networks ?? false
@@ -173,60 +190,6 @@ extension ConfigFile.QueueFile {
             q.callbackURL = url
         }
         return q
-    }
-}
-
-extension ConfigFile {
-    /// The HTTP service kinds of the `kinds` section, checked, with `${VAR}` read from `environment`.
-    func serviceKinds(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [HTTPServiceKind] {
-        var result: [HTTPServiceKind] = []
-        for (name, kind) in (kinds ?? [:]).sorted(by: { $0.key < $1.key }) {
-            let field = "kinds.\(name)"
-            guard NewJob.isValidName(name, maxLength: 128) else { throw CLIError("\(field): not a valid kind name") }
-            guard !name.hasPrefix("spool.") else { throw CLIError("\(field): kind names starting with 'spool.' are Spool's own") }
-            if kind.command != nil {
-                throw CLIError("\(field).command: command kinds are not supported by this version yet (HTTP service kinds are: use http:)")
-            }
-            guard let http = kind.http else { throw CLIError("\(field): needs http: { url: ... }") }
-            let url = try Self.expand(http.url, "\(field).http.url", environment)
-            guard let parsed = URL(string: url), parsed.scheme == "http" || parsed.scheme == "https", parsed.host != nil else {
-                throw CLIError("\(field).http.url must be an absolute http or https URL")
-            }
-            let method: HTTPMethod
-            switch (http.method ?? "POST").uppercased() {
-            case "POST": method = .POST
-            case "PUT": method = .PUT
-            default: throw CLIError("\(field).http.method must be POST or PUT")
-            }
-            var headers: [(name: String, value: String)] = []
-            for (header, value) in (http.headers ?? [:]).sorted(by: { $0.key < $1.key }) {
-                let expanded = try Self.expand(value, "\(field).http.headers.\(header)", environment)
-                // The value is not shown: it is often a secret.
-                if let problem = HTTPServiceKind.checkHeader(name: header, value: expanded) {
-                    throw CLIError("\(field).http.headers.\(header) \(problem)")
-                }
-                headers.append((header, expanded))
-            }
-            result.append(HTTPServiceKind(kind: name, url: url, method: method,
-                                          timeout: try http.timeout_seconds.map { try positive($0, "\(field).http.timeout_seconds") },
-                                          headers: headers))
-        }
-        return result
-    }
-
-    /// `${VAR}` replaced by the environment's value; a variable that is not set is an error.
-    static func expand(_ text: String, _ field: String, _ environment: [String: String]) throws -> String {
-        var output = ""
-        var rest = Substring(text)
-        while let start = rest.range(of: "${") {
-            output += rest[..<start.lowerBound]
-            guard let end = rest[start.upperBound...].firstIndex(of: "}") else { throw CLIError("\(field): '${' without '}'") }
-            let name = String(rest[start.upperBound..<end])
-            guard let value = environment[name], !value.isEmpty else { throw CLIError("\(field) uses ${\(name)}, which is not set or empty") }
-            output += value
-            rest = rest[rest.index(after: end)...]
-        }
-        return output + rest
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+@testable import SpoolClient
 @testable import SpoolKinds
 import Testing
 #if canImport(Glibc)
@@ -147,5 +148,93 @@ struct CommandKindTests {
         var tail = CommandKind.ErrorTail()
         for i in 0..<1000 { tail.append(Array("line \(i)".utf8)) }
         #expect(tail.text.utf8.count <= CommandKind.errorTailBytes && tail.text.hasSuffix("line 999") && !tail.text.contains("line 1\n"))
+    }
+}
+
+@Suite("Kinds from spool.yaml", .serialized, .timeLimit(.minutes(3)))
+struct DeclaredKindTests {
+    @Test("spool serve runs a command kind from spool.yaml, lists its kinds at GET /v1/kinds, and refuses a payload that fails a kind's schema with 422 and the failing path, writing nothing")
+    func commandKindAndSchemas() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try """
+        kinds:
+          video.thumbnail:
+            command: ["/bin/sh", "-c", "echo 'spool:progress 50 half way' >&2; cat"]
+            timeout_seconds: 20
+            payload_schema:
+              type: object
+              required: [url]
+              properties:
+                url: { type: string, pattern: "^https?://" }
+                size: { type: integer, minimum: 16 }
+          ifc.clash:
+            payload_schema: { type: object, required: [model] }
+        """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
+        let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--config", dir.file("spool.yaml")],
+                                      logTo: dir.file("serve.log"), directory: dir.path)
+        defer { server.signal(SIGKILL) }
+        let client = SpoolClient(url: "http://127.0.0.1:\(try await listeningPort(of: server))")
+        #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
+
+        // The kinds, how they run, where they are accepted, and their schemas.
+        guard case .object(let body)? = JSONValue(json: try await client.send(.GET, "/v1/kinds")), case .array(let kinds)? = body["kinds"] else {
+            Issue.record("GET /v1/kinds is not a list"); return
+        }
+        let byName = Dictionary(uniqueKeysWithValues: kinds.compactMap { kind -> (String, [String: JSONValue])? in
+            guard case .object(let o) = kind, case .string(let name)? = o["kind"] else { return nil }
+            return (name, o)
+        })
+        #expect(byName["video.thumbnail"]?["runs"] == .string("command") && byName["ifc.clash"]?["runs"] == .string("elsewhere"))
+        #expect(byName["video.thumbnail"]?["queues"] == .array([.string("default")]))
+        #expect(byName["demo.sleep"]?["runs"] == .string("swift"))
+        if case .object(let schema)? = byName["video.thumbnail"]?["payload_schema"] { #expect(schema["required"] == .array([.string("url")])) } else {
+            Issue.record("no payload_schema for video.thumbnail")
+        }
+
+        // Refused with the failing path; nothing written, in a batch either.
+        for (kind, payload, field) in [("video.thumbnail", #"{"url":"ftp://x"}"#, "payload/url"), ("video.thumbnail", #"{"url":"http://x","size":8}"#, "payload/size"),
+                                       ("ifc.clash", "{}", "payload")] {
+            do {
+                _ = try await client.enqueue(NewJob(kind: kind, payload: Data(payload.utf8)))
+                Issue.record("\(kind) \(payload) was accepted")
+            } catch let error as SpoolClientError {
+                #expect(error.status == 422 && error.detail.hasPrefix(field + ":"), "\(error)")
+            }
+        }
+        await #expect(throws: SpoolClientError.self) {
+            _ = try await client.enqueue([NewJob(kind: "ifc.clash", payload: Data(#"{"model":"a"}"#.utf8)), NewJob(kind: "ifc.clash", payload: Data("{}".utf8))])
+        }
+        #expect(try await client.list(JobFilter()).jobs.isEmpty)
+
+        // A payload that matches runs the command: its input comes back as the result.
+        let id = JobID(try await client.enqueue(NewJob(kind: "video.thumbnail", payload: Data(#"{"url":"https://x/a.mp4","size":64}"#.utf8))).id)!
+        let done = try await client.wait(for: id)
+        #expect(done.state == .completed && done.result == .object(["url": .string("https://x/a.mp4"), "size": .integer(64)]), "\(server.output)")
+        #expect(done.progress?.percent == 50 && done.progress?.message == "half way")
+        // A kind declared only with a schema is accepted for a worker elsewhere.
+        _ = try await client.enqueue(NewJob(kind: "ifc.clash", payload: Data(#"{"model":"a.ifc"}"#.utf8)))
+    }
+
+    @Test("config errors stop the process at start and name the line: an unknown key (with the likely spelling), a value of the wrong type, a command that is not an executable file, a schema keyword Spool does not check")
+    func configErrors() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let cases: [(String, [String])] = [
+            ("queues:\n  fast:\n    concurency: 20\n", ["line 3", "unknown key 'concurency'", "queues.fast", "did you mean 'concurrency'"]),
+            ("queues:\n  fast:\n    concurrency: lots\n", ["line 3", "queues.fast.concurrency must be a whole number"]),
+            ("kinds:\n  video.thumbnail:\n    command: [\"thumbnail\", \"--json\"]\n", ["line 3", "kinds.video.thumbnail.command[0]", "absolute path"]),
+            ("kinds:\n  video.thumbnail:\n    command: [\"/nonexistent/thumbnail\"]\n", ["line 3", "does not exist"]),
+            ("kinds:\n  a.b:\n    timeout_seconds: 5\n    comand: [\"/bin/true\"]\n", ["line 4", "did you mean 'command'"]),
+            ("kinds:\n  a.b:\n    payload_schema: { \"$ref\": \"#/defs/x\" }\n", ["line 3", "'$ref' is not a keyword Spool checks"]),
+        ]
+        for (index, (yaml, expected)) in cases.enumerated() {
+            try yaml.write(toFile: dir.file("c\(index).yaml"), atomically: true, encoding: .utf8)
+            let process = try SpoolProcess(["serve", "--database", dir.file("c\(index).sqlite"), "--port", "0", "--config", dir.file("c\(index).yaml")],
+                                           logTo: dir.file("c\(index).log"), directory: dir.path)
+            #expect(await process.waitForExit(timeout: .seconds(20)) == 1, "\(yaml)")
+            for text in expected { #expect(process.output.contains(text), "\(yaml) → \(process.output)") }
+            #expect(!process.output.contains("HTTP API listening"))
+        }
     }
 }

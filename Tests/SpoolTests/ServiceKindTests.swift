@@ -143,17 +143,7 @@ struct ServiceKindTests {
             """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
             let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--config", dir.file("spool.yaml")],
                                           logTo: dir.file("serve.log"), environment: ["SVC": base, "SVC_TOKEN": "s3cret"], directory: dir.path)
-            // The port serve chose, from its "HTTP API listening" line.
-            var port: Int?
-            _ = await eventually(timeout: .seconds(30)) {
-                for line in server.output.split(separator: "\n") where line.contains("HTTP API listening") {
-                    if let range = line.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                        port = Int(line[range].split(separator: ":").last ?? "")
-                    }
-                }
-                return port != nil
-            }
-            let client = SpoolClient(url: "http://127.0.0.1:\(try #require(port, "serve did not start:\n\(server.output)"))")
+            let client = SpoolClient(url: "http://127.0.0.1:\(try await listeningPort(of: server))")
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
             let id = JobID(try await client.enqueue(try NewJob(kind: "ifc.convert", payload: ["file": "a.ifc"])).id)!
             #expect(await eventually(timeout: .seconds(30)) { (try? await client.job(id).state) == .completed }, "log:\n\(server.output)")
@@ -183,6 +173,20 @@ struct ServiceKindTests {
             #expect(newline.output.contains("kinds.ifc.convert.http.headers.Authorization") && !newline.output.contains("t0ps3cret"), "\(newline.output)")
         }
     }
+}
+
+/// The port `spool serve --port 0` chose, from its "HTTP API listening" line.
+func listeningPort(of server: SpoolProcess) async throws -> Int {
+    var port: Int?
+    _ = await eventually(timeout: .seconds(30)) {
+        for line in server.output.split(separator: "\n") where line.contains("HTTP API listening") {
+            if let range = line.range(of: #"http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(line[range].split(separator: ":").last ?? "")
+            }
+        }
+        return port != nil
+    }
+    return try #require(port, "serve did not start:\n\(server.output)")
 }
 
 extension SpoolClient {

@@ -16,11 +16,13 @@ public final class Spool: Sendable {
     public let configuration: EngineConfiguration
     public let logger: Logger
     private let handlers = Mutex<[String: AnyJobHandler]>([:])
+    private let schemas: Mutex<[String: PayloadSchema]>
 
     public init(store: any JobStore, configuration: EngineConfiguration = EngineConfiguration(), logger: Logger = Logger(label: "spool")) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        self.schemas = Mutex(configuration.payloadSchemas)
     }
 
     // MARK: Handlers
@@ -48,6 +50,24 @@ public final class Spool: Sendable {
     public func handler(for kind: String) -> AnyJobHandler? { handlers.withLock { $0[kind] } }
     public var registeredKinds: [String] { handlers.withLock { $0.keys.sorted() } }
 
+    // MARK: Payload schemas
+
+    /// Requires the payloads of `kind` to match `schema` at enqueue (from Swift, the CLI or
+    /// HTTP), whoever runs the kind: a handler here, a remote worker, a service or a command.
+    /// `nil` removes the requirement.
+    public func setPayloadSchema(_ schema: PayloadSchema?, forKind kind: String) {
+        schemas.withLock { $0[kind] = schema }
+    }
+
+    public var payloadSchemas: [String: PayloadSchema] { schemas.withLock { $0 } }
+
+    /// Throws ``SpoolError/invalid(field:reason:)`` (the field is the failing path, such as
+    /// `payload/size`) when the job's payload does not match its kind's schema.
+    public func checkPayload(_ job: NewJob) throws(SpoolError) {
+        guard let schema = schemas.withLock({ $0[job.kind] }) else { return }
+        try schema.check(job.payload)
+    }
+
     // MARK: Enqueue
 
     /// Enqueues one job. Returns once it is durably stored.
@@ -66,6 +86,7 @@ public final class Spool: Sendable {
             if jobs[i].callbackURL == nil { jobs[i].callbackURL = queue.callbackURL }
             let job = jobs[i]
             try job.validate()
+            try checkPayload(job)
             defaults[job.queue] = JobDefaults(queue)
             if let limit = queue.depthLimit { limits[job.queue] = limit }
         }

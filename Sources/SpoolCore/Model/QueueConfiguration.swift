@@ -86,6 +86,8 @@ public struct EngineConfiguration: Sendable {
     /// Settings for queues not named in `queues`.
     public var defaultQueue = QueueConfiguration()
     public var queues: [String: QueueConfiguration] = [:]
+    /// Schemas that payloads of a kind must match at enqueue (see ``Spool/setPayloadSchema(_:forKind:)``).
+    public var payloadSchemas: [String: PayloadSchema] = [:]
     /// A name for this process in leases and logs.
     public var workerID: String = EngineConfiguration.defaultWorkerID()
     /// What the worker registry calls this process (`spool serve`, `spool worker`, a program's name).

@@ -24,7 +24,7 @@ let metricsRegistry: PrometheusCollectorRegistry = {
 func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
-    let serviceKinds = try (file ?? ConfigFile()).serviceKinds()  // config errors before anything opens
+    let declared = try (file ?? ConfigFile()).declaredKinds()  // config errors before anything opens
     // These commands work a database. Silently working ./spool.sqlite instead of the gateway
     // the user named would look like a worker that never gets any job.
     if try store.remoteURL(file) != nil {
@@ -40,13 +40,15 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     let webhooks = try file?.webhookConfiguration() ?? ConfigFile().webhookConfiguration()
     let deliverer = WebhookDeliverer(store: spool.store, configuration: webhooks)
     spool.register(deliverer.handler)
-    // Kinds without code: services called over HTTP, with the tenant's webhook secret.
-    for kind in serviceKinds where spool.handler(for: kind.kind) != nil {
+    // Kinds without code: services called over HTTP (signed with the tenant's webhook
+    // secret) and commands. (The payload schemas came with the engine's configuration.)
+    for kind in declared.runners.keys.sorted() where declared.runners[kind] != "elsewhere" && spool.handler(for: kind) != nil {
         try? await spool.store.close()
-        throw CLIError("kinds.\(kind.kind): this kind is built in (\(role) already runs it)")
+        throw CLIError("kinds.\(kind): this kind is built in (\(role) already runs it)")
     }
-    let serviceClient = serviceKinds.isEmpty ? nil : HTTPServiceKind.makeClient()
-    for kind in serviceKinds { spool.register(kind.handler(client: serviceClient!, secret: deliverer.secret(tenant:))) }
+    let serviceClient = declared.services.isEmpty ? nil : HTTPServiceKind.makeClient()
+    for kind in declared.services { spool.register(kind.handler(client: serviceClient!, secret: deliverer.secret(tenant:))) }
+    for kind in declared.commands { spool.register(kind.handler()) }
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
         "database": "\(PostgresJobStore.redacted(store.databasePath(file)))",
@@ -59,6 +61,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     if let gateway {
         var config = try gateway.configuration(file)
         config.queues.formUnion(worker.queueList ?? [])
+        config.kindRunners = declared.runners
         config.webhooks = webhooks
         let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
         let host = config.host
