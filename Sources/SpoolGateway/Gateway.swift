@@ -87,6 +87,7 @@ public struct Gateway: Sendable {
         "POST /v1/worker/lease", "POST /v1/worker/heartbeat", "POST /v1/worker/complete", "POST /v1/worker/fail",
         "POST /v1/worker/jobs/{id}/complete", "POST /v1/worker/jobs/{id}/fail", "POST /v1/worker/jobs/{id}/progress",
         "POST /v1/worker/jobs/{id}/release", "GET /v1/workers",
+        "POST /v1/service/jobs/{id}/complete", "POST /v1/service/jobs/{id}/fail", "POST /v1/service/jobs/{id}/progress",
     ]
 
     /// The methods `path` answers to (empty for a path no route has). Like the router, a
@@ -116,6 +117,7 @@ public struct Gateway: Sendable {
         OpsRoutes(gateway: self).register(on: router)
         let v1 = router.group("v1")
         v1.get("openapi.json") { _, _ in try OpsRoutes.openAPIResponse() }
+        WorkerRoutes(gateway: self).registerServiceCallbacks(on: v1)
         let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens))
         JobRoutes(gateway: self).register(on: api)
         QueueRoutes(gateway: self).register(on: api)

@@ -24,10 +24,19 @@ struct WorkerRoutes {
         api.post("worker/heartbeat", use: heartbeat)
         api.post("worker/complete", use: completeMany)
         api.post("worker/fail", use: failMany)
-        api.post("worker/jobs/:id/complete", use: complete)
-        api.post("worker/jobs/:id/fail", use: fail)
-        api.post("worker/jobs/:id/progress", use: progress)
+        api.post("worker/jobs/:id/complete") { request, context in try await complete(request, context, scoped: true) }
+        api.post("worker/jobs/:id/fail") { request, context in try await fail(request, context, scoped: true) }
+        api.post("worker/jobs/:id/progress") { request, context in try await progress(request, context, scoped: true) }
         api.post("worker/jobs/:id/release", use: release)
+    }
+
+    /// `/v1/service/jobs/{id}/...`: the reports of a service kind's service that answered
+    /// `202 Accepted`. They carry no API token: the attempt's lease token, which only that
+    /// service received (in a signed request), is the proof. Same bodies as the worker calls.
+    func registerServiceCallbacks(on v1: RouterGroup<SpoolRequestContext>) {
+        v1.post("service/jobs/:id/complete") { request, context in try await complete(request, context, scoped: false) }
+        v1.post("service/jobs/:id/fail") { request, context in try await fail(request, context, scoped: false) }
+        v1.post("service/jobs/:id/progress") { request, context in try await progress(request, context, scoped: false) }
     }
 
     // MARK: Lease
@@ -252,8 +261,8 @@ struct WorkerRoutes {
         var message: String?
     }
 
-    @Sendable func progress(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        _ = try context.require(.worker)
+    func progress(_ request: Request, _ context: SpoolRequestContext, scoped: Bool) async throws -> Response {
+        if scoped { _ = try context.require(.worker) }
         let id = try context.jobIDParameter()
         let body = try await request.decodeJSON(ProgressBody.self, limit: gateway.configuration.maxBodyBytes)
         guard body.percent.isFinite, (0...100).contains(body.percent) else { throw Problem.validation("percent", "must be 0 to 100") }
@@ -314,19 +323,20 @@ struct WorkerRoutes {
         var detail: String?
     }
 
-    @Sendable func complete(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        _ = try context.require(.worker)
+    func complete(_ request: Request, _ context: SpoolRequestContext, scoped: Bool) async throws -> Response {
+        if scoped { _ = try context.require(.worker) }
         let id = try context.jobIDParameter()
         let body = try await request.decodeJSON(CompleteBody.self, limit: gateway.configuration.maxBodyBytes)
         try await complete(id, body)
         return Response(status: .noContent)
     }
 
-    @Sendable func fail(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        let principal = try context.require(.worker)
+    func fail(_ request: Request, _ context: SpoolRequestContext, scoped: Bool) async throws -> Response {
+        // (A service's report is bound to its job by the lease token alone.)
+        let tenant = scoped ? try context.require(.worker).tenantFilter : nil
         let id = try context.jobIDParameter()
         let body = try await request.decodeJSON(FailBody.self, limit: gateway.configuration.maxBodyBytes)
-        let retryAt = try await fail(id, body, tenant: principal.tenantFilter)
+        let retryAt = try await fail(id, body, tenant: tenant)
         return try JSONResponse.make(ItemAnswer(job_id: id.description, status: retryAt == nil ? "failed" : "retried",
                                                 retry_at: retryAt.map(Timestamp.format)))
     }

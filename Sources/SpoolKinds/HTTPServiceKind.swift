@@ -14,6 +14,11 @@ import SpoolWebhooks
 ///   with the queue's backoff (or after the answer's `Retry-After`).
 /// - Any other 4xx: failed for good (the request itself is wrong).
 ///
+/// A long-running service answers `202 Accepted` and finishes later: the request carries the
+/// attempt's `lease_token` and `callbacks` (the gateway's URLs to report `progress`, `complete`
+/// or `fail`, authenticated by that token), and the job stays running, its lease kept alive,
+/// until the service reports or the job's timeout passes.
+///
 /// The URL is the operator's, so private and loopback addresses are allowed (unlike callback
 /// URLs, which come from API callers). Redirects are not followed. The request is cancelled
 /// with the attempt (job cancelled, timed out, lease lost).
@@ -44,21 +49,38 @@ public struct HTTPServiceKind: Sendable {
         var attempt: Int
         var max_attempts: Int
         var payload: JSONValue
+        /// Proves the service's reports (callbacks) come from whoever got this attempt.
+        var lease_token: String
+        /// The latest the job may finish (its timeout), for a service that answers 202.
+        var deadline: String
+        var callbacks: Callbacks?
+    }
+
+    struct Callbacks: Encodable {
+        var progress: String
+        var complete: String
+        var fail: String
     }
 
     /// The handler to register; `secret(tenant)` gives the signing secret (the webhook one).
-    public func handler(client: HTTPClient, secret: @escaping @Sendable (String) async throws -> String) -> AnyJobHandler {
+    /// Without `callbacks`, a 202 answer fails the attempt (there is nowhere to report to).
+    public func handler(client: HTTPClient, callbacks: ServiceCallbacks? = nil,
+                        secret: @escaping @Sendable (String) async throws -> String) -> AnyJobHandler {
         AnyJobHandler(kind: kind) { payload, context in
-            try await call(payload, context: context, client: client, secret: secret)
+            try await call(payload, context: context, client: client, callbacks: callbacks, secret: secret)
         }
     }
 
-    func call(_ payload: Data, context: JobContext, client: HTTPClient,
+    func call(_ payload: Data, context: JobContext, client: HTTPClient, callbacks: ServiceCallbacks?,
               secret: @Sendable (String) async throws -> String) async throws -> Data? {
         let job = context.job
+        let base = callbacks?.baseURL.map { "\($0)/v1/service/jobs/\(job.id)" }
+        let deadline = Date().addingTimeInterval(job.timeout.seconds)
         let body = try JSON.encode(Request(id: job.id.description, kind: job.kind, queue: job.queue, tenant: job.tenant,
                                            attempt: job.attempt, max_attempts: job.maxAttempts,
-                                           payload: JSONValue(json: payload) ?? .null))
+                                           payload: JSONValue(json: payload) ?? .null,
+                                           lease_token: context.lease.value, deadline: Timestamp.format(deadline),
+                                           callbacks: base.map { Callbacks(progress: "\($0)/progress", complete: "\($0)/complete", fail: "\($0)/fail") }))
         let messageID = "\(job.id)-\(job.attempt)"
         let timestamp = Int64(Date().timeIntervalSince1970)
         var request = HTTPClientRequest(url: url)
@@ -108,6 +130,14 @@ public struct HTTPServiceKind: Sendable {
         let status = Int(response.status.code)
         let excerpt = String(decoding: answer.readableBytesView.prefix(Self.errorExcerptBytes), as: UTF8.self)
         switch status {
+        case 202:
+            // The service took the job and reports later, through the callbacks.
+            guard let callbacks, base != nil else {
+                throw ServiceKindError("\(kind): the service answered 202 (it will report later), but this process has no address "
+                    + "for its reports: set gateway.public_url")
+            }
+            try await callbacks.waitForReport(on: context)
+            return nil
         case 200..<300:
             if answer.readableBytes == 0 { return nil }
             let data = Data(buffer: answer)

@@ -64,6 +64,9 @@ struct ConfigFile: Decodable {
         var max_body_bytes: Int?
         var max_batch_jobs: Int?
         var tokens: [TokenFile]?
+        /// This gateway's address as services reach it, for the reports of HTTP service kinds
+        /// that answer 202 (default: the address it listens on, when that is not 0.0.0.0 or ::).
+        var public_url: String?
     }
 
     var database: String?

@@ -121,6 +121,17 @@ extension ConfigFile {
                            environment: variables, workingDirectory: kind.working_directory)
     }
 
+    /// `gateway.public_url`, checked.
+    func publicURL() throws -> String? {
+        try located { file in
+            guard let text = file.gateway?.public_url else { return nil }
+            guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https", url.host != nil, url.query == nil else {
+                throw CLIError("gateway.public_url must be an absolute http or https URL")
+            }
+            return text
+        }
+    }
+
     /// The kinds' payload schemas, checked (every command applies them: see `apply(to:)`).
     func payloadSchemas() throws -> [String: PayloadSchema] {
         var schemas: [String: PayloadSchema] = [:]

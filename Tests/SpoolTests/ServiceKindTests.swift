@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -18,6 +19,16 @@ final class ScriptedService: Sendable {
         var body: Data
     }
     let received = Mutex<[Received]>([])
+    /// Statuses of the reports sent to the gateway's callbacks.
+    let callbackStatuses = Mutex<[Int]>([])
+
+    static func post(_ url: String, _ body: String) async throws -> Int {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(10)).status.code)
+    }
     private let calls = Mutex<[String: Int]>([:])
 
     var requests: [Received] { received.withLock { $0 } }
@@ -50,6 +61,27 @@ final class ScriptedService: Sendable {
                 formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
                 let later = formatter.string(from: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + 3).rounded(.up)))
                 return n == 1 ? json(.serviceUnavailable, "{}", [.retryAfter: later]) : json(.ok, #"{"call":\#(n)}"#)
+            case "later", "laterfail":
+                // Takes the job, answers 202, and reports through the callbacks a moment later.
+                guard case .object(let job)? = JSONValue(json: Data(buffer: bytes)), case .string(let token)? = job["lease_token"],
+                      case .object(let callbacks)? = job["callbacks"], case .string(let progress)? = callbacks["progress"],
+                      case .string(let complete)? = callbacks["complete"], case .string(let fail)? = callbacks["fail"] else {
+                    return json(.badRequest, #"{"error":"no callbacks"}"#)
+                }
+                let succeed = name == "later"
+                Task {
+                    try await Task.sleep(for: .milliseconds(300))
+                    // A report with another lease token is refused.
+                    let forged = try await Self.post(complete, #"{"lease_token":"00000000-0000-0000-0000-000000000000","result":{"forged":true}}"#)
+                    self.callbackStatuses.withLock { $0.append(forged) }
+                    let reported = try await Self.post(progress, #"{"lease_token":"\#(token)","percent":60,"message":"converting"}"#)
+                    self.callbackStatuses.withLock { $0.append(reported) }
+                    try await Task.sleep(for: .milliseconds(1500))
+                    let final = succeed ? try await Self.post(complete, #"{"lease_token":"\#(token)","result":{"converted":"later"}}"#)
+                        : try await Self.post(fail, #"{"lease_token":"\#(token)","error":"the model is corrupt","retryable":false}"#)
+                    self.callbackStatuses.withLock { $0.append(final) }
+                }
+                return json(.accepted, "{}")
             case "slow":
                 try await Task.sleep(for: .seconds(5))
                 return json(.ok, "{}")
@@ -140,6 +172,10 @@ struct ServiceKindTests {
             kinds:
               ifc.convert:
                 http: { url: "${SVC}/ok", method: POST, timeout_seconds: 30, headers: { Authorization: "Bearer ${SVC_TOKEN}" } }
+              ifc.long:
+                http: { url: "${SVC}/later", timeout_seconds: 1 }
+              ifc.longfail:
+                http: { url: "${SVC}/laterfail" }
             """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
             let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--config", dir.file("spool.yaml")],
                                           logTo: dir.file("serve.log"), environment: ["SVC": base, "SVC_TOKEN": "s3cret"], directory: dir.path)
@@ -155,6 +191,22 @@ struct ServiceKindTests {
             })
             #expect(IndependentVerifier.verify(secret: secret, id: request.headers["webhook-id"] ?? "", timestamp: request.headers["webhook-timestamp"] ?? "",
                                                signatureHeader: request.headers["webhook-signature"] ?? "", body: request.body))
+
+            // 202 and callbacks: the job runs past the kind's 1 s request timeout, shows the
+            // service's progress, and ends as the service reports; a forged report is refused.
+            let long = JobID(try await client.enqueue(try NewJob(kind: "ifc.long", payload: ["file": "big.ifc"])).id)!
+            let longFail = JobID(try await client.enqueue(try NewJob(kind: "ifc.longfail", payload: ["file": "bad.ifc"])).id)!
+            #expect(await eventually(timeout: .seconds(20)) { (try? await client.job(long).progress?.message) == "converting" })
+            #expect(try await client.job(long).state == .processing)
+            let done = try await client.wait(for: long)
+            #expect(done.state == .completed && done.result == .object(["converted": .string("later")]) && done.attempt == 1, "\(done)")
+            let failed = try await client.wait(for: longFail)
+            #expect(failed.state == .failed && failed.attempt == 1 && failed.errors.first?.message == "the model is corrupt", "\(failed)")
+            #expect(await eventually(timeout: .seconds(10)) { service.callbackStatuses.withLock { $0.count } == 6 })
+            #expect(service.callbackStatuses.withLock { $0.sorted() } == [200, 204, 204, 204, 409, 409], "fail answers 200 with the outcome, complete and progress 204, forged reports 409")
+            // The engine recorded nothing more for them (no error of its own, no second attempt).
+            #expect(!server.output.contains("lease lost"), "\(server.output)")
+
             server.signal(SIGTERM)
             _ = await server.waitForExit(timeout: .seconds(20))
 

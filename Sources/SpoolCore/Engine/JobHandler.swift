@@ -53,6 +53,14 @@ public struct AnyJobHandler: Sendable {
     }
 }
 
+/// Thrown by a handler whose job's outcome was recorded by someone else while it waited: a
+/// service that answered `202 Accepted` and later completed or failed the job itself through
+/// the gateway, with the attempt's lease token. The engine records nothing more.
+public struct OutcomeReportedElsewhere: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the job's outcome was reported by its service" }
+}
+
 /// The result of a handler that has nothing to return.
 public struct NoResult: Codable, Sendable, Hashable {
     public init() {}

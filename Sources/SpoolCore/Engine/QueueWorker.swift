@@ -260,6 +260,8 @@ final class QueueWorker: Sendable {
                     // A result the store refuses (not JSON, too large) fails this attempt for good.
                     try await recordFailure(leased, message: "the handler's \(field) \(why)", reason: "non_retryable", retryAfter: nil)
                 }
+            case .failed(is OutcomeReportedElsewhere):
+                JobMetrics.finished(job, outcome: "reported_elsewhere")
             case .failed(let error):
                 try await recordFailure(leased, message: "\(error)", reason: reason(of: error), retryAfter: retryDelay(of: error))
             case .timedOut(let limit):

@@ -25,6 +25,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
     let declared = try (file ?? ConfigFile()).declaredKinds()  // config errors before anything opens
+    let publicURL = try file?.publicURL()
     // These commands work a database. Silently working ./spool.sqlite instead of the gateway
     // the user named would look like a worker that never gets any job.
     if try store.remoteURL(file) != nil {
@@ -47,7 +48,11 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         throw CLIError("kinds.\(kind): this kind is built in (\(role) already runs it)")
     }
     let serviceClient = declared.services.isEmpty ? nil : HTTPServiceKind.makeClient()
-    for kind in declared.services { spool.register(kind.handler(client: serviceClient!, secret: deliverer.secret(tenant:))) }
+    let jobStore = spool.store
+    let callbacks = ServiceCallbacks(baseURL: publicURL) { id in try await jobStore.job(id, tenant: nil) }
+    for kind in declared.services {
+        spool.register(kind.handler(client: serviceClient!, callbacks: callbacks, secret: deliverer.secret(tenant:)))
+    }
     for kind in declared.commands { spool.register(kind.handler()) }
     let logger = Logger(label: "spool")
     logger.info("\(role) starting", metadata: [
@@ -67,6 +72,8 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         let host = config.host
         let app = try api.application(logger: logger) { port in
             logger.info("HTTP API listening", metadata: ["address": "http://\(host):\(port)"])
+            // Services that answer 202 report here, unless gateway.public_url says otherwise.
+            if host != "0.0.0.0" && host != "::" { callbacks.useIfUnset("http://\(host.contains(":") ? "[\(host)]" : host):\(port)") }
         }
         services.append(.init(service: app))
     }
