@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpoolCore
+import SpoolKinds
 import SpoolPostgres
 import SpoolSQLite
 import Synchronization
@@ -23,6 +24,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "With --database: worker process counts to run end to end, comma-separated.") var processes = "1,2,4"
     @Option(help: "Remote workers for the run through the HTTP worker protocol (0 skips it).") var httpWorkers = 8
     @Flag(help: "Skip the run through an HTTP service kind (a trivial loopback service).") var noServiceKind = false
+    @Flag(help: "Skip the run through a command kind (running /bin/true).") var noCommandKind = false
+    @Option(help: "Jobs in the command-kind run (each starts a process).") var commandJobs = 5000
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -114,6 +117,19 @@ struct Bench: AsyncParsableCommand {
             await holder.shutdown()
             print(String(format: "end to end through an HTTP service kind (a loopback service answering 200 {}), %d jobs, %d workers: %9.0f jobs/s",
                          jobs, concurrency, rate))
+        }
+
+        // 3e. Jobs through a command kind: one process started (and reaped) per job.
+        if !noCommandKind {
+            let program = ["/bin/true", "/usr/bin/true"].first { CommandKind.checkProgram($0) == nil } ?? "/bin/true"
+            let count = min(jobs, commandJobs)
+            let rate = try await withBench(base + "/command.sqlite", level) { spool, store in
+                try await endToEnd(spool, store: store, count: count) {
+                    spool.register(CommandKind(kind: "bench.noop", arguments: [program]).handler())
+                }
+            }
+            print(String(format: "end to end through a command kind (\(program) per job), %d jobs, %d workers: %9.0f jobs/s",
+                         count, concurrency, rate))
         }
 
         // 4. End to end with a large history of finished jobs.
