@@ -216,6 +216,28 @@ struct DeclaredKindTests {
         _ = try await client.enqueue(NewJob(kind: "ifc.clash", payload: Data(#"{"model":"a.ifc"}"#.utf8)))
     }
 
+    @Test("spool worker --url runs the config's command kinds over the worker protocol, for a gateway that runs no workers")
+    func remoteWorkerRunsCommandKinds() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try "kinds:\n  text.upper:\n    command: [\"/bin/sh\", \"-c\", \"printf '{\\\"kind\\\":\\\"%s\\\"}' $SPOOL_JOB_KIND\"]\n"
+            .write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
+        let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--no-workers", "--config", dir.file("spool.yaml")],
+                                      logTo: dir.file("serve.log"), directory: dir.path)
+        defer { server.signal(SIGKILL) }
+        let url = "http://127.0.0.1:\(try await listeningPort(of: server))"
+        let client = SpoolClient(url: url)
+        #expect(await eventually(timeout: .seconds(30)) { (try? await client.queues()) != nil }, "serve did not start:\n\(server.output)")
+        let worker = try SpoolProcess(["worker", "--url", url, "--config", dir.file("spool.yaml"), "--no-demo-jobs"],
+                                      logTo: dir.file("worker.log"), directory: dir.path)
+        defer { worker.signal(SIGKILL) }
+        let id = JobID(try await client.enqueue(NewJob(kind: "text.upper")).id)!
+        let done = try await client.wait(for: id)
+        #expect(done.state == .completed && done.result == .object(["kind": .string("text.upper")]), "worker:\n\(worker.output)")
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit(timeout: .seconds(30)) == 0)
+    }
+
     @Test("config errors stop the process at start and name the line: an unknown key (with the likely spelling), a value of the wrong type, a command that is not an executable file, a schema keyword Spool does not check")
     func configErrors() async throws {
         let dir = TempDir()

@@ -118,15 +118,22 @@ struct Worker: AsyncParsableCommand {
     }
 }
 
-/// `spool worker --url`: the kinds built into this binary, run over the worker protocol.
+/// `spool worker --url`: the command kinds of the config file and the demo kinds, run over
+/// the worker protocol. (HTTP service kinds sign with the tenant's secret, which such a worker
+/// does not hold: they run in processes on the database.)
 func runRemoteWorker(url: String, store: StoreOptions, worker: WorkerOptions) async throws {
     store.bootstrapLogging()
+    let declared = try (try store.loadConfigFile() ?? ConfigFile()).declaredKinds()
     let token = store.token ?? ProcessInfo.processInfo.environment["SPOOL_TOKEN"]
     // With a token the gateway is a shared one: the demo kinds only when asked for (as for serve).
-    let handlers = worker.runsDemoJobs(tokensConfigured: token != nil) ? DemoJobs.handlers : []
+    let handlers = declared.commands.map { $0.handler() } + (worker.runsDemoJobs(tokensConfigured: token != nil) ? DemoJobs.handlers : [])
     guard !handlers.isEmpty else {
-        throw CLIError("this binary has no job kinds to run over HTTP but the demo ones (add --demo-jobs); "
-            + "run your own kinds with SpoolClient's RemoteWorker or the Python SDK")
+        throw CLIError("no job kinds to run over HTTP: declare command kinds in the config file's kinds section, or add --demo-jobs; "
+            + "run your own code with SpoolClient's RemoteWorker or the Python SDK")
+    }
+    if !declared.services.isEmpty {
+        Logger(label: "spool").warning("HTTP service kinds are not run by workers over --url; run them with spool serve or spool worker on the database",
+                                       metadata: ["kinds": "\(declared.services.map(\.kind).joined(separator: ","))"])
     }
     var settings = RemoteWorker.Settings(queues: worker.queueList ?? ["default"], concurrency: worker.concurrency ?? 10,
                                          gracePeriod: .seconds(fractional: worker.graceSeconds ?? 25))
