@@ -35,8 +35,9 @@ struct KindRoutes {
         let queues = Set(["default"] + spool.configuration.queues.keys + configuration.kinds.keys + configuration.queues)
             .filter { $0 != Webhook.queue }.sorted()
         return kinds.sorted().map { kind in
-            let runs = configuration.kindRunners[kind]
-                ?? (registered.contains(kind) ? "swift" : remote.values.contains { $0.contains(kind) } ? "remote" : "elsewhere")
+            // (A kind declared in the config only for its schema may still have a Swift handler here.)
+            let declared = configuration.kindRunners[kind].flatMap { $0 == "elsewhere" ? nil : $0 }
+            let runs = declared ?? (registered.contains(kind) ? "swift" : remote.values.contains { $0.contains(kind) } ? "remote" : "elsewhere")
             let accepting = queues.filter { queue in gateway.acceptedKinds(queue: queue).map { $0.contains(kind) } ?? true }
             return KindDocument(kind: kind, runs: runs, queues: accepting, payload_schema: schemas[kind]?.document)
         }

@@ -34,9 +34,28 @@ struct WorkerRoutes {
     /// `202 Accepted`. They carry no API token: the attempt's lease token, which only that
     /// service received (in a signed request), is the proof. Same bodies as the worker calls.
     func registerServiceCallbacks(on v1: RouterGroup<SpoolRequestContext>) {
-        v1.post("service/jobs/:id/complete") { request, context in try await complete(request, context, scoped: false) }
-        v1.post("service/jobs/:id/fail") { request, context in try await fail(request, context, scoped: false) }
-        v1.post("service/jobs/:id/progress") { request, context in try await progress(request, context, scoped: false) }
+        v1.post("service/jobs/:id/complete") { request, context in
+            try await serviceJob(context)
+            return try await complete(request, context, scoped: false)
+        }
+        v1.post("service/jobs/:id/fail") { request, context in
+            try await serviceJob(context)
+            return try await fail(request, context, scoped: false)
+        }
+        v1.post("service/jobs/:id/progress") { request, context in
+            try await serviceJob(context)
+            return try await progress(request, context, scoped: false)
+        }
+    }
+
+    /// Only jobs of HTTP service kinds take reports without an API token (a remote worker's
+    /// lease token alone does not do: its calls need the `worker` scope). Anything else reads
+    /// as a lost lease, like a wrong token, so the answer tells nothing about other jobs.
+    private func serviceJob(_ context: SpoolRequestContext) async throws {
+        let id = try context.jobIDParameter()
+        guard let job = try await store.job(id, tenant: nil), gateway.configuration.kindRunners[job.kind] == "http" else {
+            throw SpoolError.leaseLost(id)
+        }
     }
 
     // MARK: Lease

@@ -16,16 +16,19 @@ import SystemPackage
 /// A job kind that runs a program, declared in the config file (no worker code).
 ///
 /// - The program and its arguments come from the config only, never from the payload; no shell.
-/// - The payload is written to standard input as JSON. The environment carries `SPOOL_JOB_ID`,
+/// - The payload is written to standard input as JSON. The environment holds only
+///   ``inheritedVariables`` of Spool's, the kind's `environment`, and `SPOOL_JOB_ID`,
 ///   `SPOOL_JOB_ATTEMPT`, `SPOOL_JOB_MAX_ATTEMPTS`, `SPOOL_JOB_KIND`, `SPOOL_JOB_QUEUE` and
-///   `SPOOL_JOB_TENANT`; Spool's own `SPOOL_*` variables (tokens, database URL) are not passed on.
+///   `SPOOL_JOB_TENANT` (Spool's environment holds secrets that are not the command's).
 /// - Exit 0: completed, standard output (JSON, or nothing) is the result. Exit
 ///   ``doNotRetryExitCode`` (65, `EX_DATAERR`): failed for good. Any other exit, or a signal:
 ///   the attempt failed and is retried. The tail of standard error is the error kept on the job.
-/// - A line `spool:progress <percent> [message]` on standard error reports progress.
+/// - A line `spool:progress <percent> [message]` on standard error reports progress (at most
+///   four reports a second are written; the latest wins).
 /// - The command runs in a session of its own. A timeout, a cancel or a lost lease sends
 ///   SIGTERM to its whole process group, then SIGKILL after the grace period; when the
-///   attempt ends, whatever is left of the group is killed (no orphaned grandchild).
+///   attempt ends, whatever is left of the group is killed (a descendant that started a
+///   session of its own has left the group and is not).
 public struct CommandKind: Sendable {
     public var kind: String
     /// The program (an absolute path) and its arguments.
@@ -48,6 +51,9 @@ public struct CommandKind: Sendable {
     public static let errorTailBytes = 2_000
     /// Longer lines of standard error are cut (a progress line must fit).
     static let maxLineBytes = 4_096
+    static let progressInterval = Duration.milliseconds(250)
+    /// Progress messages are cut to this many characters (what the API takes).
+    static let maxProgressMessage = 1000
 
     public init(kind: String, arguments: [String], timeout: Duration? = nil, gracePeriod: Duration = .seconds(5),
                 environment: [String: String] = [:], workingDirectory: String? = nil) {
@@ -75,9 +81,16 @@ public struct CommandKind: Sendable {
         return nil
     }
 
-    /// The command's environment: this process's, without Spool's own settings, plus the job.
+    /// Variables of Spool's own environment that a command gets; nothing else is passed on
+    /// (Spool's environment holds secrets: tokens, database URLs, the values of `${VAR}`).
+    public static let inheritedVariables = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"]
+
+    /// The command's environment: a few of this process's variables, the kind's `env`, the job.
     func processEnvironment(for job: Job) -> [String: String] {
-        var variables = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SPOOL_") }
+        let own = ProcessInfo.processInfo.environment
+        var variables: [String: String] = [:]
+        for name in Self.inheritedVariables { variables[name] = own[name] }
+        if variables["PATH"] == nil { variables["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
         variables.merge(environment) { $1 }
         variables["SPOOL_JOB_ID"] = job.id.description
         variables["SPOOL_JOB_ATTEMPT"] = String(job.attempt)
@@ -115,7 +128,7 @@ public struct CommandKind: Sendable {
                 // (Cancelling the command runs its teardown: SIGTERM, the grace period, SIGKILL.)
                 defer { tasks.cancelAll() }
                 guard let first = try await tasks.next(), let done = first else {
-                    throw ServiceKindError("\(kind): the command did not finish within \(limit.seconds)s")
+                    throw AttemptTimedOut("\(kind): the command did not finish within \(limit.seconds)s")
                 }
                 return done
             }
@@ -202,10 +215,21 @@ public struct CommandKind: Sendable {
     private static func follow(_ sequence: SubprocessOutputSequence, context: JobContext) async throws -> String {
         var tail = ErrorTail()
         var line: [UInt8] = []
+        // Each report is a store write (or an HTTP call): a command that prints progress in a
+        // tight loop gets its latest value written, at most every `progressInterval`.
+        var pending: (percent: Double, message: String?)?
+        var lastReport = ContinuousClock.now - progressInterval
+        func report() async {
+            guard let progress = pending else { return }
+            pending = nil
+            lastReport = .now
+            // A lost lease stops the attempt from outside; nothing to do about it here.
+            try? await context.progress(progress.percent, progress.message.map { String($0.prefix(maxProgressMessage)) })
+        }
         func finishLine() async {
             if let progress = parseProgress(line) {
-                // A lost lease stops the attempt from outside; nothing to do about it here.
-                try? await context.progress(progress.percent, progress.message)
+                pending = progress
+                if ContinuousClock.now - lastReport >= progressInterval { await report() }
             } else {
                 tail.append(line)
             }
@@ -222,6 +246,7 @@ public struct CommandKind: Sendable {
             }
         }
         if !line.isEmpty { await finishLine() }
+        await report()
         return tail.text
     }
 
@@ -249,8 +274,10 @@ public struct CommandKind: Sendable {
             }
         }
         var text: String {
-            let joined = lines.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n")
-            return String(joined.suffix(errorTailBytes)).trimmingCharacters(in: .whitespacesAndNewlines)
+            let joined = Array(lines.joined(separator: [0x0A]))
+            // Bytes, not characters; a character cut in two at the start is dropped.
+            let text = String(decoding: joined.suffix(errorTailBytes), as: UTF8.self)
+            return text.drop { $0 == "\u{FFFD}" }.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 

@@ -17,7 +17,8 @@ import SpoolWebhooks
 /// A long-running service answers `202 Accepted` and finishes later: the request carries the
 /// attempt's `lease_token` and `callbacks` (the gateway's URLs to report `progress`, `complete`
 /// or `fail`, authenticated by that token), and the job stays running, its lease kept alive,
-/// until the service reports or the job's timeout passes.
+/// until the service reports or the job's timeout passes (the worker's slot is freed meanwhile,
+/// and a restart of the worker does not call the service again).
 ///
 /// The URL is the operator's, so private and loopback addresses are allowed (unlike callback
 /// URLs, which come from API callers). Redirects are not followed. The request is cancelled
@@ -75,7 +76,7 @@ public struct HTTPServiceKind: Sendable {
               secret: @Sendable (String) async throws -> String) async throws -> Data? {
         let job = context.job
         let base = callbacks?.baseURL.map { "\($0)/v1/service/jobs/\(job.id)" }
-        let deadline = Date().addingTimeInterval(job.timeout.seconds)
+        let deadline = (job.startedAt ?? Date()).addingTimeInterval(job.timeout.seconds)
         let body = try JSON.encode(Request(id: job.id.description, kind: job.kind, queue: job.queue, tenant: job.tenant,
                                            attempt: job.attempt, max_attempts: job.maxAttempts,
                                            payload: JSONValue(json: payload) ?? .null,
@@ -117,11 +118,13 @@ public struct HTTPServiceKind: Sendable {
                 }
                 defer { group.cancelAll() }
                 guard let first = try await group.next(), let exchange = first else {
-                    throw ServiceKindError("\(kind): the service did not answer within \(limit.seconds)s")
+                    throw AttemptTimedOut("\(kind): the service did not answer within \(limit.seconds)s")
                 }
                 return exchange
             }
         } catch let error as ServiceKindError {
+            throw error
+        } catch let error as AttemptTimedOut {
             throw error
         } catch {
             if Task.isCancelled { throw CancellationError() }
@@ -132,12 +135,11 @@ public struct HTTPServiceKind: Sendable {
         switch status {
         case 202:
             // The service took the job and reports later, through the callbacks.
-            guard let callbacks, base != nil else {
+            guard base != nil else {
                 throw ServiceKindError("\(kind): the service answered 202 (it will report later), but this process has no address "
                     + "for its reports: set gateway.public_url")
             }
-            try await callbacks.waitForReport(on: context)
-            return nil
+            throw HandedOff(until: deadline)
         case 200..<300:
             if answer.readableBytes == 0 { return nil }
             let data = Data(buffer: answer)

@@ -116,6 +116,14 @@ struct ConfigFile: Decodable {
         }
         var loaded = config
         loaded.source = ConfigSource(path: path, root: root)
+        // Schemas read from the nodes themselves, so that quoting is kept (see ConfigCheck.json).
+        if case .mapping(let top)? = root, case .mapping(let kindNodes)? = top["kinds"] {
+            for (name, kind) in config.kinds ?? [:] where kind.payload_schema != nil {
+                if case .mapping(let fields)? = kindNodes[name], let schema = fields["payload_schema"] {
+                    loaded.kinds?[name]?.payload_schema = ConfigCheck.json(schema)
+                }
+            }
+        }
         return loaded
     }
 

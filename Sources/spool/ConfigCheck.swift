@@ -1,4 +1,5 @@
 import Foundation
+import SpoolCore
 import Yams
 
 /// The file a config came from, to point errors at its lines.
@@ -41,6 +42,14 @@ enum ConfigCheck {
             let known = mirror.children.compactMap(\.label)
             for (keyNode, valueNode) in mapping {
                 guard let key = keyNode.string else { continue }
+                if key == "<<" {
+                    // A merge key (`<<: *defaults`): its mapping's keys count as this one's.
+                    let merged: [Node] = if case .sequence(let many) = valueNode { Array(many) } else { [valueNode] }
+                    for node in merged {
+                        if let found = unknownKey(in: node, of: value, path: path) { return found }
+                    }
+                    continue
+                }
                 guard let field = mirror.children.first(where: { $0.label == key }) else {
                     let place = path.isEmpty ? "at the top level" : "in \(path)"
                     let hint = nearest(key, in: known).map { " (did you mean '\($0)'?)" } ?? " (known: \(known.joined(separator: ", ")))"
@@ -64,6 +73,34 @@ enum ConfigCheck {
             break  // numbers, strings, enums (a depth limit, a JSON schema): nothing more to check
         }
         return nil
+    }
+
+    /// A YAML node as JSON, reading quoted scalars as strings (the decoder takes `"null"` and
+    /// `"on"` for null and true: wrong for a JSON Schema's `type: [string, "null"]` or
+    /// `enum: ["on", "off"]`). Plain scalars follow YAML 1.2's core schema.
+    static func json(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            let text = scalar.string
+            guard scalar.style == .plain || scalar.style == .any else { return .string(text) }
+            switch text {
+            case "null", "Null", "NULL", "~", "": return .null
+            case "true", "True", "TRUE": return .bool(true)
+            case "false", "False", "FALSE": return .bool(false)
+            default: break
+            }
+            if let integer = Int64(text) { return .integer(integer) }
+            if let number = Double(text), number.isFinite, text.first.map({ $0.isNumber || $0 == "-" || $0 == "+" || $0 == "." }) == true {
+                return .number(number)
+            }
+            return .string(text)
+        case .mapping(let mapping):
+            var object: [String: JSONValue] = [:]
+            for (key, value) in mapping { object[key.string ?? ""] = json(value) }
+            return .object(object)
+        case .sequence(let sequence):
+            return .array(sequence.map(json))
+        }
     }
 
     /// A decoding error as `, line N: queues.fast.concurrency must be a whole number`.

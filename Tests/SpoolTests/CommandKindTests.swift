@@ -32,14 +32,18 @@ struct CommandKindTests {
     func outcomes() async throws {
         let dir = TempDir()
         defer { dir.remove() }
+        // Spool's environment holds secrets (tokens, ${VAR} values): none reaches a command.
         setenv("SPOOL_TEST_SECRET_NOT_FOR_COMMANDS", "hidden", 1)
+        setenv("IFC_TOKEN_NOT_FOR_COMMANDS", "hidden", 1)
+        defer { unsetenv("SPOOL_TEST_SECRET_NOT_FOR_COMMANDS"); unsetenv("IFC_TOKEN_NOT_FOR_COMMANDS") }
         let kinds = [
             CommandKind(kind: "cmd.echo", arguments: try script(dir, "echo.sh", """
                 echo "spool:progress 40 reading input" >&2
                 echo "just a log line" >&2
                 input=$(cat)
-                printf '{"input":%s,"id":"%s","attempt":%s,"kind":"%s","queue":"%s","extra":"%s","secret":"%s"}' \
-                  "$input" "$SPOOL_JOB_ID" "$SPOOL_JOB_ATTEMPT" "$SPOOL_JOB_KIND" "$SPOOL_JOB_QUEUE" "$EXTRA" "$SPOOL_TEST_SECRET_NOT_FOR_COMMANDS"
+                printf '{"input":%s,"id":"%s","attempt":%s,"kind":"%s","queue":"%s","extra":"%s","secret":"%s%s","path":"%s"}' \
+                  "$input" "$SPOOL_JOB_ID" "$SPOOL_JOB_ATTEMPT" "$SPOOL_JOB_KIND" "$SPOOL_JOB_QUEUE" "$EXTRA" \
+                  "$SPOOL_TEST_SECRET_NOT_FOR_COMMANDS" "$IFC_TOKEN_NOT_FOR_COMMANDS" "$PATH"
                 """), environment: ["EXTRA": "from-config"]),
             CommandKind(kind: "cmd.flaky", arguments: try script(dir, "flaky.sh", """
                 if [ "$SPOOL_JOB_ATTEMPT" = 1 ]; then echo "first line" >&2; echo "boom: disk not ready" >&2; exit 3; fi
@@ -70,7 +74,8 @@ struct CommandKindTests {
             #expect(result["id"] == .string(echo.id.description) && result["attempt"] == .integer(1))
             #expect(result["kind"] == .string("cmd.echo") && result["queue"] == .string("default"))
             #expect(result["extra"] == .string("from-config"))
-            #expect(result["secret"] == .string(""), "Spool's own SPOOL_* variables reached the command")
+            #expect(result["secret"] == .string(""), "Spool's environment reached the command")
+            #expect(result["path"] != .string(""), "PATH is passed on")
             #expect(echo.progress?.percent == 40 && echo.progress?.message == "reading input")
 
             let flaky = try #require(done["flaky"])
@@ -102,7 +107,7 @@ struct CommandKindTests {
             echo $! >> \(pidFile)
             echo $$ >> \(pidFile)
             wait
-            """), timeout: .seconds(1), gracePeriod: .milliseconds(500))
+            """), timeout: .seconds(3), gracePeriod: .milliseconds(500))
         try await withEngine(on: .sqlite, fastConfiguration { $0.defaultQueue.maxAttempts = 1 }, register: { spool in
             spool.register(kind.handler())
         }) { spool, _ in
@@ -158,6 +163,9 @@ struct DeclaredKindTests {
         let dir = TempDir()
         defer { dir.remove() }
         try """
+        queues:
+          fast: &fast { concurrency: 2 }
+          slow: { <<: *fast, timeout_seconds: 60 }
         kinds:
           video.thumbnail:
             command: ["/bin/sh", "-c", "echo 'spool:progress 50 half way' >&2; cat"]
@@ -169,7 +177,7 @@ struct DeclaredKindTests {
                 url: { type: string, pattern: "^https?://" }
                 size: { type: integer, minimum: 16 }
           ifc.clash:
-            payload_schema: { type: object, required: [model] }
+            payload_schema: { type: object, required: [model], properties: { mode: { enum: ["on", "off"] }, note: { type: [string, "null"] } } }
         """.write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
         let server = try SpoolProcess(["serve", "--database", dir.file("s.sqlite"), "--port", "0", "--config", dir.file("spool.yaml")],
                                       logTo: dir.file("serve.log"), directory: dir.path)
@@ -186,7 +194,7 @@ struct DeclaredKindTests {
             return (name, o)
         })
         #expect(byName["video.thumbnail"]?["runs"] == .string("command") && byName["ifc.clash"]?["runs"] == .string("elsewhere"))
-        #expect(byName["video.thumbnail"]?["queues"] == .array([.string("default")]))
+        #expect(byName["video.thumbnail"]?["queues"] == .array([.string("default"), .string("fast"), .string("slow")]))
         #expect(byName["demo.sleep"]?["runs"] == .string("swift"))
         if case .object(let schema)? = byName["video.thumbnail"]?["payload_schema"] { #expect(schema["required"] == .array([.string("url")])) } else {
             Issue.record("no payload_schema for video.thumbnail")
@@ -212,8 +220,9 @@ struct DeclaredKindTests {
         let done = try await client.wait(for: id)
         #expect(done.state == .completed && done.result == .object(["url": .string("https://x/a.mp4"), "size": .integer(64)]), "\(server.output)")
         #expect(done.progress?.percent == 50 && done.progress?.message == "half way")
-        // A kind declared only with a schema is accepted for a worker elsewhere.
-        _ = try await client.enqueue(NewJob(kind: "ifc.clash", payload: Data(#"{"model":"a.ifc"}"#.utf8)))
+        // A kind declared only with a schema is accepted for a worker elsewhere; quoted YAML
+        // scalars in the schema stay strings ("on", "null").
+        _ = try await client.enqueue(NewJob(kind: "ifc.clash", payload: Data(#"{"model":"a.ifc","mode":"on","note":null}"#.utf8)))
     }
 
     @Test("spool worker --url runs the config's command kinds over the worker protocol, for a gateway that runs no workers")

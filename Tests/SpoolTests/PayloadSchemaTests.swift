@@ -55,6 +55,10 @@ struct PayloadSchemaTests {
             let got = failure(s, payload)
             #expect(got?.field == field && got?.reason == reason, "\(payload): \(String(describing: got))")
         }
+        // multipleOf with a relative tolerance: binary floating point cannot hold 0.01 exactly.
+        let cents = try schema(#"{"multipleOf":0.01}"#)
+        for amount in ["1000000.07", "99999999.99", "0.3", "12"] { #expect(failure(cents, amount) == nil, "\(amount)") }
+        #expect(failure(cents, "0.005")?.reason == "must be a multiple of 0.01")
         #expect(failure(try schema("false"), "1")?.reason == "no value is allowed here")
         #expect(failure(try schema("true"), "1") == nil)
     }

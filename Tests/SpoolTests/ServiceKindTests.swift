@@ -206,6 +206,7 @@ struct ServiceKindTests {
             #expect(service.callbackStatuses.withLock { $0.sorted() } == [200, 204, 204, 204, 409, 409], "fail answers 200 with the outcome, complete and progress 204, forged reports 409")
             // The engine recorded nothing more for them (no error of its own, no second attempt).
             #expect(!server.output.contains("lease lost"), "\(server.output)")
+            #expect(service.requests.filter { $0.path.hasPrefix("later") }.count == 2, "the service was called more than once per job")
 
             server.signal(SIGTERM)
             _ = await server.waitForExit(timeout: .seconds(20))

@@ -53,12 +53,21 @@ public struct AnyJobHandler: Sendable {
     }
 }
 
-/// Thrown by a handler whose job's outcome was recorded by someone else while it waited: a
-/// service that answered `202 Accepted` and later completed or failed the job itself through
-/// the gateway, with the attempt's lease token. The engine records nothing more.
-public struct OutcomeReportedElsewhere: Error, CustomStringConvertible {
-    public init() {}
-    public var description: String { "the job's outcome was reported by its service" }
+/// Thrown by a handler that handed its job over to someone who reports the outcome later with
+/// the attempt's lease token: a service that answered `202 Accepted`. The engine records no
+/// outcome and frees the worker's slot; it extends the lease to `until` (the job's deadline),
+/// so the job stays `processing` until the report comes, across restarts of this worker. If
+/// none comes by then, the lease expires and the job is retried like one whose worker vanished.
+public struct HandedOff: Error, CustomStringConvertible {
+    public var until: Date
+    public init(until: Date) { self.until = until }
+    public var description: String { "handed over; the outcome is reported with the lease token until \(until)" }
+}
+
+/// A handler's own time limit ran out (recorded with reason `timeout`, and retried).
+public struct AttemptTimedOut: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// The result of a handler that has nothing to return.

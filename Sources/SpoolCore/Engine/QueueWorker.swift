@@ -260,8 +260,11 @@ final class QueueWorker: Sendable {
                     // A result the store refuses (not JSON, too large) fails this attempt for good.
                     try await recordFailure(leased, message: "the handler's \(field) \(why)", reason: "non_retryable", retryAfter: nil)
                 }
-            case .failed(is OutcomeReportedElsewhere):
-                JobMetrics.finished(job, outcome: "reported_elsewhere")
+            case .failed(let handoff as HandedOff):
+                // The lease now lasts until the job's deadline; the reporter holds its token.
+                let remaining = Duration.seconds(fractional: max(1, handoff.until.timeIntervalSinceNow))
+                try await withStoreRetries { _ = try await self.store.heartbeat([(job.id, leased.lease)], leaseDuration: remaining) }
+                JobMetrics.finished(job, outcome: "handed_off")
             case .failed(let error):
                 try await recordFailure(leased, message: "\(error)", reason: reason(of: error), retryAfter: retryDelay(of: error))
             case .timedOut(let limit):
@@ -284,6 +287,7 @@ final class QueueWorker: Sendable {
     private func reason(of error: any Error) -> String {
         switch error {
         case JobFailure.nonRetryable: "non_retryable"
+        case is AttemptTimedOut: "timeout"
         case is NoHandler: "no_handler"
         default: "error"
         }

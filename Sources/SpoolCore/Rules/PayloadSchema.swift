@@ -111,7 +111,8 @@ public struct PayloadSchema: Sendable {
             if let limit = s["exclusiveMaximum"]?.doubleValue, number >= limit { return (path, "must be less than \(Self.text(s["exclusiveMaximum"]!))") }
             if let step = s["multipleOf"]?.doubleValue, step > 0 {
                 let quotient = number / step
-                if abs(quotient - quotient.rounded()) > 1e-9 { return (path, "must be a multiple of \(Self.text(s["multipleOf"]!))") }
+                // Relative tolerance: 1000000.07 / 0.01 is 100000006.99999999 in binary floating point.
+                if abs(quotient - quotient.rounded()) > 1e-9 * max(1, abs(quotient)) { return (path, "must be a multiple of \(Self.text(s["multipleOf"]!))") }
             }
         default:
             break

@@ -48,8 +48,7 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         throw CLIError("kinds.\(kind): this kind is built in (\(role) already runs it)")
     }
     let serviceClient = declared.services.isEmpty ? nil : HTTPServiceKind.makeClient()
-    let jobStore = spool.store
-    let callbacks = ServiceCallbacks(baseURL: publicURL) { id in try await jobStore.job(id, tenant: nil) }
+    let callbacks = ServiceCallbacks(baseURL: publicURL)
     for kind in declared.services {
         spool.register(kind.handler(client: serviceClient!, callbacks: callbacks, secret: deliverer.secret(tenant:)))
     }
