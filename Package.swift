@@ -83,7 +83,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("openapi.json")]
+            resources: [.copy("openapi.json"), .copy("Dashboard/DashboardFiles")]
         ),
         // For users' tests: run a handler on a payload, see what was enqueued, run a queue to
         // empty, on a temporary store.

@@ -4,7 +4,8 @@
 #      CI=true it must be), HTTP, WebSocket, webhooks and multi-process tests.
 #   2. Python (Tests/python): the served OpenAPI document validated by an independent
 #      validator, /metrics checked by promtool, a property-based API fuzzer (schemathesis)
-#      run against a real `spool serve`, and the Python SDK (clients/python) against it.
+#      run against a real `spool serve`, the Python SDK (clients/python) against it, and the
+#      dashboard in headless Chromium over WebDriver (Debian's chromium + chromium-driver).
 # Installs what a fresh machine lacks: promtool (Debian's prometheus package) and a venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

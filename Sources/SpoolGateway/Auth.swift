@@ -102,16 +102,28 @@ public struct SpoolRequestContext: RequestContext, WebSocketRequestContext {
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = SpoolRequestContext
     let tokens: [APIToken]
+    /// The dashboard's sessions: a session cookie stands for the token it was made from.
+    var sessions: Sessions?
     var webSocket = false
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         if tokens.isEmpty {
             context.principal = .local
-        } else {
-            guard let secret = presentedSecret(request) else { throw Problem.unauthorized }
-            guard let token = find(APIToken.hash(secret)) else { throw Problem.unauthorized }
+        } else if let secret = presentedSecret(request) {
+            guard let token = Self.find(APIToken.hash(secret), in: tokens) else { throw Problem.unauthorized }
             context.principal = Principal(name: token.name, tenant: token.tenant, scopes: token.scopes)
+        } else if let (_, session) = sessions?.find(in: request) {
+            // A browser sends the cookie with any request to this site: a change needs the
+            // session's CSRF token too, which only the dashboard's own page can read.
+            let safe = request.method == .get || request.method == .head || request.method == .options
+            guard safe || Sessions.csrfMatches(request, session) else {
+                throw Problem(.forbidden, type: "csrf", title: "CSRF token missing or wrong",
+                              detail: "requests made with a session cookie that change anything need the session's X-CSRF-Token header")
+            }
+            context.principal = session.principal
+        } else {
+            throw Problem.unauthorized
         }
         return try await next(request, context)
     }
@@ -130,7 +142,7 @@ struct AuthMiddleware: RouterMiddleware {
 
     /// Compares against every token in constant time, so timing tells nothing about which
     /// bytes matched.
-    private func find(_ hash: [UInt8]) -> APIToken? {
+    static func find(_ hash: [UInt8], in tokens: [APIToken]) -> APIToken? {
         var found: APIToken?
         for token in tokens {
             var difference: UInt8 = 0

@@ -33,6 +33,10 @@ public struct GatewayConfiguration: Sendable {
     public var eventBuffer = 1000
     /// Webhook settings: which callback addresses are allowed, and configured secrets.
     public var webhooks = WebhookConfiguration()
+    /// Serve the dashboard at `/dashboard/` (and redirect `/` there).
+    public var dashboard = true
+    /// Mark the session cookie `Secure` (the gateway is reached over TLS through a proxy).
+    public var secureCookies = false
 
     public init() {}
 
@@ -67,6 +71,10 @@ public struct Gateway: Sendable {
     let remoteKinds = RemoteKinds()
     /// What this gateway last wrote to the registry about each remote worker.
     let remoteWorkers = RemoteWorkers()
+    /// The dashboard's login sessions.
+    let sessions = Sessions()
+    /// Jobs leased to remote workers through this gateway, for the queue statistics.
+    let remoteLeases = RemoteLeases()
 
     public init(spool: Spool, configuration: GatewayConfiguration, metrics: PrometheusCollectorRegistry) {
         self.spool = spool
@@ -88,6 +96,7 @@ public struct Gateway: Sendable {
         "POST /v1/worker/jobs/{id}/complete", "POST /v1/worker/jobs/{id}/fail", "POST /v1/worker/jobs/{id}/progress",
         "POST /v1/worker/jobs/{id}/release", "GET /v1/workers",
         "POST /v1/service/jobs/{id}/complete", "POST /v1/service/jobs/{id}/fail", "POST /v1/service/jobs/{id}/progress",
+        "GET /v1/session", "POST /v1/session", "DELETE /v1/session", "GET /v1/stats",
     ]
 
     /// The methods `path` answers to (empty for a path no route has). Like the router, a
@@ -115,13 +124,16 @@ public struct Gateway: Sendable {
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
         OpsRoutes(gateway: self).register(on: router)
+        if configuration.dashboard { DashboardRoutes(gateway: self).registerFiles(on: router) }
         let v1 = router.group("v1")
         v1.get("openapi.json") { _, _ in try OpsRoutes.openAPIResponse() }
         WorkerRoutes(gateway: self).registerServiceCallbacks(on: v1)
-        let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens))
+        DashboardRoutes(gateway: self).registerSession(on: v1)
+        let api = v1.group().add(middleware: AuthMiddleware(tokens: configuration.tokens, sessions: sessions))
         JobRoutes(gateway: self).register(on: api)
         QueueRoutes(gateway: self).register(on: api)
         KindRoutes(gateway: self).register(on: api)
+        StatsRoutes(gateway: self).register(on: api)
         EventRoutes(gateway: self).register(on: api)
         WebhookRoutes(gateway: self).register(on: api)
         WorkerRoutes(gateway: self).register(on: api)
@@ -141,7 +153,7 @@ public struct Gateway: Sendable {
         let router = Router(context: SpoolRequestContext.self)
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
-        router.group("v1").add(middleware: AuthMiddleware(tokens: configuration.tokens, webSocket: true))
+        router.group("v1").add(middleware: AuthMiddleware(tokens: configuration.tokens, sessions: sessions, webSocket: true))
             .ws("ws", shouldUpgrade: WebSocketSession.shouldUpgrade, onUpgrade: { inbound, outbound, context in
                 try await WebSocketSession(gateway: self, context: context.requestContext).run(inbound: inbound, outbound: outbound)
             })

@@ -103,6 +103,8 @@ struct JobRoutes {
         var filter = JobFilter(tenant: principal.tenantFilter)
         filter.queue = query["queue"].map(String.init)
         filter.kind = query["kind"].map(String.init)
+        // Admins see every tenant's jobs and may narrow to one; a tenant's token sees only its own.
+        if principal.isAdmin, let tenant = query["tenant"], !tenant.isEmpty { filter.tenant = String(tenant) }
         if let state = query["state"] {
             guard let s = JobState(rawValue: String(state)) else {
                 throw Problem.validation("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -181,6 +181,7 @@ struct WorkerRoutes {
             await bell.wait(timeout: timeout)
         }
         let now = Date()
+        gateway.remoteLeases.add(leased.map(\.job), until: now.addingTimeInterval(config.leaseDuration.seconds * 10))
         return try JSONResponse.make(LeaseAnswer(
             jobs: leased.map { LeasedJobDocument($0, now: now) },
             lease_seconds: config.leaseDuration.seconds, heartbeat_seconds: config.heartbeatInterval.seconds))
@@ -394,6 +395,7 @@ struct WorkerRoutes {
     private func complete(_ id: JobID, _ body: CompleteBody) async throws {
         let result = try body.result.map { try JSON.encode($0) }
         try await store.complete(id, lease: try Self.token(body.lease_token), result: result)
+        if let job = gateway.remoteLeases.take(id) { spool.statistics.record(.completed, job: job) }
     }
 
     /// Records a failed attempt; returns when it runs again (`nil`: failed for good).
@@ -410,6 +412,8 @@ struct WorkerRoutes {
         let error = AttemptError(attempt: job.attempt, message: String(body.error.prefix(RetryPlan.maxMessageLength)), at: now, reason: reason,
                                  worker: job.workerID)
         try await store.fail(id, lease: try Self.token(body.lease_token), error: error, retryAt: retryAt)
+        _ = gateway.remoteLeases.take(id)
+        spool.statistics.record(retryAt == nil ? .failed : .retried, job: job, at: now)
         return retryAt
     }
 
@@ -447,6 +451,27 @@ struct WorkerRoutes {
             return answers.compactMap { $0 }
         }
     }
+}
+
+/// Jobs this gateway leased to remote workers, kept until they are reported (or for ten lease
+/// durations), so that their completions count in the queue statistics without reading the
+/// job again. A report that reaches another gateway is not counted there.
+final class RemoteLeases: Sendable {
+    private let table = Mutex<[JobID: (job: Job, until: Date)]>([:])
+    static let limit = 100_000
+
+    func add(_ jobs: [Job], until: Date) {
+        guard !jobs.isEmpty else { return }
+        table.withLock { leases in
+            if leases.count + jobs.count > Self.limit {
+                let now = Date()
+                leases = leases.filter { $0.value.until > now }
+            }
+            for job in jobs where leases.count < Self.limit { leases[job.id] = (job, until) }
+        }
+    }
+
+    func take(_ id: JobID) -> Job? { table.withLock { $0.removeValue(forKey: id)?.job } }
 }
 
 /// Kinds that remote workers named in their lease calls to this gateway, per queue: enqueues

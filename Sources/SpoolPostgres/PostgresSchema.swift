@@ -135,6 +135,18 @@ enum PostgresSchema {
             )
             """,
         ]),
+        (4, "queue statistics", [
+            // Figures per tenant, queue and minute, one row per process and flush (merged on
+            // read). wait and run: histogram bucket counts.
+            """
+            CREATE TABLE spool_queue_minutes (
+                tenant text NOT NULL, queue text NOT NULL, minute bigint NOT NULL, writer text NOT NULL,
+                completed integer NOT NULL, failed integer NOT NULL, retried integer NOT NULL,
+                wait bigint[] NOT NULL, run bigint[] NOT NULL
+            )
+            """,
+            "CREATE INDEX spool_queue_minutes_minute ON spool_queue_minutes (minute)",
+        ]),
     ]
 
     /// The oldest PostgreSQL the schema works on (`pg_current_xact_id`, `pg_snapshot`).

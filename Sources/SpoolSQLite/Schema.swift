@@ -119,6 +119,24 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v5: queue statistics") { db in
+            try db.execute(sql: """
+                -- Figures per tenant, queue and minute, one row per process and flush (merged
+                -- on read). wait and run: histogram bucket counts (JSON arrays).
+                CREATE TABLE queue_minutes (
+                    tenant TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    minute INTEGER NOT NULL,          -- minutes since 1970
+                    writer TEXT NOT NULL,
+                    completed INTEGER NOT NULL,
+                    failed INTEGER NOT NULL,
+                    retried INTEGER NOT NULL,
+                    wait TEXT NOT NULL,
+                    run TEXT NOT NULL
+                );
+                CREATE INDEX queue_minutes_minute ON queue_minutes(minute);
+                """)
+        }
         return migrator
     }
 }

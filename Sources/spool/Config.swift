@@ -49,6 +49,8 @@ struct ConfigFile: Decodable {
     struct RetentionFile: Decodable {
         var completed_hours: Double?
         var failed_hours: Double?
+        /// Figures per queue and minute (the dashboard's charts, GET /v1/stats).
+        var stats_days: Double?
     }
 
     struct TokenFile: Decodable {
@@ -138,6 +140,7 @@ struct ConfigFile: Decodable {
         if let ms = poll_ms { config.pollInterval = try positive(ms / 1000, "poll_ms") }
         if let h = retention?.completed_hours { config.completedRetention = h <= 0 ? nil : .seconds(fractional: h * 3600) }
         if let h = retention?.failed_hours { config.failedRetention = h <= 0 ? nil : .seconds(fractional: h * 3600) }
+        if let d = retention?.stats_days { config.statsRetention = try positive(d * 86_400, "retention.stats_days") }
         if let d = defaults { config.defaultQueue = try d.apply(to: config.defaultQueue, name: "defaults") }
         for (name, q) in queues ?? [:] {
             config.queues[name] = try q.apply(to: config.queue(name), name: "queues.\(name)")

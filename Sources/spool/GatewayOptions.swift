@@ -8,6 +8,7 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Address to listen on. [env: SPOOL_HOST; default: 127.0.0.1]") var host: String?
     @Option(help: "Port to listen on (0 picks a free one). [env: SPOOL_PORT; default: 8080]") var port: Int?
     @Flag(help: "Serve the API only; run no workers in this process.") var noWorkers = false
+    @Flag(help: "Do not serve the dashboard at /dashboard/.") var noDashboard = false
 
     /// The gateway settings: config file, then environment, then flags.
     func configuration(_ file: ConfigFile?) throws -> GatewayConfiguration {
@@ -45,6 +46,8 @@ struct GatewayOptions: ParsableArguments {
         for (name, queue) in file?.queues ?? [:] {
             if let kinds = queue.kinds { config.kinds[name] = Set(kinds) }
         }
+        config.dashboard = !noDashboard
+        config.secureCookies = section?.public_url?.lowercased().hasPrefix("https:") == true
         return config
     }
 

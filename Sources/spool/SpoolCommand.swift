@@ -11,7 +11,7 @@ struct SpoolCommand: AsyncParsableCommand {
         discussion: "Runs on an embedded SQLite file by default (./spool.sqlite, or SPOOL_DATABASE).",
         subcommands: [
             Serve.self, Worker.self, Enqueue.self, Get.self, List.self, Cancel.self, Retry.self,
-            Watch.self, Queues.self, Workers.self, Pause.self, Resume.self, Migrate.self, Bench.self, Token.self,
+            Watch.self, Queues.self, Workers.self, Pause.self, Resume.self, Migrate.self, Bench.self, Token.self, Seed.self,
         ])
 }
 

@@ -139,6 +139,38 @@ struct StoreContractTests {
         }
     }
 
+    @Test("queue statistics: rows from several writers are kept apart and merge on read; filters; pruning", arguments: StoreKind.allCases)
+    func queueStatistics(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var wait = LatencyHistogram(), run = LatencyHistogram()
+            wait.add(milliseconds: 3)
+            run.add(milliseconds: 40)
+            run.add(milliseconds: 4000)
+            let minute: Int64 = 29_000_000
+            try await store.recordQueueMinutes([
+                QueueMinute(tenant: "acme", queue: "q", minute: minute, completed: 5, failed: 1, retried: 2, wait: wait, run: run),
+                QueueMinute(tenant: "globex", queue: "q", minute: minute, completed: 7),
+                QueueMinute(tenant: "acme", queue: "other", minute: minute + 1, completed: 1),
+                QueueMinute(tenant: "acme", queue: "q", minute: minute - 30, completed: 100),
+            ], writer: "p1")
+            try await store.recordQueueMinutes([QueueMinute(tenant: "acme", queue: "q", minute: minute, completed: 3, wait: wait)], writer: "p2")
+            try await store.recordQueueMinutes([], writer: "p3")
+
+            let acme = try await store.queueMinutes(from: minute, to: minute + 2, tenant: "acme", queue: "q")
+            #expect(acme.count == 2 && acme.map(\.completed).sorted() == [3, 5], "each writer's row is kept")
+            let merged = StatsBucket.merge(acme, from: minute, count: 2, minutes: 1)
+            #expect(merged[0].completed == 8 && merged[0].failed == 1 && merged[0].retried == 2 && merged[1].completed == 0)
+            #expect(merged[0].wait.total == 2 && merged[0].run.total == 2 && merged[0].run.percentile(0.5) == 50 && merged[0].run.percentile(0.95) == 5000)
+            #expect(try await store.queueMinutes(from: minute, to: minute + 2, tenant: nil, queue: nil).map(\.completed).reduce(0, +) == 16)
+            #expect(try await store.queueMinutes(from: minute, to: minute + 2, tenant: "globex", queue: nil).map(\.completed) == [7])
+            #expect(try await store.queueMinutes(from: minute, to: minute + 1, tenant: "acme", queue: "other").isEmpty)
+
+            #expect(try await store.pruneQueueMinutes(before: minute) == 1)
+            #expect(try await store.queueMinutes(from: 0, to: minute, tenant: nil, queue: nil).isEmpty)
+            #expect(try await store.queueMinutes(from: 0, to: minute + 10, tenant: nil, queue: nil).count == 4)
+        }
+    }
+
     @Test("a delayed job waits for its run_at", arguments: StoreKind.allCases)
     func delayedJob(kind: StoreKind) async throws {
         try await withStore(kind) { store in

@@ -17,7 +17,8 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN = "test-admin-secret"
 CLIENT = "test-client-secret"  # tenant acme: enqueue + read
 WORKER = "test-worker-secret"  # tenant acme: worker
-TOKENS = f"{ADMIN}:ops:admin,{CLIENT}:acme:enqueue+read,{WORKER}:acme:worker"
+OTHER = "test-other-secret"  # tenant globex: enqueue + read
+TOKENS = f"{ADMIN}:ops:admin,{CLIENT}:acme:enqueue+read,{WORKER}:acme:worker,{OTHER}:globex:enqueue+read"
 
 
 def skip_or_fail(reason: str):
@@ -42,15 +43,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=()):
-    """`spool serve` on `workdir/spool.sqlite` (kept between runs on one workdir), on `port`
-    (a free one when 0), until the block ends (SIGTERM)."""
+def spool_binary() -> pathlib.Path:
+    """The `spool` binary under test: $SPOOL_BIN, or the debug build."""
     binary = pathlib.Path(os.environ.get("SPOOL_BIN", ROOT / ".build/debug/spool"))
     if not binary.is_absolute():
         binary = ROOT / binary
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no spool binary at {binary}: run `swift build` or set SPOOL_BIN")
+    return binary
+
+
+@contextlib.contextmanager
+def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=()):
+    """`spool serve` on `workdir/spool.sqlite` (kept between runs on one workdir), on `port`
+    (a free one when 0), until the block ends (SIGTERM)."""
+    binary = spool_binary()
     port = port or free_port()
     args = [str(binary), "serve", "--database", str(workdir / "spool.sqlite"),
             "--host", "127.0.0.1", "--port", str(port), "--grace-seconds", "1", *extra_args]

@@ -256,6 +256,7 @@ final class QueueWorker: Sendable {
                 do {
                     try await withStoreRetries { try await self.store.complete(job.id, lease: leased.lease, result: result) }
                     JobMetrics.finished(job, outcome: "completed")
+                    spool.statistics.record(.completed, job: job)
                 } catch SpoolError.invalid(let field, let why) {
                     // A result the store refuses (not JSON, too large) fails this attempt for good.
                     try await recordFailure(leased, message: "the handler's \(field) \(why)", reason: "non_retryable", retryAfter: nil)
@@ -306,6 +307,7 @@ final class QueueWorker: Sendable {
         let retryAt = RetryPlan.retryAt(attempt: job.attempt, maxAttempts: job.maxAttempts, retryable: reason != "non_retryable",
                                         retryAfter: retryAfter, backoff: settings.backoff, now: now)
         try await withStoreRetries { try await self.store.fail(job.id, lease: leased.lease, error: error, retryAt: retryAt) }
+        spool.statistics.record(retryAt == nil ? .failed : .retried, job: job, at: now)
         JobMetrics.finished(job, outcome: retryAt == nil ? "failed" : "retried")
         if retryAt == nil {
             logger.warning("job failed for good", metadata: ["job": "\(job.id)", "attempt": "\(job.attempt)", "error": "\(message)"])

@@ -15,6 +15,8 @@ public final class Spool: Sendable {
     public let store: any JobStore
     public let configuration: EngineConfiguration
     public let logger: Logger
+    /// This process's figures per queue and minute, written to the store once a minute.
+    public let statistics = QueueStatistics()
     private let handlers = Mutex<[String: AnyJobHandler]>([:])
     private let schemas: Mutex<[String: PayloadSchema]>
 

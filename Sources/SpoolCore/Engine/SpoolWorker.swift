@@ -15,6 +15,7 @@ public final class SpoolWorker: Service, Sendable {
     private let workers: [String: QueueWorker]
     private let maintenance: Maintenance
     private let registration: WorkerRegistration
+    private let statisticsWriter: StatisticsWriter
     private let stopped = Mutex(false)
 
     init(spool: Spool, queues: [String]) {
@@ -23,6 +24,7 @@ public final class SpoolWorker: Service, Sendable {
         let workers = Dictionary(uniqueKeysWithValues: queues.map { ($0, QueueWorker(queue: $0, spool: spool)) })
         self.workers = workers
         self.maintenance = Maintenance(store: spool.store, configuration: spool.configuration, logger: spool.logger)
+        self.statisticsWriter = StatisticsWriter(spool: spool)
         let startedAt = Date()
         self.registration = WorkerRegistration(store: spool.store, configuration: spool.configuration, logger: spool.logger) { [spool] now in
             WorkerRegistration.info(configuration: spool.configuration, queues: queues, kinds: spool.registeredKinds,
@@ -50,6 +52,7 @@ public final class SpoolWorker: Service, Sendable {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.maintenance.run { self.stopped.withLock { $0 } } }
                     group.addTask { await self.registration.run { self.stopped.withLock { $0 } } }
+                    group.addTask { await self.statisticsWriter.runUntilStopped() }
                     for worker in workers.values {
                         group.addTask { await worker.run() }
                     }
@@ -70,6 +73,7 @@ public final class SpoolWorker: Service, Sendable {
         for worker in workers.values { worker.stop() }
         maintenance.wake()
         registration.wake()
+        statisticsWriter.stop()
     }
 
     /// Jobs running in this process right now.

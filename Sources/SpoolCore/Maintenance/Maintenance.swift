@@ -3,7 +3,7 @@ import Logging
 
 /// Runs the cluster-wide duties on the elected process only: the lease rescuer every
 /// ``EngineConfiguration/maintenanceInterval``, the job and event pruners and the dropping of
-/// long-lost workers from the registry every ``EngineConfiguration/pruneInterval``. Started by ``SpoolWorker``; on stop, it resigns.
+/// long-lost workers from the registry and of old queue statistics every ``EngineConfiguration/pruneInterval``. Started by ``SpoolWorker``; on stop, it resigns.
 final class Maintenance: Sendable {
     let elector: LeaderElector
     let rescuer: LeaseRescuer
@@ -39,6 +39,7 @@ final class Maintenance: Sendable {
                         try await jobPruner.run()
                         try await eventPruner.run()
                         try await store.pruneWorkers(expiredBefore: Date().addingTimeInterval(-configuration.lostWorkerRetention.seconds))
+                        try await store.pruneQueueMinutes(before: QueueMinute.minute(of: Date().addingTimeInterval(-configuration.statsRetention.seconds)))
                     }
                 } catch {
                     logger.error("maintenance failed", metadata: ["error": "\(error)"])

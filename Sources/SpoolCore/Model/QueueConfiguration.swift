@@ -81,6 +81,10 @@ public struct EngineConfiguration: Sendable {
     public var failedRetention: Duration? = .seconds(30 * 86_400)
     /// Job events are kept this long, for clients that reconnect and resume.
     public var eventRetention: Duration = .seconds(86_400)
+    /// Figures per queue and minute (`GET /v1/stats`, the dashboard's charts) are kept this long.
+    public var statsRetention: Duration = .seconds(14 * 86_400)
+    /// How often each process writes its figures per queue and minute.
+    public var statsFlushInterval: Duration = .seconds(60)
     /// The most jobs one worker pool leases in one round trip.
     public var leaseBatchSize: Int = 100
     /// Settings for queues not named in `queues`.

@@ -119,6 +119,18 @@ public protocol JobStore: Sendable {
     /// Drops workers lost since before `expiredBefore`. Returns how many.
     func pruneWorkers(expiredBefore: Date) async throws -> Int
 
+    // MARK: Queue statistics
+
+    /// Adds rows of figures per queue and minute that one process (`writer`) counted.
+    func recordQueueMinutes(_ rows: [QueueMinute], writer: String) async throws
+
+    /// Every process's rows for minutes `from ..< to`, of one tenant (`nil`: all) and one queue
+    /// (`nil`: all); a reader merges them (``StatsBucket/merge(_:from:count:minutes:)``).
+    func queueMinutes(from: Int64, to: Int64, tenant: String?, queue: String?) async throws -> [QueueMinute]
+
+    /// Deletes the rows of minutes before `minute`. Returns how many.
+    func pruneQueueMinutes(before minute: Int64) async throws -> Int
+
     // MARK: Webhooks
     //
     // When a job with a callback URL reaches `completed`, `failed` or `cancelled`, the store

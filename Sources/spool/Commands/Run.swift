@@ -61,6 +61,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if gateway?.noWorkers != true {
         services.append(.init(service: spool.worker(queues: worker.queueList)))
+    } else {
+        // A gateway alone still counts its remote workers' results in the queue statistics.
+        services.append(.init(service: StatisticsWriter(spool: spool)))
     }
     if let gateway {
         var config = try gateway.configuration(file)
