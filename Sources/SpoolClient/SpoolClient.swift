@@ -53,6 +53,9 @@ public struct SpoolClient: Sendable {
         if let q = filter.queue { query.append("queue=\(Self.escape(q))") }
         if let s = filter.state { query.append("state=\(s.rawValue)") }
         if let k = filter.kind { query.append("kind=\(Self.escape(k))") }
+        if let t = filter.tag { query.append("tag=\(Self.escape(t))") }
+        if let key = filter.idempotencyKey { query.append("idempotency_key=\(Self.escape(key))") }
+        if let tenant = filter.tenant { query.append("tenant=\(Self.escape(tenant))") }
         if let c = filter.cursor { query.append("cursor=\(Self.escape(c))") }
         struct Page: Decodable { var jobs: [JobDocument]; var next_cursor: String? }
         let page = try await call(.GET, "/v1/jobs?" + query.joined(separator: "&"), as: Page.self)

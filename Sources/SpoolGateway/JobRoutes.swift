@@ -103,6 +103,8 @@ struct JobRoutes {
         var filter = JobFilter(tenant: principal.tenantFilter)
         filter.queue = query["queue"].map(String.init)
         filter.kind = query["kind"].map(String.init)
+        filter.tag = query["tag"].map(String.init)
+        filter.idempotencyKey = query["idempotency_key"].map(String.init)
         // Admins see every tenant's jobs and may narrow to one; a tenant's token sees only its own.
         if principal.isAdmin, let tenant = query["tenant"], !tenant.isEmpty { filter.tenant = String(tenant) }
         if let state = query["state"] {

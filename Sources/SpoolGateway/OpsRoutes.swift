@@ -52,7 +52,7 @@ struct OpsRoutes {
     }
 
     /// The OpenAPI document shipped with the gateway (`Sources/SpoolGateway/openapi.json`).
-    static let openAPIDocument: Data? = Bundle.module.url(forResource: "openapi", withExtension: "json").flatMap { try? Data(contentsOf: $0) }
+    static let openAPIDocument: Data? = Resources.bundle?.url(forResource: "openapi", withExtension: "json").flatMap { try? Data(contentsOf: $0) }
 
     static func openAPIResponse() throws -> Response {
         guard let document = openAPIDocument else {

@@ -24,11 +24,19 @@ struct StatsRoutes {
         var run_ms: Percentiles
     }
 
+    struct Totals: Encodable {
+        var completed = 0
+        var failed = 0
+        var retried = 0
+    }
+
     struct Answer: Encodable {
         var window: String
         var queue: String?
         var bucket_seconds: Int
         var buckets: [Bucket]
+        /// Each queue's totals over the whole window.
+        var queues: [String: Totals]
     }
 
     func register(on api: RouterGroup<SpoolRequestContext>) {
@@ -53,11 +61,18 @@ struct StatsRoutes {
             let pending = gateway.spool.statistics.pending.filter { row in
                 (tenant == nil || row.tenant == tenant) && (queue == nil || row.queue == queue)
             }
-            let buckets = StatsBucket.merge(stored + pending, from: from, count: count, minutes: minutes)
+            let rows = (stored + pending).filter { $0.minute >= from }
+            let buckets = StatsBucket.merge(rows, from: from, count: count, minutes: minutes)
+            var totals: [String: Totals] = [:]
+            for row in rows {
+                totals[row.queue, default: Totals()].completed += row.completed
+                totals[row.queue, default: Totals()].failed += row.failed
+                totals[row.queue, default: Totals()].retried += row.retried
+            }
             return try JSONResponse.make(Answer(window: window, queue: queue, bucket_seconds: minutes * 60, buckets: buckets.map {
                 Bucket(start: Timestamp.format($0.start), completed: $0.completed, failed: $0.failed, retried: $0.retried,
                        wait_ms: Percentiles($0.wait), run_ms: Percentiles($0.run))
-            }))
+            }, queues: totals))
         }
     }
 }

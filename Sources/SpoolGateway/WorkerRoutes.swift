@@ -367,6 +367,7 @@ struct WorkerRoutes {
         let id = try context.jobIDParameter()
         let body = try await request.decodeJSON(ReleaseBody.self, limit: gateway.configuration.maxBodyBytes)
         try await store.release(id, lease: try Self.token(body.lease_token))
+        _ = gateway.remoteLeases.take(id)
         return Response(status: .noContent)
     }
 
@@ -395,7 +396,16 @@ struct WorkerRoutes {
     private func complete(_ id: JobID, _ body: CompleteBody) async throws {
         let result = try body.result.map { try JSON.encode($0) }
         try await store.complete(id, lease: try Self.token(body.lease_token), result: result)
-        if let job = gateway.remoteLeases.take(id) { spool.statistics.record(.completed, job: job) }
+        // Counted from what the lease handed out; a job leased elsewhere (a service kind's, one
+        // leased through another gateway) is read back once.
+        let now = Date()
+        if let lease = gateway.remoteLeases.take(id) {
+            spool.statistics.record(.completed, tenant: lease.tenant, queue: lease.queue,
+                                    wait: lease.startedAt.map { $0.timeIntervalSince(lease.runAt) },
+                                    run: lease.startedAt.map { now.timeIntervalSince($0) }, at: now)
+        } else if let job = try? await store.job(id, tenant: nil) {
+            spool.statistics.record(.completed, job: job, at: now)
+        }
     }
 
     /// Records a failed attempt; returns when it runs again (`nil`: failed for good).
@@ -453,11 +463,18 @@ struct WorkerRoutes {
     }
 }
 
-/// Jobs this gateway leased to remote workers, kept until they are reported (or for ten lease
-/// durations), so that their completions count in the queue statistics without reading the
-/// job again. A report that reaches another gateway is not counted there.
+/// What this gateway leased to remote workers (tenant, queue and timestamps, not the jobs),
+/// kept until the outcome is reported here or the lease is long past, so that completions
+/// count in the queue statistics without reading the job again.
 final class RemoteLeases: Sendable {
-    private let table = Mutex<[JobID: (job: Job, until: Date)]>([:])
+    struct Lease: Sendable {
+        var tenant: String
+        var queue: String
+        var runAt: Date
+        var startedAt: Date?
+        var until: Date
+    }
+    private let table = Mutex<[JobID: Lease]>([:])
     static let limit = 100_000
 
     func add(_ jobs: [Job], until: Date) {
@@ -467,11 +484,13 @@ final class RemoteLeases: Sendable {
                 let now = Date()
                 leases = leases.filter { $0.value.until > now }
             }
-            for job in jobs where leases.count < Self.limit { leases[job.id] = (job, until) }
+            for job in jobs where leases.count < Self.limit {
+                leases[job.id] = Lease(tenant: job.tenant, queue: job.queue, runAt: job.runAt, startedAt: job.startedAt, until: until)
+            }
         }
     }
 
-    func take(_ id: JobID) -> Job? { table.withLock { $0.removeValue(forKey: id)?.job } }
+    func take(_ id: JobID) -> Lease? { table.withLock { $0.removeValue(forKey: id) } }
 }
 
 /// Kinds that remote workers named in their lease calls to this gateway, per queue: enqueues

@@ -30,6 +30,10 @@ extension PostgresJobStore {
             binds.append(before)
             conditions.append("seq < $\(binds.count)")
         }
+        if let tag = plan.tag {
+            binds.append(tag)
+            conditions.append("tags @> jsonb_build_array($\(binds.count)::text)")
+        }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let query = PostgresQuery(
             unsafeSQL: "SELECT \(PGRows.columns()), seq FROM spool_jobs \(whereClause) ORDER BY seq DESC LIMIT \(plan.fetchLimit)",

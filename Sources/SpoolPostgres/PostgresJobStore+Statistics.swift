@@ -5,7 +5,7 @@ import SpoolCore
 extension PostgresJobStore {
     // MARK: Queue statistics
 
-    public func recordQueueMinutes(_ rows: [QueueMinute], writer: String) async throws {
+    public func recordQueueMinutes(_ rows: [QueueMinute], writer: String, batch: String) async throws {
         guard !rows.isEmpty else { return }
         let logger = self.logger
         // One statement for every row: arrays per column, unnested.
@@ -16,10 +16,11 @@ extension PostgresJobStore {
         let runs = rows.map { "{" + $0.run.counts.map(String.init).joined(separator: ",") + "}" }
         try await autocommit { client in
             try await client.query("""
-                INSERT INTO spool_queue_minutes (tenant, queue, minute, writer, completed, failed, retried, wait, run)
-                SELECT t, q, m, \(writer), c, f, r, w::bigint[], u::bigint[]
+                INSERT INTO spool_queue_minutes (tenant, queue, minute, writer, batch, completed, failed, retried, wait, run)
+                SELECT t, q, m, \(writer), \(batch), c, f, r, w::bigint[], u::bigint[]
                 FROM unnest(\(tenants)::text[], \(queues)::text[], \(minutes)::bigint[], \(completed)::bigint[], \(failed)::bigint[],
                             \(retried)::bigint[], \(waits)::text[], \(runs)::text[]) AS x(t, q, m, c, f, r, w, u)
+                ON CONFLICT DO NOTHING
                 """, logger: logger).drain()
         }
     }

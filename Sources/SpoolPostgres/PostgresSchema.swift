@@ -140,12 +140,14 @@ enum PostgresSchema {
             // read). wait and run: histogram bucket counts.
             """
             CREATE TABLE spool_queue_minutes (
-                tenant text NOT NULL, queue text NOT NULL, minute bigint NOT NULL, writer text NOT NULL,
+                tenant text NOT NULL, queue text NOT NULL, minute bigint NOT NULL, writer text NOT NULL, batch text NOT NULL,
                 completed integer NOT NULL, failed integer NOT NULL, retried integer NOT NULL,
                 wait bigint[] NOT NULL, run bigint[] NOT NULL
             )
             """,
             "CREATE INDEX spool_queue_minutes_minute ON spool_queue_minutes (minute)",
+            // One flush of one writer is written once (a retried write after a timeout that committed).
+            "CREATE UNIQUE INDEX spool_queue_minutes_batch ON spool_queue_minutes (writer, batch, tenant, queue, minute)",
         ]),
     ]
 

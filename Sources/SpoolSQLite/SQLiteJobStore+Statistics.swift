@@ -5,15 +5,15 @@ import SpoolCore
 extension SQLiteJobStore {
     // MARK: Queue statistics
 
-    public func recordQueueMinutes(_ rows: [QueueMinute], writer writerID: String) async throws {
+    public func recordQueueMinutes(_ rows: [QueueMinute], writer writerID: String, batch: String) async throws {
         guard !rows.isEmpty else { return }
         try await writer.write(durable: false, atomic: true) { db, _ in
             let statement = try db.cachedStatement(sql: """
-                INSERT INTO queue_minutes (tenant, queue, minute, writer, completed, failed, retried, wait, run)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO queue_minutes (tenant, queue, minute, writer, batch, completed, failed, retried, wait, run)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             for row in rows {
-                try statement.execute(arguments: [row.tenant, row.queue, row.minute, writerID, row.completed, row.failed, row.retried,
+                try statement.execute(arguments: [row.tenant, row.queue, row.minute, writerID, batch, row.completed, row.failed, row.retried,
                                                   Self.histogramText(row.wait), Self.histogramText(row.run)])
             }
         }

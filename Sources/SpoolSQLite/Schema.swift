@@ -128,6 +128,7 @@ enum Schema {
                     queue TEXT NOT NULL,
                     minute INTEGER NOT NULL,          -- minutes since 1970
                     writer TEXT NOT NULL,
+                    batch TEXT NOT NULL,              -- one flush of one writer: written once
                     completed INTEGER NOT NULL,
                     failed INTEGER NOT NULL,
                     retried INTEGER NOT NULL,
@@ -135,6 +136,7 @@ enum Schema {
                     run TEXT NOT NULL
                 );
                 CREATE INDEX queue_minutes_minute ON queue_minutes(minute);
+                CREATE UNIQUE INDEX queue_minutes_batch ON queue_minutes(writer, batch, tenant, queue, minute);
                 """)
         }
         return migrator

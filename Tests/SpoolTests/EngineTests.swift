@@ -452,7 +452,9 @@ final class GatedCompletions: JobStore {
     func workers(tenant: String?) async throws -> [WorkerInfo] { try await base.workers(tenant: tenant) }
     func removeWorker(id: String) async throws { try await base.removeWorker(id: id) }
     func pruneWorkers(expiredBefore: Date) async throws -> Int { try await base.pruneWorkers(expiredBefore: expiredBefore) }
-    func recordQueueMinutes(_ rows: [QueueMinute], writer: String) async throws { try await base.recordQueueMinutes(rows, writer: writer) }
+    func recordQueueMinutes(_ rows: [QueueMinute], writer: String, batch: String) async throws {
+        try await base.recordQueueMinutes(rows, writer: writer, batch: batch)
+    }
     func queueMinutes(from: Int64, to: Int64, tenant: String?, queue: String?) async throws -> [QueueMinute] {
         try await base.queueMinutes(from: from, to: to, tenant: tenant, queue: queue)
     }

@@ -139,7 +139,7 @@ struct StoreContractTests {
         }
     }
 
-    @Test("queue statistics: rows from several writers are kept apart and merge on read; filters; pruning", arguments: StoreKind.allCases)
+    @Test("queue statistics: rows from several writers are kept apart and merge on read; a batch is written once; filters; pruning", arguments: StoreKind.allCases)
     func queueStatistics(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             var wait = LatencyHistogram(), run = LatencyHistogram()
@@ -152,9 +152,12 @@ struct StoreContractTests {
                 QueueMinute(tenant: "globex", queue: "q", minute: minute, completed: 7),
                 QueueMinute(tenant: "acme", queue: "other", minute: minute + 1, completed: 1),
                 QueueMinute(tenant: "acme", queue: "q", minute: minute - 30, completed: 100),
-            ], writer: "p1")
-            try await store.recordQueueMinutes([QueueMinute(tenant: "acme", queue: "q", minute: minute, completed: 3, wait: wait)], writer: "p2")
-            try await store.recordQueueMinutes([], writer: "p3")
+            ], writer: "p1", batch: "b1")
+            let second = [QueueMinute(tenant: "acme", queue: "q", minute: minute, completed: 3, wait: wait)]
+            try await store.recordQueueMinutes(second, writer: "p2", batch: "b1")
+            // The same batch again (a retried write that had committed): ignored.
+            try await store.recordQueueMinutes(second, writer: "p2", batch: "b1")
+            try await store.recordQueueMinutes([], writer: "p3", batch: "b1")
 
             let acme = try await store.queueMinutes(from: minute, to: minute + 2, tenant: "acme", queue: "q")
             #expect(acme.count == 2 && acme.map(\.completed).sorted() == [3, 5], "each writer's row is kept")
@@ -496,6 +499,18 @@ struct StoreContractTests {
             await expectSpoolError({ if case .invalid(field: "cursor", _) = $0 { true } else { false } }) {
                 _ = try await store.list(JobFilter(cursor: "not-a-cursor"))
             }
+            // By tag (JSON in both stores) and by idempotency key.
+            var tagged = NewJob(queue: "tags", kind: "k", idempotencyKey: "order-42")
+            tagged.tags = ["nightly", "eu"]
+            var other = NewJob(queue: "tags", kind: "k")
+            other.tags = ["nightly-2"]
+            let defaults = ["tags": JobDefaults(maxAttempts: 1, timeout: .seconds(60))]
+            let written = try await store.enqueue([tagged, other], defaults: defaults, depthLimits: [:])
+            #expect(try await store.list(JobFilter(tag: "eu")).jobs.map(\.id) == [written[0].job.id])
+            #expect(try await store.list(JobFilter(tag: "nightly")).jobs.map(\.id) == [written[0].job.id])
+            #expect(try await store.list(JobFilter(queue: "tags", tag: "night")).jobs.isEmpty)
+            #expect(try await store.list(JobFilter(idempotencyKey: "order-42")).jobs.map(\.id) == [written[0].job.id])
+            #expect(try await store.list(JobFilter(tenant: "someone-else", idempotencyKey: "order-42")).jobs.isEmpty)
         }
     }
 

@@ -76,9 +76,11 @@ def click(driver, css):
 
 def log_in(driver, server, token):
     driver.get(server.url + "/dashboard/")
-    logout = find(driver, "#logout")
-    if logout is not None and logout.is_displayed():
-        logout.click()
+    # The page asks for its session first: then it shows either the login form or who is in.
+    state = wait(driver, lambda d: "form" if find(d, "#token") else ("in" if "live" in text(d, "#live") else None),
+                 message="the login form or a session")
+    if state == "in":
+        click(driver, "#logout")
     field = wait(driver, lambda d: find(d, "#token"), message="the login form")
     field.send_keys(token)
     click(driver, "#login")
@@ -101,7 +103,8 @@ def test_login_live_jobs_and_failed_job_detail(server, chrome):
     wait(chrome, lambda d: find(d, "form.filters"), message="the jobs page")
     # Enqueued over the API: the row appears without a reload.
     job_id = enqueue(server, {"kind": "demo.flaky", "payload": {"always": True}, "max_attempts": 2, "tags": ["browser"]})
-    wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), message="the new job's row")
+    # Within 5 s: sooner than the page's 10-second re-read, so only the event stream can do it.
+    wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), timeout=5, message="the new job's row")
     DOCS.mkdir(exist_ok=True)
     # Its detail page lists every attempt's error once it failed for good.
     deadline = time.monotonic() + 30
@@ -221,6 +224,10 @@ def test_session_cookie_csrf_and_headers(server):
         accepted = client.post("/v1/jobs", json={"kind": "demo.sleep", "payload": {"seconds": 0}},
                                headers={"X-CSRF-Token": session["csrf_token"]})
         assert accepted.status_code == 202
+        # Two session cookies (one planted by a neighbouring site): neither is used.
+        planted = httpx.get(server.url + "/v1/jobs", timeout=10, headers={
+            "Cookie": f"spool_session=planted; spool_session={login.cookies['spool_session']}"})
+        assert planted.status_code == 401
         # Another site's page cannot use the cookie (the cross-site guard), even with a token.
         assert client.post("/v1/jobs", json={"kind": "demo.sleep"}, headers={
             "X-CSRF-Token": session["csrf_token"], "Origin": "https://evil.example"}).status_code == 403

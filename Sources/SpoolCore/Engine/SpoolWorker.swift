@@ -63,6 +63,8 @@ public final class SpoolWorker: Service, Sendable {
         } onGracefulShutdown: {
             self.stop()
         }
+        // Jobs that finished during the grace period, after the writer's last round.
+        await statisticsWriter.flush()
         await registration.remove()
         spool.logger.info("workers stopped")
     }

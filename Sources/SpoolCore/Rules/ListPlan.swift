@@ -7,13 +7,15 @@ public struct ListPlan: Sendable, Equatable {
     public var equalities: [Equality]
     /// Only jobs before this position (the previous page's cursor).
     public var before: Int64?
+    /// Only jobs whose tags hold this one (the stores render it their own way: tags are JSON).
+    public var tag: String?
     /// Jobs per page.
     public var pageSize: Int
     /// Rows to fetch: one more than a page, to know whether another page follows.
     public var fetchLimit: Int { pageSize + 1 }
 
     public struct Equality: Sendable, Equatable {
-        /// `tenant`, `queue`, `state` or `kind`: the same column name in both stores.
+        /// `tenant`, `queue`, `state`, `kind` or `idempotency_key`: the same column name in both stores.
         public var column: String
         public var value: String
     }
@@ -26,6 +28,8 @@ public struct ListPlan: Sendable, Equatable {
         if let queue = filter.queue { equalities.append(Equality(column: "queue", value: queue)) }
         if let state = filter.state { equalities.append(Equality(column: "state", value: state.rawValue)) }
         if let kind = filter.kind { equalities.append(Equality(column: "kind", value: kind)) }
+        if let key = filter.idempotencyKey { equalities.append(Equality(column: "idempotency_key", value: key)) }
+        tag = filter.tag
         if let cursor = filter.cursor {
             guard let seq = Int64(cursor), seq > 0 else {
                 throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page")

@@ -46,22 +46,6 @@ public final class QueueStatistics: Sendable {
         }
     }
 
-    /// Puts rows back (a write that failed is tried again at the next flush).
-    public func restore(_ returned: [QueueMinute]) {
-        table.withLock { rows in
-            for row in returned {
-                let key = Key(tenant: row.tenant, queue: row.queue, minute: row.minute)
-                guard var existing = rows[key] else {
-                    if rows.count < Self.limit { rows[key] = row }
-                    continue
-                }
-                existing.completed += row.completed; existing.failed += row.failed; existing.retried += row.retried
-                existing.wait.merge(row.wait); existing.run.merge(row.run)
-                rows[key] = existing
-            }
-        }
-    }
-
     /// The rows not written yet (to merge into a read of the store's).
     public var pending: [QueueMinute] { table.withLock { Array($0.values) } }
 }

@@ -28,6 +28,9 @@ public final class StatisticsWriter: Service, Sendable {
         await flusher.run(interval: interval, wait: { [bell] in await bell.wait(timeout: $0) }, stopped: { self.stopped.withLock { $0 } })
     }
 
+    /// Writes what was counted since the last write.
+    public func flush() async { await flusher.flush() }
+
     /// Writes what is left and returns from ``run()``.
     public func stop() {
         stopped.withLock { $0 = true }

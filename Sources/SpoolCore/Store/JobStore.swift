@@ -121,8 +121,9 @@ public protocol JobStore: Sendable {
 
     // MARK: Queue statistics
 
-    /// Adds rows of figures per queue and minute that one process (`writer`) counted.
-    func recordQueueMinutes(_ rows: [QueueMinute], writer: String) async throws
+    /// Adds rows of figures per queue and minute that one process (`writer`) counted, as one
+    /// `batch`: a batch written again (after a write that timed out but committed) is ignored.
+    func recordQueueMinutes(_ rows: [QueueMinute], writer: String, batch: String) async throws
 
     /// Every process's rows for minutes `from ..< to`, of one tenant (`nil`: all) and one queue
     /// (`nil`: all); a reader merges them (``StatsBucket/merge(_:from:count:minutes:)``).
@@ -252,13 +253,19 @@ public struct JobFilter: Sendable, Hashable {
     public var queue: String?
     public var state: JobState?
     public var kind: String?
+    /// Only jobs carrying this tag.
+    public var tag: String?
+    /// Only the job of this idempotency key (one per tenant).
+    public var idempotencyKey: String?
     /// At most 1000.
     public var limit: Int
     /// The `nextCursor` of the previous page.
     public var cursor: String?
 
-    public init(tenant: String? = nil, queue: String? = nil, state: JobState? = nil, kind: String? = nil, limit: Int = 50, cursor: String? = nil) {
+    public init(tenant: String? = nil, queue: String? = nil, state: JobState? = nil, kind: String? = nil, tag: String? = nil,
+                idempotencyKey: String? = nil, limit: Int = 50, cursor: String? = nil) {
         self.tenant = tenant; self.queue = queue; self.state = state; self.kind = kind
+        self.tag = tag; self.idempotencyKey = idempotencyKey
         self.limit = limit; self.cursor = cursor
     }
 }

@@ -3,7 +3,8 @@ import HTTPTypes
 import Hummingbird
 import SpoolCore
 
-/// The operator's dashboard: static files compiled into the binary (`DashboardFiles/`), served
+/// The operator's dashboard: static files shipped with the binary as SwiftPM resources
+/// (`DashboardFiles/`, see ``Resources``), served
 /// at `/dashboard/` under a Content-Security-Policy that allows only its own script and style;
 /// and `/v1/session`, where the page trades an API token for a session cookie.
 struct DashboardRoutes {
@@ -18,7 +19,7 @@ struct DashboardRoutes {
         var files: [String: (Data, String)] = [:]
         let types = ["html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8",
                      "svg": "image/svg+xml", "png": "image/png", "txt": "text/plain; charset=utf-8"]
-        guard let folder = Bundle.module.url(forResource: "DashboardFiles", withExtension: nil),
+        guard let folder = Resources.bundle?.url(forResource: "DashboardFiles", withExtension: nil),
               let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return files }
         for name in names {
             guard let type = types[(name as NSString).pathExtension], let data = try? Data(contentsOf: folder.appendingPathComponent(name)) else { continue }
@@ -35,6 +36,7 @@ struct DashboardRoutes {
     }
 
     static func file(_ name: String) throws -> Response {
+        guard !files.isEmpty else { throw Problem(.serviceUnavailable, type: "unavailable", title: "The dashboard is not installed", detail: Resources.missing) }
         guard let (data, type) = files[name] else { throw Problem.notFound("no such dashboard file") }
         return Response(status: .ok, headers: [
             .contentType: type, .cacheControl: "no-cache", .contentSecurityPolicy: contentSecurityPolicy,

@@ -25,6 +25,9 @@ final class Sessions: Sendable {
     static let lifetime: TimeInterval = 12 * 3600
     /// Past this many live sessions the oldest are dropped (a login flood cannot grow memory).
     static let limit = 10_000
+    /// Past this many live sessions of one token its oldest are dropped (one token's logins
+    /// cannot push everyone else's sessions out).
+    static let limitPerToken = 100
 
     private let table = Mutex<[String: Session]>([:])
 
@@ -35,6 +38,12 @@ final class Sessions: Sendable {
         table.withLock { sessions in
             let now = Date()
             sessions = sessions.filter { $0.value.expires > now }
+            let same = sessions.filter { $0.value.principal.name == principal.name && $0.value.principal.tenant == principal.tenant }
+            if same.count >= Self.limitPerToken {
+                for (old, _) in same.sorted(by: { $0.value.expires < $1.value.expires }).prefix(same.count - Self.limitPerToken + 1) {
+                    sessions.removeValue(forKey: old)
+                }
+            }
             if sessions.count >= Self.limit {
                 for (old, _) in sessions.sorted(by: { $0.value.expires < $1.value.expires }).prefix(sessions.count - Self.limit + 1) {
                     sessions.removeValue(forKey: old)
@@ -65,14 +74,17 @@ final class Sessions: Sendable {
         return (id, session)
     }
 
+    /// The session cookie's value; `nil` when there is none or more than one (a cookie planted
+    /// for the parent domain or another path by a neighbouring site must not choose the session).
     static func cookie(in request: Request) -> String? {
+        var found: [String] = []
         for header in request.headers[values: .cookie] {
             for pair in header.split(separator: ";") {
                 let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-                if parts.count == 2, parts[0] == cookieName, !parts[1].isEmpty { return parts[1] }
+                if parts.count == 2, parts[0] == cookieName, !parts[1].isEmpty { found.append(parts[1]) }
             }
         }
-        return nil
+        return found.count == 1 ? found[0] : nil
     }
 
     /// The `Set-Cookie` value: the session, or (`id` nil) one that clears it.

@@ -185,7 +185,9 @@ function setLive(text, on) {
 /** The event feed. EventSource resumes with Last-Event-ID by itself after a drop. */
 function startEvents() {
   stopEvents();
-  const source = new EventSource('/v1/events');
+  // A stream made anew (after one that closed) resumes after the last event seen; the
+  // browser's own reconnects send Last-Event-ID by themselves.
+  const source = new EventSource(app.lastEventId ? `/v1/events?last_event_id=${encodeURIComponent(app.lastEventId)}` : '/v1/events');
   app.events = source;
   source.addEventListener('open', () => {
     app.opened += 1;
@@ -197,6 +199,7 @@ function startEvents() {
     if (source.readyState === EventSource.CLOSED) setTimeout(() => { if (app.events === source && app.session) startEvents(); }, 3000);
   });
   const onEvent = (message) => {
+    if (message.lastEventId) app.lastEventId = message.lastEventId;
     let event;
     try { event = JSON.parse(message.data); } catch (e) { return; }
     if (event && message.type) refreshSoon(false);
@@ -212,12 +215,13 @@ function stopEvents() {
 
 /**
  * Asks the current view to refresh. Events arrive by the thousand: refreshes are coalesced to
- * at most one a second (an action the user took refreshes at once).
+ * at most one a second, or the view's own `every` (an action the user took refreshes at once).
  */
 function refreshSoon(now) {
   app.refreshWanted = true;
   if (app.refreshing) return;
-  const wait = now ? 0 : Math.max(0, 1000 - (Date.now() - app.lastRefresh));
+  const every = (app.view && app.view.every) || 1000;
+  const wait = now ? 0 : Math.max(0, every - (Date.now() - app.lastRefresh));
   clearTimeout(app.refreshTimer);
   app.refreshTimer = setTimeout(runRefresh, wait);
 }
@@ -297,12 +301,7 @@ function simpleView(title, load) {
 
 function overviewView() {
   return simpleView('Overview', async () => {
-    // The charts change by the minute: read them every 10 s at most, however busy the stream.
-    if (!app.stats || Date.now() - app.stats.at > 10000) {
-      const [hour, day] = await Promise.all([api('GET', '/v1/stats?window=hour'), api('GET', '/v1/stats?window=day')]);
-      app.stats = { at: Date.now(), hour, day };
-    }
-    const { hour, day } = app.stats;
+    const [hour, day] = await Promise.all([hourlyStats(), dailyStats()]);
     const { queues } = await api('GET', '/v1/queues');
     const totals = Object.fromEntries(STATES.map((s) => [s, 0]));
     for (const q of queues) for (const s of STATES) totals[s] += q.counts[s] || 0;
@@ -315,10 +314,22 @@ function overviewView() {
       h('div', { class: 'panel' }, h('h2', {}, 'Throughput, last day (per 15 minutes)'), throughputChart(day.buckets, 'day'),
         h('h2', {}, 'Latency, last day (ms, log scale)'), latencyChart(day.buckets)),
       h('h2', {}, 'Queues'),
-      queueTable(queues, false),
+      queueTable(queues, false, hour.queues),
     ];
   });
 }
+
+/** The figures change by the minute: each window is read every 10 s at most, however busy the stream. */
+async function cachedStats(window) {
+  app.stats = app.stats || {};
+  const cached = app.stats[window];
+  if (cached && Date.now() - cached.at < 10000) return cached.value;
+  const value = await api('GET', `/v1/stats?window=${window}`);
+  app.stats[window] = { at: Date.now(), value };
+  return value;
+}
+const hourlyStats = () => cachedStats('hour');
+const dailyStats = () => cachedStats('day');
 
 /** Completed (green) and failed (red) bars, one per bucket. */
 function throughputChart(buckets, id) {
@@ -362,7 +373,8 @@ function latencyChart(buckets) {
 
 // ---- Queues ----------------------------------------------------------------------------
 
-function queueTable(queues, withActions) {
+/** `hourly`: each queue's completed and failed jobs over the last hour (GET /v1/stats). */
+function queueTable(queues, withActions, hourly) {
   const rows = queues.map((q) => h('tr', { 'data-queue': q.name },
     h('td', {}, h('a', { href: `#/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
     h('td', {}, q.paused ? h('span', { class: 'lost' }, 'paused') : 'running'),
@@ -370,6 +382,7 @@ function queueTable(queues, withActions) {
     h('td', { class: 'num' }, q.running), h('td', { class: 'num' }, q.counts.failed),
     h('td', { class: 'num hide-narrow' }, q.counts.completed),
     h('td', { class: 'num' }, age(q.oldest_pending_age_seconds)),
+    h('td', { class: 'num hide-narrow' }, hourly ? `${(hourly[q.name] || {}).completed || 0} / ${(hourly[q.name] || {}).failed || 0}` : '–'),
     h('td', { class: 'num hide-narrow' }, q.concurrency),
     h('td', { class: 'num hide-narrow' }, q.depth_limit === null || q.depth_limit === undefined ? '–' : q.depth_limit.toLocaleString()),
     withActions && isAdmin() ? h('td', {}, queueActions(q)) : null));
@@ -377,6 +390,7 @@ function queueTable(queues, withActions) {
     h('thead', {}, h('tr', {}, h('th', {}, 'queue'), h('th', {}, 'status'), h('th', { class: 'num' }, 'pending'),
       h('th', { class: 'num' }, 'scheduled'), h('th', { class: 'num' }, 'running'), h('th', { class: 'num' }, 'failed'),
       h('th', { class: 'num hide-narrow' }, 'completed'), h('th', { class: 'num' }, 'oldest waiting'),
+      h('th', { class: 'num hide-narrow', title: 'completed / failed in the last hour' }, 'last hour'),
       h('th', { class: 'num hide-narrow' }, 'concurrency'), h('th', { class: 'num hide-narrow' }, 'depth limit'),
       withActions && isAdmin() ? h('th', {}, 'actions') : null)),
     h('tbody', {}, rows)));
@@ -402,8 +416,8 @@ function queueActions(q) {
 
 function queuesView() {
   return simpleView('Queues', async () => {
-    const { queues } = await api('GET', '/v1/queues');
-    return [queueTable(queues, true), isAdmin() ? null : h('p', { class: 'muted' }, 'Queue control needs an admin token.')];
+    const [{ queues }, hour] = await Promise.all([api('GET', '/v1/queues'), hourlyStats()]);
+    return [queueTable(queues, true, hour.queues), isAdmin() ? null : h('p', { class: 'muted' }, 'Queue control needs an admin token.')];
   });
 }
 
@@ -411,7 +425,8 @@ function queuesView() {
 
 function jobsView() {
   const query = params();
-  const filters = { queue: query.get('queue') || '', state: query.get('state') || '', kind: query.get('kind') || '', tenant: query.get('tenant') || '' };
+  const filters = { queue: query.get('queue') || '', state: query.get('state') || '', kind: query.get('kind') || '',
+    tag: query.get('tag') || '', idempotency_key: query.get('idempotency_key') || '', tenant: query.get('tenant') || '' };
   const cursors = [null];      // the cursor of each page seen, for "previous"
   let page = 0;
   const selected = new Set();
@@ -421,17 +436,21 @@ function jobsView() {
   const stateSelect = h('select', { name: 'state' }, h('option', { value: '' }, 'any'),
     STATES.map((s) => h('option', { value: s, selected: filters.state === s }, s)));
   const kindInput = h('input', { name: 'kind', value: filters.kind, placeholder: 'any', size: 14 });
+  const tagInput = h('input', { name: 'tag', value: filters.tag, placeholder: 'any', size: 10 });
+  const keyInput = h('input', { name: 'idempotency_key', value: filters.idempotency_key, placeholder: 'any', size: 14 });
   const tenantInput = isAdmin() ? h('input', { name: 'tenant', value: filters.tenant, placeholder: 'any', size: 10 }) : null;
   const search = h('input', { name: 'id', placeholder: 'job id', size: 38, 'aria-label': 'Go to a job by id' });
   const form = h('form', { class: 'filters', onsubmit: (event) => {
     event.preventDefault();
     const q = new URLSearchParams();
-    for (const [key, input] of [['queue', queueInput], ['state', stateSelect], ['kind', kindInput], ['tenant', tenantInput]]) {
+    for (const [key, input] of [['queue', queueInput], ['state', stateSelect], ['kind', kindInput], ['tag', tagInput],
+      ['idempotency_key', keyInput], ['tenant', tenantInput]]) {
       if (input && input.value.trim()) q.set(key, input.value.trim());
     }
     location.hash = `#/jobs${q.toString() ? `?${q}` : ''}`;
   } },
     field('queue', 'Queue', queueInput), field('state', 'State', stateSelect), field('kind', 'Kind', kindInput),
+    field('tag', 'Tag', tagInput), field('idempotency_key', 'Idempotency key', keyInput),
     tenantInput ? field('tenant', 'Tenant', tenantInput) : null,
     h('button', { type: 'submit' }, 'Filter'));
   const goto = h('form', { class: 'filters', onsubmit: (event) => {
@@ -479,7 +498,10 @@ function jobsView() {
         h('tbody', {}, rows))) : h('p', { class: 'muted' }, 'No jobs match.'),
       h('div', { class: 'pager' }, previous, h('span', { class: 'muted' }, `page ${page + 1}`), next));
   };
+  // A filtered listing may scan many rows: read it again every 5 s at most.
+  const filtered = Object.values(filters).some(Boolean);
   return {
+    every: filtered ? 5000 : 1000,
     el: h('section', {}, h('h1', {}, 'Jobs'), form, goto, bulkBar, body),
     refresh: async () => {
       try { await load(); } catch (e) { if (e.status !== 401) body.replaceChildren(h('p', { class: 'error' }, e.message)); }
@@ -541,9 +563,9 @@ function jobView(id) {
       h('ul', { class: 'timeline' }, timeline.map(([what, at]) => h('li', {}, `${when(at)} — ${what}`))),
       h('h2', {}, 'Webhook deliveries'),
       deliveries && deliveries.length ? h('div', { class: 'scroll' }, h('table', {},
-        h('thead', {}, h('tr', {}, h('th', {}, 'event'), h('th', {}, 'url'), h('th', {}, 'state'), h('th', {}, 'attempts'))),
+        h('thead', {}, h('tr', {}, h('th', {}, 'event'), h('th', {}, 'url'), h('th', {}, 'status'), h('th', {}, 'attempts'))),
         h('tbody', {}, deliveries.map((d) => h('tr', {}, h('td', {}, d.event || ''), h('td', { class: 'mono' }, d.url || ''),
-          h('td', {}, d.state || ''), h('td', {}, (d.attempts || []).map((a) => h('div', {},
+          h('td', {}, d.status || ''), h('td', {}, (d.attempts || []).map((a) => h('div', {},
             `${when(a.at)}: ${a.status_code || ''} ${a.error || ''} ${a.duration_ms !== undefined ? `(${a.duration_ms} ms)` : ''}`))))))))
         : h('p', { class: 'muted' }, deliveries ? 'None.' : 'Not available.'),
     ];
@@ -553,6 +575,10 @@ function jobView(id) {
 // ---- Dead letters ----------------------------------------------------------------------
 
 function deadView() {
+  return Object.assign(deadLetters(), { every: 10000 });  // 1,000 jobs per read: not on every event
+}
+
+function deadLetters() {
   return simpleView('Dead letters', async () => {
     const { jobs, next_cursor } = await api('GET', '/v1/jobs?state=failed&limit=1000');
     const groups = new Map();
