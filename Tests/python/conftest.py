@@ -54,9 +54,10 @@ def spool_binary() -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=()):
+def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=(), tokens: str | None = TOKENS):
     """`spool serve` on `workdir/spool.sqlite` (kept between runs on one workdir), on `port`
-    (a free one when 0), until the block ends (SIGTERM)."""
+    (a free one when 0), with `tokens` (SPOOL_TOKENS; None: token-less, loopback only), until
+    the block ends (SIGTERM)."""
     binary = spool_binary()
     port = port or free_port()
     args = [str(binary), "serve", "--database", str(workdir / "spool.sqlite"),
@@ -65,7 +66,8 @@ def spool_server(workdir: pathlib.Path, port: int = 0, extra_args=()):
     if "--demo-jobs" in subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout:
         args.append("--demo-jobs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
-    env["SPOOL_TOKENS"] = TOKENS
+    if tokens:
+        env["SPOOL_TOKENS"] = tokens
     log = workdir / "spool.log"
     with open(log, "ab") as out:
         # cwd: the temp dir, so that no ./spool.yaml of the developer's is read.

@@ -12,7 +12,7 @@ import pytest
 
 import subprocess
 
-from conftest import ADMIN, CLIENT, OTHER, ROOT, skip_or_fail, spool_binary, spool_server
+from conftest import ADMIN, CLIENT, OTHER, ROOT, free_port, skip_or_fail, spool_binary, spool_server
 
 pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -200,6 +200,22 @@ def test_jobs_page_with_a_million_finished_jobs(tmp_path, chrome):
         timings.sort()
         print(f"jobs page first paint with 1,000,000 finished jobs: median {timings[1]:.3f} s ({', '.join(f'{t:.3f}' for t in timings)})")
         assert timings[1] < 1.0, timings
+
+
+def test_a_dropped_stream_reconnects_and_says_so(tmp_path, chrome):
+    # Token-less (no login; sessions would not survive the restart): the page follows the
+    # stream, the server restarts on the same port and database, the page says it reconnected
+    # and resumed, and a job enqueued after the restart appears without a reload.
+    port = free_port()
+    with spool_server(tmp_path, port=port, tokens=None) as local:
+        chrome.get(local.url + "/dashboard/#/jobs")
+        wait(chrome, lambda d: text(d, "#live") == "live", message="the live stream")
+        assert find(chrome, "#token") is None and "no tokens" in text(chrome, "#who")
+    wait(chrome, lambda d: "reconnecting" in text(d, "#live"), message="the page noticing the drop")
+    with spool_server(tmp_path, port=port, tokens=None) as local:
+        wait(chrome, lambda d: "reconnected" in text(d, "#live"), timeout=30, message="the page reconnecting")
+        job_id = enqueue(local, {"kind": "demo.sleep", "payload": {"seconds": 0}})
+        wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), timeout=5, message="a job after the restart")
 
 
 def test_session_cookie_csrf_and_headers(server):
