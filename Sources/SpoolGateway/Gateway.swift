@@ -88,7 +88,7 @@ public struct Gateway: Sendable {
         "GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
         "POST /v1/jobs", "POST /v1/jobs/batch", "GET /v1/jobs", "GET /v1/jobs/{id}",
         "POST /v1/jobs/{id}/cancel", "POST /v1/jobs/{id}/retry", "DELETE /v1/jobs/{id}",
-        "GET /v1/jobs/{id}/events", "GET /v1/events", "GET /v1/ws",
+        "GET /v1/jobs/{id}/events", "GET /v1/events", "GET /v1/events/summary", "GET /v1/ws",
         "GET /v1/jobs/{id}/deliveries", "GET /v1/webhooks/secret",
         "GET /v1/queues", "GET /v1/queues/{name}", "POST /v1/queues/{name}/pause",
         "POST /v1/queues/{name}/resume", "POST /v1/queues/{name}/retry-failed", "POST /v1/queues/{name}/purge", "GET /v1/kinds",
@@ -135,6 +135,7 @@ public struct Gateway: Sendable {
         KindRoutes(gateway: self).register(on: api)
         StatsRoutes(gateway: self).register(on: api)
         EventRoutes(gateway: self).register(on: api)
+        EventSummaryRoutes(gateway: self).register(on: api)
         WebhookRoutes(gateway: self).register(on: api)
         WorkerRoutes(gateway: self).register(on: api)
         WorkerRegistryRoutes(gateway: self).register(on: api)

@@ -218,6 +218,27 @@ def test_a_dropped_stream_reconnects_and_says_so(tmp_path, chrome):
         wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), timeout=5, message="a job after the restart")
 
 
+def test_the_summary_stream_counts_what_changed(server):
+    # What the page listens to: one message per interval at most, counting events per queue.
+    with httpx.Client(base_url=server.url, timeout=httpx.Timeout(10, read=15)) as client:
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        assert client.get("/v1/events/summary?interval_ms=5", headers=headers).status_code == 422
+        with client.stream("GET", "/v1/events/summary?interval_ms=300&queue=default", headers=headers) as stream:
+            for _ in range(5):
+                enqueue(server, {"kind": "demo.sleep", "payload": {"seconds": 0}})
+            summaries, deadline = [], time.monotonic() + 10
+            data = None
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    summaries.append(json.loads(line[6:]))
+                    data = summaries[-1]
+                if sum(s["queues"].get("default", {}).get("completed", 0) for s in summaries) >= 5 or time.monotonic() > deadline:
+                    break
+        assert data is not None, "no summary"
+        assert sum(s["queues"]["default"].get("completed", 0) for s in summaries if "default" in s["queues"]) >= 5, summaries
+        assert all(s["events"] == sum(sum(v.values()) for v in s["queues"].values()) for s in summaries)
+
+
 def test_session_cookie_csrf_and_headers(server):
     with httpx.Client(base_url=server.url, timeout=10) as client:
         page = client.get("/dashboard/")

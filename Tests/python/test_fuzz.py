@@ -24,6 +24,8 @@ CONFIG = {
         # and fewer times, since every example waits out that timeout.
         {"include-path": "/v1/events", "request-timeout": 0.5, "max-stream-events": 1,
          "generation": {"max-examples": 20}},
+        {"include-path": "/v1/events/summary", "request-timeout": 0.5, "max-stream-events": 1,
+         "generation": {"max-examples": 20}},
         # A job's stream stays open until the job ends (and fuzzed jobs are never run).
         {"include-path": "/v1/jobs/{id}/events", "request-timeout": 0.5, "max-stream-events": 2},
     ],

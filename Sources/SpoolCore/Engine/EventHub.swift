@@ -77,7 +77,65 @@ public final class EventHub: Sendable {
         _ = subscribers.withLock { $0.removeValue(forKey: key) }
     }
 
+    /// Counts of the events that match a filter, taken by the reader when it wants them (a
+    /// page that only needs to know what changed): no stream, no task per event.
+    public final class Tally: Sendable {
+        /// What happened since the last ``take()``.
+        public struct Counts: Sendable {
+            public var events = 0
+            /// The `seq` of the last event counted.
+            public var lastSeq: Int64 = 0
+            /// Queue → the state entered (or the event's type: `progress`, `deleted`) → events.
+            public var queues: [String: [String: Int]] = [:]
+        }
+
+        fileprivate let filter: EventFilter
+        private let counts = Mutex(Counts())
+        private let onEnd: @Sendable () -> Void
+
+        fileprivate init(filter: EventFilter, onEnd: @escaping @Sendable () -> Void) {
+            self.filter = filter
+            self.onEnd = onEnd
+        }
+
+        fileprivate func count(_ events: [JobEvent]) {
+            counts.withLock { counts in
+                for event in events where filter.matches(event) {
+                    counts.events += 1
+                    counts.lastSeq = max(counts.lastSeq, event.seq)
+                    counts.queues[event.queue, default: [:]][event.state?.rawValue ?? event.type.rawValue, default: 0] += 1
+                }
+            }
+        }
+
+        /// The counts since the last call (they start again from zero).
+        public func take() -> Counts {
+            counts.withLock { counts in
+                defer { counts = Counts(lastSeq: counts.lastSeq) }
+                return counts
+            }
+        }
+
+        /// Stops counting.
+        public func cancel() { onEnd() }
+    }
+
+    private let tallies = Mutex<[ObjectIdentifier: Tally]>([:])
+
+    /// Counts the events that match `filter` until ``Tally/cancel()``.
+    public func tally(_ filter: EventFilter) -> Tally {
+        let holder = Mutex<ObjectIdentifier?>(nil)
+        let tally = Tally(filter: filter) { [weak self] in
+            if let key = holder.withLock({ $0 }) { _ = self?.tallies.withLock { $0.removeValue(forKey: key) } }
+        }
+        let key = ObjectIdentifier(tally)
+        holder.withLock { $0 = key }
+        tallies.withLock { $0[key] = tally }
+        return tally
+    }
+
     private func publish(_ events: [JobEvent]) {
+        for tally in tallies.withLock({ Array($0.values) }) { tally.count(events) }
         let current = subscribers.withLock { Array($0.values) }
         for subscription in current {
             let filter = subscription.filter.withLock { $0 }

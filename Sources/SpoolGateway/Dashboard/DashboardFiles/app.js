@@ -185,27 +185,22 @@ function setLive(text, on) {
 /** The event feed. EventSource resumes with Last-Event-ID by itself after a drop. */
 function startEvents() {
   stopEvents();
-  // A stream made anew (after one that closed) resumes after the last event seen; the
-  // browser's own reconnects send Last-Event-ID by themselves.
-  const source = new EventSource(app.lastEventId ? `/v1/events?last_event_id=${encodeURIComponent(app.lastEventId)}` : '/v1/events');
+  // The summary stream: at most one message a second saying what changed (the page reads its
+  // data again then), however many thousands of events a second flow.
+  const source = new EventSource('/v1/events/summary');
   app.events = source;
   source.addEventListener('open', () => {
     app.opened += 1;
-    setLive(app.opened > 1 ? 'live (reconnected, resumed)' : 'live', true);
+    setLive(app.opened > 1 ? 'live (reconnected)' : 'live', true);
+    // What happened while the stream was down is read from the API, not replayed.
+    if (app.opened > 1) refreshSoon(true);
   });
   source.addEventListener('error', () => {
     setLive('reconnecting…', false);
     // A closed stream (401 after a session ended) does not come back by itself.
     if (source.readyState === EventSource.CLOSED) setTimeout(() => { if (app.events === source && app.session) startEvents(); }, 3000);
   });
-  const onEvent = (message) => {
-    if (message.lastEventId) app.lastEventId = message.lastEventId;
-    let event;
-    try { event = JSON.parse(message.data); } catch (e) { return; }
-    if (event && message.type) refreshSoon(false);
-  };
-  source.addEventListener('state', onEvent);
-  source.addEventListener('progress', onEvent);
+  source.addEventListener('summary', () => refreshSoon(false));
 }
 
 function stopEvents() {
