@@ -35,11 +35,14 @@ struct EventSummaryRoutes {
             }
             let every = interval
             let filter = EventFilter(tenant: principal.tenantFilter, queues: query["queue"].map { [String($0)] })
-            // Counted as the hub publishes (no stream and no task per event), read once per interval.
-            let tally = gateway.events.tally(filter)
+            let hub = gateway.events
             let keepAlive = gateway.configuration.keepAlive
             let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                // Counted as the hub publishes (no stream and no task per event), read once per
+                // interval. Made here, not in the handler: a body that never runs (the client
+                // left before the head was written) must not leave a tally behind.
+                let tally = hub.tally(filter)
                 defer { tally.cancel() }
                 // Ends on graceful shutdown (the client reconnects elsewhere), like the full feed.
                 let stopping = Doorbell(), stopped = Atomic<Bool>(false)

@@ -6,8 +6,11 @@ import Foundation
 /// instead, and the routes that need the files say so.
 enum Resources {
     static let bundle: Bundle? = {
-        let beside = Bundle.main.bundleURL.appendingPathComponent("Spool_SpoolGateway.resources").path
-        if FileManager.default.fileExists(atPath: beside) { return Bundle(path: beside) }
+        // (`.resources` on Linux, `.bundle` on macOS.)
+        for name in ["Spool_SpoolGateway.resources", "Spool_SpoolGateway.bundle"] {
+            let beside = Bundle.main.bundleURL.appendingPathComponent(name).path
+            if FileManager.default.fileExists(atPath: beside) { return Bundle(path: beside) }
+        }
         // Run from the build folder (tests, `swift run`): SwiftPM's accessor knows where it is.
         if CommandLine.arguments.first?.contains("/.build/") == true { return Bundle.module }
         return nil

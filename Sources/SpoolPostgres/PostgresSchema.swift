@@ -148,6 +148,9 @@ enum PostgresSchema {
             "CREATE INDEX spool_queue_minutes_minute ON spool_queue_minutes (minute)",
             // One flush of one writer is written once (a retried write after a timeout that committed).
             "CREATE UNIQUE INDEX spool_queue_minutes_batch ON spool_queue_minutes (writer, batch, tenant, queue, minute)",
+            // Finding jobs by idempotency key across tenants, and by tag (operators, the dashboard).
+            "CREATE INDEX spool_jobs_idempotency_key ON spool_jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+            "CREATE INDEX spool_jobs_tags ON spool_jobs USING gin (tags jsonb_path_ops)",
         ]),
     ]
 

@@ -137,6 +137,8 @@ enum Schema {
                 );
                 CREATE INDEX queue_minutes_minute ON queue_minutes(minute);
                 CREATE UNIQUE INDEX queue_minutes_batch ON queue_minutes(writer, batch, tenant, queue, minute);
+                -- Finding a job by its idempotency key across tenants (operators, the dashboard).
+                CREATE INDEX jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
                 """)
         }
         return migrator

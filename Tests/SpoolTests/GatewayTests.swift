@@ -14,7 +14,7 @@ let testTokens = [
     APIToken(name: "ops", tenant: "ops", scopes: [.admin], secret: tokenOps),
 ]
 
-@Suite("HTTP gateway", .serialized)
+@Suite("HTTP gateway", .serialized, .timeLimit(.minutes(5)))
 struct GatewayTests {
     @Test("POST /v1/jobs answers 202 with Location and the job id, after the job is stored")
     func enqueue() async throws {
@@ -279,7 +279,8 @@ struct GatewayTests {
             #expect(documented.sorted() == Gateway.routes.sorted())
             // And every documented route is really served (the router's own 404 is not a problem document).
             let id = JobID.make().description
-            for route in Gateway.routes where route != "GET /v1/events" {  // an endless stream; see SSETests
+            // (Endless streams: see SSETests and the dashboard's tests.)
+            for route in Gateway.routes where route != "GET /v1/events" && route != "GET /v1/events/summary" {
                 let parts = route.split(separator: " ")
                 let path = String(parts[1]).replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{name}", with: "default")
                 let answer = try await gw.request(.init(rawValue: String(parts[0])), path, json: parts[0] == "POST" ? "{}" : nil)

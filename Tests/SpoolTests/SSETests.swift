@@ -64,7 +64,7 @@ func readSSE(
     }
 }
 
-@Suite("Server-Sent Events", .serialized)
+@Suite("Server-Sent Events", .serialized, .timeLimit(.minutes(5)))
 struct SSETests {
     @Test("a client follows a job from enqueue to completion, and resumes with Last-Event-ID without loss or repeat")
     func followJob() async throws {

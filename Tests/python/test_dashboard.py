@@ -69,6 +69,11 @@ def text(driver, css):
     return found[0] if found else ""
 
 
+def summaries(driver) -> int:
+    """How many summaries the page got on its event stream."""
+    return int(driver.execute_script("return document.body.dataset.summaries || '0'"))
+
+
 def click(driver, css):
     """Clicks the element matching `css` as it is now."""
     assert driver.execute_script("const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true", css), css
@@ -101,10 +106,12 @@ def test_login_live_jobs_and_failed_job_detail(server, chrome):
     log_in(chrome, server, ADMIN)
     chrome.get(server.url + "/dashboard/#/jobs")
     wait(chrome, lambda d: find(d, "form.filters"), message="the jobs page")
-    # Enqueued over the API: the row appears without a reload.
+    # Enqueued over the API: the page hears of it on its event stream (the page counts the
+    # summaries it gets, so this cannot be its 10-second re-read) and shows the row, no reload.
+    before = summaries(chrome)
     job_id = enqueue(server, {"kind": "demo.flaky", "payload": {"always": True}, "max_attempts": 2, "tags": ["browser"]})
-    # Within 5 s: sooner than the page's 10-second re-read, so only the event stream can do it.
-    wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), timeout=5, message="the new job's row")
+    wait(chrome, lambda d: summaries(d) > before, message="a summary on the event stream")
+    wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), message="the new job's row")
     DOCS.mkdir(exist_ok=True)
     # Its detail page lists every attempt's error once it failed for good.
     deadline = time.monotonic() + 30
@@ -214,13 +221,15 @@ def test_a_dropped_stream_reconnects_and_says_so(tmp_path, chrome):
     wait(chrome, lambda d: "reconnecting" in text(d, "#live"), message="the page noticing the drop")
     with spool_server(tmp_path, port=port, tokens=None) as local:
         wait(chrome, lambda d: "reconnected" in text(d, "#live"), timeout=30, message="the page reconnecting")
+        before = summaries(chrome)
         job_id = enqueue(local, {"kind": "demo.sleep", "payload": {"seconds": 0}})
-        wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), timeout=5, message="a job after the restart")
+        wait(chrome, lambda d: summaries(d) > before, message="a summary on the new stream")
+        wait(chrome, lambda d: find(d, f'tr[data-job="{job_id}"]'), message="a job after the restart")
 
 
 def test_the_summary_stream_counts_what_changed(server):
     # What the page listens to: one message per interval at most, counting events per queue.
-    with httpx.Client(base_url=server.url, timeout=httpx.Timeout(10, read=15)) as client:
+    with httpx.Client(base_url=server.url, timeout=httpx.Timeout(10, read=30)) as client:
         headers = {"Authorization": f"Bearer {ADMIN}"}
         assert client.get("/v1/events/summary?interval_ms=5", headers=headers).status_code == 422
         with client.stream("GET", "/v1/events/summary?interval_ms=300&queue=default", headers=headers) as stream:

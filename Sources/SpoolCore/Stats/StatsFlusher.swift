@@ -11,36 +11,45 @@ public final class StatsFlusher: Sendable {
     let statistics: QueueStatistics
     let writer: String
     let logger: Logger
-    /// A batch whose write failed, kept with its id: written again as it was, so that a write
-    /// that timed out but committed is not counted twice (the store ignores a batch id it has).
-    private let unwritten = Mutex<(id: String, rows: [QueueMinute])?>(nil)
+    /// A batch whose write failed, kept with its id and tries: written again as it was, so
+    /// that a write that timed out but committed is not counted twice (the store ignores a
+    /// batch id it has). After ``maxTries`` it is dropped, so that a store that keeps refusing
+    /// it cannot stop the figures that follow.
+    private let unwritten = Mutex<(id: String, rows: [QueueMinute], tries: Int)?>(nil)
+    static let maxTries = 5
 
     public init(store: any JobStore, statistics: QueueStatistics, writer: String, logger: Logger) {
         self.store = store; self.statistics = statistics; self.writer = writer; self.logger = logger
     }
 
-    /// Writes what was counted since the last call (after a batch that failed before). Returns
+    /// Writes a batch that failed before, then what was counted since the last call. Returns
     /// how many rows were written.
     @discardableResult
     public func flush() async -> Int {
         var written = 0
-        for attempt in 0..<2 {
-            let batch: (id: String, rows: [QueueMinute])? = unwritten.withLock { pending in
-                if let failed = pending { return failed }
+        for _ in 0..<2 {
+            let batch: (id: String, rows: [QueueMinute], tries: Int)? = unwritten.withLock { pending in
+                if let failed = pending {
+                    pending = nil  // taken: a concurrent flush does not write it too
+                    return failed
+                }
                 let rows = statistics.take()
-                return rows.isEmpty ? nil : (UUID().uuidString.lowercased(), rows)
+                return rows.isEmpty ? nil : (UUID().uuidString.lowercased(), rows, 0)
             }
             guard let batch else { break }
             do {
                 try await store.recordQueueMinutes(batch.rows, writer: writer, batch: batch.id)
-                unwritten.withLock { $0 = nil }
                 written += batch.rows.count
             } catch {
-                unwritten.withLock { $0 = batch }
-                logger.warning("could not write queue statistics; will try again", metadata: ["error": "\(error)"])
+                if batch.tries + 1 >= Self.maxTries {
+                    logger.error("dropped queue statistics the store refused \(Self.maxTries) times", metadata: [
+                        "rows": "\(batch.rows.count)", "error": "\(error)"])
+                } else {
+                    unwritten.withLock { pending in if pending == nil { pending = (batch.id, batch.rows, batch.tries + 1) } }
+                    logger.warning("could not write queue statistics; will try again", metadata: ["error": "\(error)"])
+                }
                 break
             }
-            _ = attempt  // a second round writes what was counted while a retried batch was written
         }
         return written
     }

@@ -84,7 +84,7 @@ final class Sessions: Sendable {
                 if parts.count == 2, parts[0] == cookieName, !parts[1].isEmpty { found.append(parts[1]) }
             }
         }
-        return found.count == 1 ? found[0] : nil
+        return Set(found).count == 1 ? found[0] : nil  // (a proxy may repeat the same cookie)
     }
 
     /// The `Set-Cookie` value: the session, or (`id` nil) one that clears it.

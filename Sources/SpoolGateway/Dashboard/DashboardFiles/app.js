@@ -109,6 +109,7 @@ async function act(button, action) {
 function showLogin(message) {
   stopEvents();
   app.session = null;
+  app.stats = null;  // the next user must not see the last one's figures
   document.getElementById('logout').hidden = true;
   document.getElementById('who').textContent = '';
   const error = h('p', { class: 'error', role: 'alert' }, message || '');
@@ -200,7 +201,11 @@ function startEvents() {
     // A closed stream (401 after a session ended) does not come back by itself.
     if (source.readyState === EventSource.CLOSED) setTimeout(() => { if (app.events === source && app.session) startEvents(); }, 3000);
   });
-  source.addEventListener('summary', () => refreshSoon(false));
+  source.addEventListener('summary', () => {
+    // (Counted on the page, so that a test can tell the stream from the 10-second re-read.)
+    document.body.dataset.summaries = String(Number(document.body.dataset.summaries || 0) + 1);
+    refreshSoon(false);
+  });
 }
 
 function stopEvents() {
@@ -214,6 +219,7 @@ function stopEvents() {
  */
 function refreshSoon(now) {
   app.refreshWanted = true;
+  if (now) app.urgent = true;
   if (app.refreshing) return;
   const every = (app.view && app.view.every) || 1000;
   const wait = now ? 0 : Math.max(0, every - (Date.now() - app.lastRefresh));
@@ -224,11 +230,13 @@ function refreshSoon(now) {
 async function runRefresh() {
   if (!app.view || !app.refreshWanted) return;
   app.refreshWanted = false;
+  app.urgent = false;
   app.refreshing = true;
   app.lastRefresh = Date.now();
   try { await app.view.refresh(); } catch (e) { /* shown by the view */ }
   app.refreshing = false;
-  if (app.refreshWanted) refreshSoon(false);
+  // An action the user took during that refresh is shown at once, not after the interval.
+  if (app.refreshWanted) refreshSoon(app.urgent);
 }
 
 /** A banner while the store (or the gateway) cannot be reached. */
