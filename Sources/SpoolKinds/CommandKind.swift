@@ -119,18 +119,9 @@ public struct CommandKind: Sendable {
         let finished: Finished
         let kind = self.kind, prepared = configuration
         do {
-            finished = try await withThrowingTaskGroup(of: Finished?.self) { tasks in
-                tasks.addTask { try await Self.execute(prepared, payload: payload, context: context, group: group, kind: kind) }
-                tasks.addTask {
-                    try await Task.sleep(for: limit)
-                    return nil
-                }
-                // (Cancelling the command runs its teardown: SIGTERM, the grace period, SIGKILL.)
-                defer { tasks.cancelAll() }
-                guard let first = try await tasks.next(), let done = first else {
-                    throw AttemptTimedOut("\(kind): the command did not finish within \(limit.seconds)s")
-                }
-                return done
+            // (Cancelling the command runs its teardown: SIGTERM, the grace period, SIGKILL.)
+            finished = try await withTimeLimit(limit, "\(kind): the command did not finish within \(limit.seconds)s") {
+                try await Self.execute(prepared, payload: payload, context: context, group: group, kind: kind)
             }
         } catch let error as ServiceKindError {
             throw error

@@ -102,25 +102,14 @@ public struct HTTPServiceKind: Sendable {
         let (response, answer): (HTTPClientResponse, ByteBuffer)
         let prepared = request, kind = self.kind
         do {
-            (response, answer) = try await withThrowingTaskGroup(of: (HTTPClientResponse, ByteBuffer)?.self) { group in
-                group.addTask {
-                    // (The client's deadline a little later than ours, so that a timeout reads the same.)
-                    let response = try await client.execute(prepared, timeout: .nanoseconds(Int64((limit.seconds + 5) * 1e9)))
-                    do {
-                        return (response, try await response.body.collect(upTo: Self.maxResponseBytes))
-                    } catch is NIOTooManyBytesError {
-                        throw ServiceKindError("\(kind): the service answered \(response.status.code) with a body over \(Self.maxResponseBytes) bytes")
-                    }
+            (response, answer) = try await withTimeLimit(limit, "\(kind): the service did not answer within \(limit.seconds)s") {
+                // (The client's deadline a little later than ours, so that a timeout reads the same.)
+                let response = try await client.execute(prepared, timeout: .nanoseconds(Int64((limit.seconds + 5) * 1e9)))
+                do {
+                    return (response, try await response.body.collect(upTo: Self.maxResponseBytes))
+                } catch is NIOTooManyBytesError {
+                    throw ServiceKindError("\(kind): the service answered \(response.status.code) with a body over \(Self.maxResponseBytes) bytes")
                 }
-                group.addTask {
-                    try await Task.sleep(for: limit)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let exchange = first else {
-                    throw AttemptTimedOut("\(kind): the service did not answer within \(limit.seconds)s")
-                }
-                return exchange
             }
         } catch let error as ServiceKindError {
             throw error
