@@ -172,7 +172,8 @@ public final class RemoteWorker: Service, Sendable {
         }
         job.workerID = settings.identity.id
         let client = self.client, jobID = job.id
-        let context = JobContext(job: job, lease: LeaseToken(attempt.token), logger: logger) { progress in
+        let parents = (document.parents ?? []).compactMap(\.parentResult)
+        let context = JobContext(job: job, lease: LeaseToken(attempt.token), parents: parents, logger: logger) { progress in
             do {
                 try await client.progress(attempt.id, token: attempt.token, progress)
             } catch let error as SpoolClientError where error.type == "lease-lost" {

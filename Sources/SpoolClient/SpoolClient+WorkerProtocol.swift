@@ -19,6 +19,9 @@ extension SpoolClient {
         public var deadline: String
         public var created_at: String
         public var lease_token: String
+        /// The job's parents and their results.
+        public var parents: [ParentDocument]?
+        public var batch_id: String?
 
         /// The job as the engine's types know it (for a ``JobContext``).
         public var job: Job? {

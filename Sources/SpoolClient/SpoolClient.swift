@@ -56,6 +56,7 @@ public struct SpoolClient: Sendable {
         if let t = filter.tag { query.append("tag=\(Self.escape(t))") }
         if let key = filter.idempotencyKey { query.append("idempotency_key=\(Self.escape(key))") }
         if let tenant = filter.tenant { query.append("tenant=\(Self.escape(tenant))") }
+        if let b = filter.batchID { query.append("batch_id=\(b)") }
         if let c = filter.cursor { query.append("cursor=\(Self.escape(c))") }
         struct Page: Decodable { var jobs: [JobDocument]; var next_cursor: String? }
         let page = try await call(.GET, "/v1/jobs?" + query.joined(separator: "&"), as: Page.self)
@@ -102,8 +103,42 @@ public struct SpoolClient: Sendable {
         if let key = job.idempotencyKey { body["idempotency_key"] = .string(key) }
         if !job.tags.isEmpty { body["tags"] = .array(job.tags.map(JSONValue.string)) }
         if let url = job.callbackURL { body["callback_url"] = .string(url) }
+        if !job.dependsOn.isEmpty {
+            body["depends_on"] = .array(job.dependsOn.compactMap { if case .job(let id) = $0 { .string(id.description) } else { nil } })
+            body["on_parent_failure"] = .string(job.onParentFailure.rawValue)
+        }
+        if let batch = job.batchID { body["batch_id"] = .string(batch.description) }
         return .object(body)
     }
+
+    // MARK: Workflows
+
+    /// What `POST /v1/topics/{topic}/events` answers.
+    public struct Published: Sendable, Codable, Hashable {
+        public var event_id: String
+        public var topic: String
+        public var job_ids: [String]
+        public var replayed: Bool
+        public init(event_id: String, topic: String, job_ids: [String], replayed: Bool) {
+            self.event_id = event_id; self.topic = topic; self.job_ids = job_ids; self.replayed = replayed
+        }
+    }
+
+    /// Publishes an event to a topic: one job per matching subscriber.
+    public func publish(topic: String, payload: JSONValue = .object([:]), attributes: [String: String] = [:],
+                        idempotencyKey: String? = nil) async throws -> Published {
+        var body: [String: JSONValue] = ["payload": payload, "attributes": .object(attributes.mapValues(JSONValue.string))]
+        if let idempotencyKey { body["idempotency_key"] = .string(idempotencyKey) }
+        return try await call(.POST, "/v1/topics/\(Self.escape(topic))/events", body: JSONValue.object(body).jsonData, as: Published.self)
+    }
+
+    /// Every topic with its subscribers and counts.
+    public func topics() async throws -> [TopicDocument] {
+        struct Answer: Decodable { var topics: [TopicDocument] }
+        return try await call(.GET, "/v1/topics", as: Answer.self).topics
+    }
+
+    public func batch(_ id: JobID) async throws -> BatchDocument { try await call(.GET, "/v1/batches/\(id)", as: BatchDocument.self) }
 
     static func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s }
 

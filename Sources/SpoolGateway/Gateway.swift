@@ -97,6 +97,11 @@ public struct Gateway: Sendable {
         "POST /v1/worker/jobs/{id}/release", "GET /v1/workers",
         "POST /v1/service/jobs/{id}/complete", "POST /v1/service/jobs/{id}/fail", "POST /v1/service/jobs/{id}/progress",
         "GET /v1/session", "POST /v1/session", "DELETE /v1/session", "GET /v1/stats",
+        "POST /v1/batches", "GET /v1/batches/{id}", "GET /v1/batches/{id}/jobs", "POST /v1/batches/{id}/jobs",
+        "POST /v1/batches/{id}/close", "POST /v1/batches/{id}/cancel",
+        "GET /v1/topics", "GET /v1/topics/{topic}/events", "POST /v1/topics/{topic}/events",
+        "PUT /v1/topics/{topic}/subscriptions/{name}", "DELETE /v1/topics/{topic}/subscriptions/{name}",
+        "POST /v1/topics/{topic}/subscriptions/{name}/replay",
     ]
 
     /// The methods `path` answers to (empty for a path no route has). Like the router, a
@@ -139,6 +144,8 @@ public struct Gateway: Sendable {
         WebhookRoutes(gateway: self).register(on: api)
         WorkerRoutes(gateway: self).register(on: api)
         WorkerRegistryRoutes(gateway: self).register(on: api)
+        BatchRoutes(gateway: self).register(on: api)
+        TopicRoutes(gateway: self).register(on: api)
         // Plain HTTP GETs of /v1/ws (no upgrade) get a problem rather than a silent 404.
         api.get("ws") { _, context -> Response in
             _ = try context.require(.read)

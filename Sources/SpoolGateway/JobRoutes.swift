@@ -56,7 +56,7 @@ struct JobRoutes {
     @Sendable func enqueue(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let principal = try context.require(.enqueue)
         let body = try await request.jsonBody(limit: gateway.configuration.maxBodyBytes)
-        let job = try JobRequest.parse(body, tenant: principal.tenant, headerKey: request.headers[.idempotencyKey])
+        let job = try JobRequest.parse(body, tenant: principal.tenant, headerKey: request.headers[.idempotencyKey]).job
         try check(job)
         let result = try await spool.enqueue(job)
         let accepted = Accepted(result)
@@ -74,20 +74,28 @@ struct JobRoutes {
         }
         let limit = gateway.configuration.maxBatchJobs
         guard !items.isEmpty, items.count <= limit else { throw Problem.validation("jobs", "must hold 1 to \(limit) jobs") }
+        let jobs = try parseJobs(items, principal: principal)
+        struct Batch: Encodable { var jobs: [Accepted] }
+        let results = try await spool.enqueue(jobs)
+        return try JSONResponse.make(Batch(jobs: results.map(Accepted.init)), status: .accepted)
+    }
+
+    /// The jobs of a batch request, each checked; `ref`s name earlier jobs for `depends_on`.
+    func parseJobs(_ items: [JSONValue], principal: Principal) throws -> [NewJob] {
         var jobs: [NewJob] = []
+        var refs: [String: Int] = [:]
         for (index, item) in items.enumerated() {
             do {
-                let job = try JobRequest.parse(item, tenant: principal.tenant, headerKey: nil)
+                let (job, ref) = try JobRequest.parse(item, tenant: principal.tenant, headerKey: nil, refs: refs)
                 try check(job)
                 jobs.append(job)
+                if let ref { refs[ref] = index }
             } catch var problem as Problem {
                 problem.detail = "jobs[\(index)]." + problem.detail
                 throw problem
             }
         }
-        struct Batch: Encodable { var jobs: [Accepted] }
-        let results = try await spool.enqueue(jobs)
-        return try JSONResponse.make(Batch(jobs: results.map(Accepted.init)), status: .accepted)
+        return jobs
     }
 
     @Sendable func get(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -105,6 +113,10 @@ struct JobRoutes {
         filter.kind = query["kind"].map(String.init)
         filter.tag = query["tag"].map(String.init)
         filter.idempotencyKey = query["idempotency_key"].map(String.init)
+        if let batch = query["batch_id"] {
+            guard let id = JobID(String(batch)) else { throw Problem.validation("batch_id", "'\(batch.prefix(64))' is not a batch id") }
+            filter.batchID = id
+        }
         // Admins see every tenant's jobs and may narrow to one; a tenant's token sees only its own.
         if principal.isAdmin, let tenant = query["tenant"], !tenant.isEmpty { filter.tenant = String(tenant) }
         if let state = query["state"] {
@@ -113,6 +125,13 @@ struct JobRoutes {
             }
             filter.state = s
         }
+        return try await page(filter, request)
+    }
+
+    /// One page of `filter`'s jobs, at the `limit` and `cursor` of the query.
+    func page(_ filter: JobFilter, _ request: Request) async throws -> Response {
+        var filter = filter
+        let query = request.uri.queryParameters
         if let limit = query["limit"] {
             guard let n = Int(String(limit)), (1...1000).contains(n) else { throw Problem.validation("limit", "must be 1 to 1000") }
             filter.limit = n
@@ -124,7 +143,7 @@ struct JobRoutes {
     }
 
     /// Refuses jobs this deployment would never run: unknown queues and kinds.
-    private func check(_ job: NewJob) throws {
+    func check(_ job: NewJob) throws {
         if job.queue == Webhook.queue || job.kind == Webhook.kind {
             throw Problem.validation(job.queue == Webhook.queue ? "queue" : "kind", "'\(Webhook.queue)' and '\(Webhook.kind)' are reserved for webhook deliveries")
         }

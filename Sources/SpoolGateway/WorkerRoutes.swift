@@ -91,6 +91,9 @@ struct WorkerRoutes {
         var deadline: String
         var created_at: String
         var lease_token: String
+        /// The job's parents and their results (absent when it has none).
+        var parents: [ParentDocument]?
+        var batch_id: String?
 
         init(_ leased: LeasedJob, now: Date) {
             let job = leased.job
@@ -103,6 +106,8 @@ struct WorkerRoutes {
             deadline = Timestamp.format(now.addingTimeInterval(job.timeout.seconds))
             created_at = Timestamp.format(job.createdAt)
             lease_token = leased.lease.value
+            parents = job.dependsOn.isEmpty ? nil : leased.parents.map(ParentDocument.init)
+            batch_id = job.batchID?.description
         }
     }
 

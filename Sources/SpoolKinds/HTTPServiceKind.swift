@@ -55,6 +55,8 @@ public struct HTTPServiceKind: Sendable {
         /// The latest the job may finish (its timeout), for a service that answers 202.
         var deadline: String
         var callbacks: Callbacks?
+        /// The job's parents and their results (absent when it has none).
+        var parents: [ParentDocument]?
     }
 
     struct Callbacks: Encodable {
@@ -81,7 +83,8 @@ public struct HTTPServiceKind: Sendable {
                                            attempt: job.attempt, max_attempts: job.maxAttempts,
                                            payload: JSONValue(json: payload) ?? .null,
                                            lease_token: context.lease.value, deadline: Timestamp.format(deadline),
-                                           callbacks: base.map { Callbacks(progress: "\($0)/progress", complete: "\($0)/complete", fail: "\($0)/fail") }))
+                                           callbacks: base.map { Callbacks(progress: "\($0)/progress", complete: "\($0)/complete", fail: "\($0)/fail") },
+                                           parents: context.parents.isEmpty ? nil : context.parents.map(ParentDocument.init)))
         let messageID = "\(job.id)-\(job.attempt)"
         let timestamp = Int64(Date().timeIntervalSince1970)
         var request = HTTPClientRequest(url: url)

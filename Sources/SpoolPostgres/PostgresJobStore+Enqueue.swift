@@ -9,15 +9,23 @@ extension PostgresJobStore {
     public func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
         if jobs.isEmpty { return [] }
         for job in jobs { try job.validateNames() }
-        if jobs.count == 1, jobs[0].idempotencyKey == nil {
+        if jobs.count == 1, jobs[0].idempotencyKey == nil, jobs[0].dependsOn.isEmpty, jobs[0].batchID == nil {
             let request = jobs[0]
             return [try await enqueues.submit((Job(new: request, defaults: defaults[request.queue], now: Date()), depthLimits[request.queue]))]
         }
-        // Two requests with one new key in two processes: one insert loses on the unique index;
-        // run it again and it finds the winner's job.
+        return try await settlingKeyRaces {
+            try await self.transaction { connection, changes in
+                try await self.enqueue(jobs, defaults: defaults, depthLimits: depthLimits, connection, changes)
+            }
+        }
+    }
+
+    /// Runs `body` again when it lost an idempotency-key race: two requests with one new key in
+    /// two processes, one insert loses on the unique index; run again, it finds the winner's.
+    func settlingKeyRaces<T>(_ body: () async throws -> T) async throws -> T {
         for attempt in 1...3 {
             do {
-                return try await enqueueTransaction(jobs, defaults: defaults, depthLimits: depthLimits)
+                return try await body()
             } catch where Self.sqlState(error) == "23505" && attempt < 3 {
                 continue
             }
@@ -25,28 +33,30 @@ extension PostgresJobStore {
         throw SpoolError.unavailable(reason: "could not settle an idempotency key race")
     }
 
-    func enqueueTransaction(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> [EnqueueResult] {
-        let logger = self.logger
-        return try await transaction { connection, changes in
-            let plan = EnqueuePlan(jobs)
-            var existing: [EnqueuePlan.Key: Job] = [:]
-            for key in plan.keys {
-                existing[key] = try await connection.jobs(
-                    "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE tenant = \(key.tenant) AND idempotency_key = \(key.key)",
-                    logger: logger
-                ).first
-            }
-            let (results, new) = try plan.resolve(existing: existing, defaults: defaults, now: Date())
-            // Backpressure: refuse the whole request if any queue would pass its limit (locks
-            // taken in queue order).
-            let adding = DepthLimit.adding(new)
-            for queue in adding.keys.sorted() {
-                guard let limit = depthLimits[queue] else { continue }
-                try DepthLimit.check(queue: queue, current: try await self.lockedDepth(connection, queue: queue), adding: adding[queue]!, limit: limit)
-            }
-            try await self.insert(new, connection, changes)
-            return results
+    /// Enqueues `jobs` in the caller's transaction (``EnqueuePlan``): idempotency keys, parents,
+    /// depth limits, batches.
+    func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int],
+                 _ connection: PostgresConnection, _ changes: ChangeSet) async throws -> [EnqueueResult] {
+        let plan = EnqueuePlan(jobs)
+        var existing: [EnqueuePlan.Key: Job] = [:]
+        for key in plan.keys {
+            existing[key] = try await connection.jobs(
+                "SELECT \(unescaped: PGRows.columns()) FROM spool_jobs WHERE tenant = \(key.tenant) AND idempotency_key = \(key.key)",
+                logger: logger
+            ).first
         }
+        let parents = try await markParents(plan.externalParents, connection)
+        let resolution = try plan.resolve(existing: existing, parents: parents, defaults: defaults, now: Date())
+        // Backpressure: refuse the whole request if any queue would pass its limit (locks
+        // taken in queue order).
+        let adding = DepthLimit.adding(resolution.new)
+        for queue in adding.keys.sorted() {
+            guard let limit = depthLimits[queue] else { continue }
+            try DepthLimit.check(queue: queue, current: try await lockedDepth(connection, queue: queue), adding: adding[queue]!, limit: limit)
+        }
+        try await insert(resolution.new, connection, changes)
+        if resolution.usesWorkflows { try await writeWorkflows(resolution, connection, changes) }
+        return resolution.results
     }
 
     /// Single enqueues gathered from many callers, in one transaction; those past their queue's

@@ -73,11 +73,11 @@ extension PostgresJobStore {
                                            workerID: request.workerID, kinds: request.kinds, tenant: request.tenant)
             for row in try await Self.run(statement, on: client, logger: logger) {
                 let cells = row.makeRandomAccess()
-                promoted = Int(try cells[24].decode(Int64.self))
-                next = try cells[26].decode(Date?.self)
+                promoted = Int(try cells[PGRows.columnCount + 1].decode(Int64.self))
+                next = try cells[PGRows.columnCount + 3].decode(Date?.self)
                 guard try cells[0].decode(UUID?.self) != nil else { continue }  // the row of an empty lease
                 let job = try PGRows.job(row)
-                rows.append((LeasedJob(job: job, lease: token), try cells[23].decode(Int64.self)))
+                rows.append((LeasedJob(job: job, lease: token), try cells[PGRows.columnCount].decode(Int64.self)))
             }
             return (rows, promoted, next)
         }
@@ -86,9 +86,9 @@ extension PostgresJobStore {
         return (LeaseBatch(jobs: jobs, nextRunAt: next), promoted)
     }
 
-    /// Completes, in one statement, the jobs of `items` that have no callback URL; returns the
-    /// ids it completed. The others (a webhook to schedule, or a lost lease) take the
-    /// transaction path.
+    /// Completes, in one statement, the jobs of `items` that have no callback URL, children or
+    /// batch; returns the ids it completed. The others (a webhook to schedule, children to
+    /// release, a batch to count, or a lost lease) take the transaction path.
     func completeAutocommit(_ items: [(JobID, LeaseToken, String?)]) async throws -> Set<HeldLease> {
         if items.isEmpty { return [] }
         let statement = CompleteStatement(items)
@@ -131,7 +131,7 @@ struct InsertStatement: PostgresPreparedStatement {
 
 /// ``PostgresJobStore/leaseAutocommit(_:)``: $6 the kinds and $7 the tenant, or NULL for any.
 struct LeaseStatement: PostgresPreparedStatement {
-    static let name = "spool_lease_v2"
+    static let name = "spool_lease_v3"
     static let sql = """
         WITH due AS MATERIALIZED (
             SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'scheduled' AND run_at <= now()
@@ -188,7 +188,7 @@ struct LeaseStatement: PostgresPreparedStatement {
 
 /// ``PostgresJobStore/completeAutocommit(_:)``: $1 ids, $2 lease tokens, $3 results ("" for none).
 struct CompleteStatement: PostgresPreparedStatement {
-    static let name = "spool_complete_v1"
+    static let name = "spool_complete_v2"
     /// Completes the jobs still held under their tokens (shared with the transaction path).
     static let update = """
         UPDATE spool_jobs SET state = 'completed', result = NULLIF(v.result, ''), finished_at = now(),
@@ -199,7 +199,7 @@ struct CompleteStatement: PostgresPreparedStatement {
     static let sql = """
         WITH done AS (
             \(update)
-                  AND spool_jobs.callback_url IS NULL
+                  AND spool_jobs.callback_url IS NULL AND NOT spool_jobs.has_children AND spool_jobs.batch_id IS NULL
             RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.queue, spool_jobs.kind, spool_jobs.attempt, spool_jobs.result, v.token),
         counts AS (
             INSERT INTO spool_count_deltas (queue, tenant, state, n)

@@ -26,13 +26,15 @@ extension PostgresJobStore {
         return try await transaction { connection, changes in
             let job = try await self.lockedJob(connection, id, tenant: tenant)
             guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
-            try await connection.query("""
+            var children = false
+            for try await has in try await connection.query("""
                 UPDATE spool_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
-                WHERE id = \(id.uuid)
-                """, logger: logger)
+                WHERE id = \(id.uuid) RETURNING has_children
+                """, logger: logger).decode(Bool.self) { children = has }
             changes.transition(.init(job), from: job.state, to: .cancelled)
             if job.state == .processing { changes.signal(.jobCancelled(id)) }
-            if job.callbackURL != nil { try await self.scheduleWebhook(connection, changes, id) }
+            try await self.finished(.init(job), state: .cancelled, callbackURL: job.callbackURL, hasChildren: children,
+                                    batchID: job.batchID, connection, changes)
             return try await self.fetchJob(connection, id)
         }
     }
@@ -42,15 +44,18 @@ extension PostgresJobStore {
         return try await transaction { connection, changes in
             let job = try await self.lockedJob(connection, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
-            try await connection.query("""
+            var children = false
+            for try await has in try await connection.query("""
                 UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
-                                      progress_percent = NULL, progress_message = NULL, worker_id = NULL
-                WHERE id = \(id.uuid)
-                """, logger: logger)
+                                      progress_percent = NULL, progress_message = NULL, worker_id = NULL,
+                                      cancel_reason = NULL, cancelled_by = NULL, parents_left = 0
+                WHERE id = \(id.uuid) RETURNING has_children
+                """, logger: logger).decode(Bool.self) { children = has }
             var key = ChangeSet.JobKey(job)
             key.attempt = 0
             changes.transition(key, from: job.state, to: .pending)
             changes.signal(.workAvailable(queue: job.queue))
+            try await self.reopened(id, hasChildren: children, batchID: job.batchID, connection, changes)
             return try await self.fetchJob(connection, id)
         }
     }
@@ -72,9 +77,15 @@ extension PostgresJobStore {
             let rows = try await connection.keys("""
                 UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL
                 WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant))
-                RETURNING id, tenant, kind, attempt, queue
+                RETURNING id, tenant, kind, attempt, queue, has_children, batch_id
                 """, logger: logger)
-            for (key, _) in rows { changes.transition(key, from: .failed, to: .pending) }
+            for (key, row) in rows {
+                changes.transition(key, from: .failed, to: .pending)
+                let (children, batch) = try row.makeRandomAccess().decodeTail((Bool, UUID?).self, from: 5)
+                if children || batch != nil {
+                    try await self.reopened(key.id, hasChildren: children, batchID: batch.map(JobID.init(uuid:)), connection, changes)
+                }
+            }
             if !rows.isEmpty { changes.signal(.workAvailable(queue: queue)) }
             return rows.count
         }
@@ -87,11 +98,18 @@ extension PostgresJobStore {
             let rows = try await connection.keys("""
                 DELETE FROM spool_jobs WHERE queue = \(queue) AND state IN ('pending', 'scheduled')
                     AND (\(tenant)::text IS NULL OR tenant = \(tenant))
-                RETURNING id, tenant, kind, attempt, queue, state
+                RETURNING id, tenant, kind, attempt, queue, state, has_children, batch_id
                 """, logger: logger)
             for (key, row) in rows {
-                let state = try row.makeRandomAccess()[5].decode(String.self)
+                let cells = row.makeRandomAccess()
+                let state = try cells[5].decode(String.self)
                 changes.transition(key, from: JobState(rawValue: state), to: nil)
+                // Purged counts as cancelled for its children and its batch.
+                let (children, batch) = try cells.decodeTail((Bool, UUID?).self, from: 6)
+                if children || batch != nil {
+                    try await self.finished(key, state: .cancelled, callbackURL: nil, hasChildren: children,
+                                            batchID: batch.map(JobID.init(uuid:)), connection, changes)
+                }
             }
             return rows.count
         }
@@ -113,19 +131,33 @@ extension PostgresJobStore {
         let logger = self.logger
         return try await transaction { connection, changes in
             var deleted = 0
+            var spent: [UUID] = []
             let plan = PrunePlan(completedBefore: completedBefore, failedBefore: failedBefore)
             for (state, cutoff) in plan.steps where deleted < limit {
                 // Ids are time-ordered: the range scan on the primary key visits only old jobs.
-                for try await (queue, tenant) in try await connection.query("""
+                for try await row in try await connection.query("""
                     WITH old AS MATERIALIZED (
                         SELECT id FROM spool_jobs WHERE id < \(JobID.lowerBound(at: cutoff).uuid) AND state = \(state.rawValue)
                             AND finished_at < \(cutoff) LIMIT \(Int64(limit - deleted)) FOR UPDATE SKIP LOCKED)
                     DELETE FROM spool_jobs USING old WHERE spool_jobs.id = old.id AND spool_jobs.state = \(state.rawValue)
-                    RETURNING spool_jobs.queue, spool_jobs.tenant
-                    """, logger: logger).decode((String, String).self) {
+                    RETURNING spool_jobs.queue, spool_jobs.tenant, spool_jobs.id, spool_jobs.depends_on IS NOT NULL OR spool_jobs.has_children
+                    """, logger: logger).decode((String, String, UUID, Bool).self) {
+                    let (queue, tenant, id, linked) = row
                     changes.move(queue: queue, tenant: tenant, from: state, to: nil)
+                    if linked { spent.append(id) }
                     deleted += 1
                 }
+            }
+            // A finished job's edges are spent (its children were released or cancelled).
+            if !spent.isEmpty {
+                try await connection.query("""
+                    DELETE FROM spool_job_dependencies WHERE parent_id = ANY(\(spent)::uuid[]) OR child_id = ANY(\(spent)::uuid[])
+                    """, logger: logger)
+            }
+            if let cutoff = completedBefore {
+                try await connection.query("""
+                    DELETE FROM spool_batches WHERE id IN (SELECT id FROM spool_batches WHERE finished_at < \(cutoff) LIMIT \(Int64(limit)))
+                    """, logger: logger)
             }
             if let cutoff = plan.deliveriesBefore {
                 try await connection.query("""

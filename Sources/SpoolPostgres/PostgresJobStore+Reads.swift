@@ -24,7 +24,7 @@ extension PostgresJobStore {
         var binds = PostgresBindings()
         for equality in plan.equalities {
             binds.append(equality.value)
-            conditions.append("\(equality.column) = $\(binds.count)")
+            conditions.append("\(equality.column) = $\(binds.count)\(equality.column == "batch_id" ? "::uuid" : "")")
         }
         if let before = plan.before {
             binds.append(before)
@@ -42,7 +42,7 @@ extension PostgresJobStore {
         return try await autocommit { client in
             var rows: [(job: Job, seq: Int64)] = []
             for try await row in try await client.query(query, logger: logger) {
-                rows.append((try PGRows.job(row), try row.makeRandomAccess()[23].decode(Int64.self)))
+                rows.append((try PGRows.job(row), try row.makeRandomAccess()[PGRows.columnCount].decode(Int64.self)))
             }
             return JobPage(rows: rows, plan: plan)
         }
@@ -152,6 +152,10 @@ extension PostgresJobStore {
                     RETURNING 1)
                 SELECT count(*) + 0 * (SELECT count(*) FROM mark) FROM d
                 """, logger: logger).decode(Int64.self) { n = Int(deleted) }
+            // Published topic events are kept for the same window.
+            try await connection.query("""
+                DELETE FROM spool_topic_events WHERE id IN (SELECT id FROM spool_topic_events WHERE created_at < \(before) LIMIT \(Int64(limit)))
+                """, logger: logger)
             return n
         }
     }

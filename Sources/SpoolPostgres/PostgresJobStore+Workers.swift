@@ -20,6 +20,7 @@ extension PostgresJobStore {
             batch.jobs = (batch.jobs + more.jobs).sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
             batch.nextRunAt = more.nextRunAt
         }
+        batch.jobs = try await parentResults(batch.jobs)
         return batch
     }
 
@@ -90,15 +91,18 @@ extension PostgresJobStore {
         let query = PostgresQuery(unsafeSQL: """
             \(CompleteStatement.update)
             RETURNING spool_jobs.id, spool_jobs.tenant, spool_jobs.kind, spool_jobs.attempt, spool_jobs.queue,
-                      spool_jobs.result, spool_jobs.callback_url, v.token
+                      spool_jobs.result, spool_jobs.callback_url, v.token, spool_jobs.has_children, spool_jobs.batch_id
             """, binds: statement.makeBindings())
         return try await transaction { connection, changes in
             var done = Set<HeldLease>()
             for (key, row) in try await connection.keys(query, logger: logger) {
-                let (result, callback, token) = try row.makeRandomAccess().decodeTail((String?, String?, String).self, from: 5)
+                let cells = row.makeRandomAccess()
+                let (result, callback, token) = try cells.decodeTail((String?, String?, String).self, from: 5)
+                let (children, batch) = try cells.decodeTail((Bool, UUID?).self, from: 8)
                 done.insert(HeldLease(key.id, LeaseToken(token)))
                 changes.transition(key, from: .processing, to: .completed, result: result.map { Data($0.utf8) })
-                if callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }
+                try await self.finished(key, state: .completed, callbackURL: callback, hasChildren: children,
+                                        batchID: batch.map(JobID.init(uuid:)), connection, changes)
             }
             return done
         }
@@ -116,12 +120,14 @@ extension PostgresJobStore {
                        finished_at = \(finishedAt)::timestamptz, lease_token = NULL, lease_expires_at = NULL,
                        errors = errors || jsonb_build_array(\(errorJSON)::jsonb)
                 WHERE id = \(id.uuid) AND state = 'processing' AND lease_token = \(lease.value)
-                RETURNING id, tenant, kind, attempt, queue, callback_url
+                RETURNING id, tenant, kind, attempt, queue, callback_url, has_children, batch_id
                 """, logger: logger).first else { throw SpoolError.leaseLost(id) }
             changes.transition(key, from: .processing, to: state, error: error)
             if state != .failed { changes.signal(.workAvailable(queue: key.queue)) }
-            if state == .failed, try row.makeRandomAccess()[5].decode(String?.self) != nil {
-                try await self.scheduleWebhook(connection, changes, key.id)
+            if state == .failed {
+                let (callback, children, batch) = try row.makeRandomAccess().decodeTail((String?, Bool, UUID?).self, from: 5)
+                try await self.finished(key, state: .failed, callbackURL: callback, hasChildren: children,
+                                        batchID: batch.map(JobID.init(uuid:)), connection, changes)
             }
         }
     }
@@ -158,15 +164,20 @@ extension PostgresJobStore {
                         'worker', worker_id)),
                     lease_token = NULL, lease_expires_at = NULL
                 FROM expired WHERE spool_jobs.id = expired.id
-                RETURNING spool_jobs.id, tenant, kind, attempt, queue, state, worker_id, callback_url
+                RETURNING spool_jobs.id, tenant, kind, attempt, queue, state, worker_id, callback_url, has_children, batch_id
                 """, logger: logger)
             for (key, row) in rows {
-                let (stateText, worker, callback) = try row.makeRandomAccess().decodeTail((String, String?, String?).self, from: 5)
+                let cells = row.makeRandomAccess()
+                let (stateText, worker, callback) = try cells.decodeTail((String, String?, String?).self, from: 5)
+                let (children, batch) = try cells.decodeTail((Bool, UUID?).self, from: 8)
                 let state: JobState = stateText == "pending" ? .pending : .failed
                 let error = LeaseRescue.error(attempt: key.attempt, worker: worker, at: Date())
                 changes.transition(key, from: .processing, to: state, error: error)
                 if state == .pending { changes.signal(.workAvailable(queue: key.queue)) }
-                if state == .failed, callback != nil { try await self.scheduleWebhook(connection, changes, key.id) }
+                if state == .failed {
+                    try await self.finished(key, state: .failed, callbackURL: callback, hasChildren: children,
+                                            batchID: batch.map(JobID.init(uuid:)), connection, changes)
+                }
             }
             return rows.count
         }

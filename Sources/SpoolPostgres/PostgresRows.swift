@@ -12,9 +12,13 @@ enum PGRows {
             \(p)id, \(p)tenant, \(p)queue, \(p)kind, \(p)payload, \(p)priority, \(p)state, \(p)attempt, \(p)max_attempts,
             \(p)run_at, \(p)timeout_ms, \(p)progress_percent, \(p)progress_message, \(p)result, \(p)errors::text,
             \(p)created_at, \(p)started_at, \(p)finished_at, \(p)idempotency_key, \(p)callback_url, \(p)tags::text,
-            \(p)worker_id, \(p)lease_expires_at
+            \(p)worker_id, \(p)lease_expires_at,
+            \(p)depends_on, \(p)on_parent_failure, \(p)parents_left, \(p)batch_id, \(p)cancel_reason
             """
     }
+
+    /// The number of columns in ``columns(_:)``; a query may select more after them.
+    static let columnCount = 28
 
     struct CorruptRow: Error, CustomStringConvertible {
         var description: String
@@ -29,12 +33,21 @@ enum PGRows {
         guard let state = JobState(rawValue: stateText) else { throw CorruptRow(description: "bad state of job \(id)") }
         let errors = errorsText == "[]" ? [] : try JSON.decode([AttemptError].self, from: Data(errorsText.utf8))
         let tags = tagsText == "[]" ? [] : try JSON.decode([String].self, from: Data(tagsText.utf8))
-        return Job(
+        var job = Job(
             id: JobID(uuid: id), tenant: tenant, queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority,
             state: state, attempt: attempt, maxAttempts: maxAttempts, runAt: runAt, timeout: .milliseconds(timeoutMs),
             progress: percent.map { JobProgress(percent: $0, message: message) }, result: result.map { Data($0.utf8) },
             errors: errors, createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, idempotencyKey: key,
             callbackURL: callback, tags: tags, workerID: worker, leaseExpiresAt: leaseExpires)
+        let cells = row.makeRandomAccess()
+        if let parents = try cells[23].decode(String?.self) {
+            job.dependsOn = try JSON.decode([String].self, from: Data(parents.utf8)).compactMap(JobID.init)
+        }
+        job.onParentFailure = ParentFailurePolicy(rawValue: try cells[24].decode(String.self)) ?? .cancel
+        job.parentsLeft = try cells[25].decode(Int.self)
+        job.batchID = try cells[26].decode(UUID?.self).map(JobID.init(uuid:))
+        job.cancelReason = try cells[27].decode(String?.self)
+        return job
     }
 
     /// A job's identity from a row `id, tenant, kind, attempt, queue`.

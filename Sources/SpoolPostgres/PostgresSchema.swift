@@ -152,6 +152,53 @@ enum PostgresSchema {
             "CREATE INDEX spool_jobs_idempotency_key ON spool_jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
             "CREATE INDEX spool_jobs_tags ON spool_jobs USING gin (tags jsonb_path_ops)",
         ]),
+        (5, "workflows", [
+            // Job dependencies: a job waits (state 'waiting') until parents_left reaches 0.
+            // has_children: only jobs some job depends on look for children when they finish,
+            // so plain jobs pay nothing for workflows. cancelled_by: the parent whose failure
+            // cancelled it (retrying that parent re-arms it).
+            """
+            ALTER TABLE spool_jobs ADD COLUMN depends_on text, ADD COLUMN on_parent_failure text NOT NULL DEFAULT 'cancel',
+                ADD COLUMN parents_left integer NOT NULL DEFAULT 0, ADD COLUMN has_children boolean NOT NULL DEFAULT false,
+                ADD COLUMN batch_id uuid, ADD COLUMN cancel_reason text, ADD COLUMN cancelled_by uuid
+            """,
+            "CREATE TABLE spool_job_dependencies (parent_id uuid NOT NULL, child_id uuid NOT NULL, PRIMARY KEY (parent_id, child_id))",
+            "CREATE INDEX spool_job_dependencies_child ON spool_job_dependencies (child_id)",
+            "CREATE INDEX spool_jobs_batch ON spool_jobs (batch_id, seq) WHERE batch_id IS NOT NULL",
+            // done: jobs of the batch in a terminal state; it finishes when done reaches total
+            // after it was closed (the row lock makes that happen once).
+            """
+            CREATE TABLE spool_batches (
+                id uuid PRIMARY KEY, tenant text NOT NULL, state text NOT NULL, total integer NOT NULL DEFAULT 0,
+                done integer NOT NULL DEFAULT 0, callback text, on_failure text, callback_url text, callback_job_id uuid,
+                created_at timestamptz NOT NULL, closed_at timestamptz, finished_at timestamptz
+            )
+            """,
+            "CREATE INDEX spool_batches_finished ON spool_batches (finished_at) WHERE finished_at IS NOT NULL",
+            """
+            CREATE TABLE spool_topic_subscriptions (
+                tenant text NOT NULL, topic text NOT NULL, name text NOT NULL, queue text NOT NULL, kind text NOT NULL,
+                filter text NOT NULL, created_at timestamptz NOT NULL, PRIMARY KEY (tenant, topic, name)
+            )
+            """,
+            // Published events, kept for the event retention window (replays read them).
+            """
+            CREATE TABLE spool_topic_events (
+                id uuid PRIMARY KEY, tenant text NOT NULL, topic text NOT NULL, payload text NOT NULL, attributes text NOT NULL,
+                idempotency_key text, job_ids text NOT NULL, created_at timestamptz NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX spool_topic_events_key ON spool_topic_events (tenant, topic, idempotency_key) WHERE idempotency_key IS NOT NULL",
+            "CREATE INDEX spool_topic_events_topic ON spool_topic_events (tenant, topic, created_at)",
+            "CREATE INDEX spool_topic_events_created ON spool_topic_events (created_at)",
+            // Events published (subscriber '') and jobs made per subscriber, ever.
+            """
+            CREATE TABLE spool_topic_counts (
+                tenant text NOT NULL, topic text NOT NULL, subscriber text NOT NULL, n bigint NOT NULL,
+                last_at timestamptz NOT NULL, PRIMARY KEY (tenant, topic, subscriber)
+            )
+            """,
+        ]),
     ]
 
     /// The oldest PostgreSQL the schema works on (`pg_current_xact_id`, `pg_snapshot`).

@@ -7,10 +7,11 @@ enum Rows {
     static let columns = """
         id, tenant, queue, kind, payload, priority, state, attempt, max_attempts, run_at, timeout_ms,
         progress_percent, progress_message, result, errors, created_at, started_at, finished_at,
-        idempotency_key, callback_url, tags, worker_id, lease_expires_at
+        idempotency_key, callback_url, tags, worker_id, lease_expires_at,
+        depends_on, on_parent_failure, parents_left, batch_id, cancel_reason
         """
     /// The number of columns in `columns`; a query may select more after them.
-    static let columnCount = 23
+    static let columnCount = 28
 
     struct CorruptRow: Error, CustomStringConvertible {
         var description: String
@@ -27,7 +28,7 @@ enum Rows {
         let errorsText: String = row[14]
         let errors = errorsText == "[]" ? [] : try JSON.decode([AttemptError].self, from: Data(errorsText.utf8))
         let tags = try strings(row[20])
-        return Job(
+        var job = Job(
             id: id, tenant: row[1], queue: row[2], kind: row[3],
             payload: Data((row[4] as String).utf8), priority: row[5], state: state,
             attempt: row[7], maxAttempts: row[8], runAt: date(row[9]),
@@ -37,6 +38,12 @@ enum Rows {
             finishedAt: (row[17] as Int64?).map(date), idempotencyKey: row[18],
             callbackURL: row[19], tags: tags, workerID: row[21],
             leaseExpiresAt: (row[22] as Int64?).map(date))
+        if let parents = row[23] as String? { job.dependsOn = try strings(parents).compactMap(JobID.init) }
+        job.onParentFailure = ParentFailurePolicy(rawValue: row[24]) ?? .cancel
+        job.parentsLeft = row[25]
+        job.batchID = (row[26] as String?).flatMap(JobID.init)
+        job.cancelReason = row[27]
+        return job
     }
 
     /// A job's identity from a row that starts with `id, tenant, kind, attempt`.

@@ -10,12 +10,13 @@ extension SQLiteJobStore {
         try await writer.write(atomic: true) { db, batch in
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
-            try db.cachedStatement(sql: """
+            let hasChildren = try Bool.fetchOne(db, sql: """
                 UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_token = NULL, lease_expires_at = NULL WHERE id = ?
-                """).execute(arguments: [Rows.micros(Date()), id.description])
+                RETURNING has_children
+                """, arguments: [Rows.micros(Date()), id.description]) ?? false
             batch.transition(.init(job), from: job.state, to: .cancelled)
             if job.state == .processing { batch.signal(.jobCancelled(id)) }
-            try Self.scheduleWebhook(db, batch, .init(job), url: job.callbackURL, state: .cancelled)
+            try Self.finished(.init(job), state: .cancelled, callbackURL: job.callbackURL, hasChildren: hasChildren, batchID: job.batchID, db, batch)
             return try Self.fetchJob(db, id, tenant: tenant)
         }
     }
@@ -24,15 +25,18 @@ extension SQLiteJobStore {
         try await writer.write(atomic: true) { db, batch in
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
-            try db.cachedStatement(sql: """
+            let hasChildren = try Bool.fetchOne(db, sql: """
                 UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
-                                progress_percent = NULL, progress_message = NULL, worker_id = NULL
+                                progress_percent = NULL, progress_message = NULL, worker_id = NULL,
+                                cancel_reason = NULL, cancelled_by = NULL, parents_left = 0
                 WHERE id = ?
-                """).execute(arguments: [Rows.micros(Date()), id.description])
+                RETURNING has_children
+                """, arguments: [Rows.micros(Date()), id.description]) ?? false
             var key = ChangeSet.JobKey(job)
             key.attempt = 0
             batch.transition(key, from: job.state, to: .pending)
             batch.signal(.workAvailable(queue: job.queue))
+            try Self.reopened(id, hasChildren: hasChildren, batchID: job.batchID, db, batch)
             return try Self.fetchJob(db, id, tenant: tenant)
         }
     }
@@ -54,10 +58,15 @@ extension SQLiteJobStore {
                 sql: """
                     UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
                     WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?)
-                    RETURNING id, tenant, kind, attempt
+                    RETURNING id, tenant, kind, attempt, has_children, batch_id
                     """,
                 arguments: [Rows.micros(Date()), queue, tenant, tenant])
-            for row in rows { batch.transition(try Rows.key(row, queue: queue), from: .failed, to: .pending) }
+            for row in rows {
+                let key = try Rows.key(row, queue: queue)
+                batch.transition(key, from: .failed, to: .pending)
+                let batchID = (row[5] as String?).flatMap(JobID.init)
+                if row[4] || batchID != nil { try Self.reopened(key.id, hasChildren: row[4], batchID: batchID, db, batch) }
+            }
             if !rows.isEmpty { batch.signal(.workAvailable(queue: queue)) }
             return rows.count
         }
@@ -68,10 +77,19 @@ extension SQLiteJobStore {
         return try await writer.write(atomic: true) { db, batch in
             let rows = try Row.fetchAll(
                 db,
-                sql: "DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?) RETURNING id, tenant, kind, attempt, state",
+                sql: """
+                    DELETE FROM jobs WHERE queue = ? AND state IN ('pending', 'scheduled') AND (? IS NULL OR tenant = ?)
+                    RETURNING id, tenant, kind, attempt, state, has_children, batch_id
+                    """,
                 arguments: [queue, tenant, tenant])
             for row in rows {
-                batch.transition(try Rows.key(row, queue: queue), from: JobState(rawValue: row[4]), to: nil)
+                let key = try Rows.key(row, queue: queue)
+                batch.transition(key, from: JobState(rawValue: row[4]), to: nil)
+                // Purged counts as cancelled for its children and its batch.
+                let batchID = (row[6] as String?).flatMap(JobID.init)
+                if row[5] || batchID != nil {
+                    try Self.finished(key, state: .cancelled, callbackURL: nil, hasChildren: row[5], batchID: batchID, db, batch)
+                }
             }
             return rows.count
         }
@@ -98,11 +116,23 @@ extension SQLiteJobStore {
                     db.cachedStatement(sql: """
                         DELETE FROM jobs WHERE seq IN (
                             SELECT seq FROM jobs WHERE id < ? AND state = ? AND finished_at < ? LIMIT ?)
-                        RETURNING queue, tenant
+                        RETURNING queue, tenant, id, depends_on IS NOT NULL OR has_children
                         """),
                     arguments: [JobID.lowerBound(at: cutoff).description, state.rawValue, Rows.micros(cutoff), limit - deleted])
-                for row in rows { batch.move(queue: row[0], tenant: row[1], from: state, to: nil) }
+                for row in rows {
+                    batch.move(queue: row[0], tenant: row[1], from: state, to: nil)
+                    // A finished job's edges are spent (its children were released or cancelled).
+                    if row[3] {
+                        try db.cachedStatement(sql: "DELETE FROM job_dependencies WHERE parent_id = ?1 OR child_id = ?1")
+                            .execute(arguments: [row[2] as String])
+                    }
+                }
                 deleted += rows.count
+            }
+            if let cutoff = completedBefore {
+                try db.execute(sql: """
+                    DELETE FROM batches WHERE id IN (SELECT id FROM batches WHERE finished_at < ? LIMIT ?)
+                    """, arguments: [Rows.micros(cutoff), limit])
             }
             // Delivery records go with the oldest history kept.
             if let cutoff = plan.deliveriesBefore {

@@ -106,7 +106,12 @@ extension SQLiteJobStore {
             try db.execute(
                 sql: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log WHERE at < ? ORDER BY seq LIMIT ?)",
                 arguments: [Rows.micros(before), limit])
-            return db.changesCount
+            let pruned = db.changesCount
+            // Published topic events are kept for the same window.
+            try db.execute(
+                sql: "DELETE FROM topic_events WHERE id IN (SELECT id FROM topic_events WHERE created_at < ? LIMIT ?)",
+                arguments: [Rows.micros(before), limit])
+            return pruned
         }
     }
 }

@@ -76,31 +76,40 @@ public final class SQLiteJobStore: JobStore {
         for job in jobs { try job.validateNames() }
         // The common case, one job without an idempotency key, is merged with its neighbours
         // into one multi-row insert.
-        if jobs.count == 1, jobs[0].idempotencyKey == nil {
+        if jobs.count == 1, jobs[0].idempotencyKey == nil, jobs[0].dependsOn.isEmpty, jobs[0].batchID == nil {
             let request = jobs[0]
             let job = Job(new: request, defaults: defaults[request.queue], now: Date())
             return [try await singleEnqueues.submit((job, depthLimits[request.queue]))]
         }
         return try await writer.write(atomic: jobs.count == 1) { db, batch in
-            let plan = EnqueuePlan(jobs)
-            var existing: [EnqueuePlan.Key: Job] = [:]
-            for key in plan.keys {
-                if let row = try Row.fetchOne(
-                    db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE tenant = ? AND idempotency_key = ?"),
-                    arguments: [key.tenant, key.key]) {
-                    existing[key] = try Rows.job(row)
-                }
-            }
-            let (results, new) = try plan.resolve(existing: existing, defaults: defaults, now: Date())
-            // Backpressure: refuse the whole request if any queue would pass its limit.
-            for (queue, n) in DepthLimit.adding(new).sorted(by: { $0.key < $1.key }) {
-                guard let limit = depthLimits[queue] else { continue }
-                try DepthLimit.check(queue: queue, current: try Self.waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue),
-                                     adding: n, limit: limit)
-            }
-            try Self.insert(new, db, batch)
-            return results
+            try Self.enqueue(jobs, defaults: defaults, depthLimits: depthLimits, db, batch)
         }
+    }
+
+    /// Enqueues `jobs` in the caller's transaction (``EnqueuePlan``): idempotency keys, parents,
+    /// depth limits, batches.
+    static func enqueue(_ jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int],
+                        _ db: Database, _ batch: GroupCommitWriter.Batch) throws -> [EnqueueResult] {
+        let plan = EnqueuePlan(jobs)
+        var existing: [EnqueuePlan.Key: Job] = [:]
+        for key in plan.keys {
+            if let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT \(Rows.columns) FROM jobs WHERE tenant = ? AND idempotency_key = ?"),
+                arguments: [key.tenant, key.key]) {
+                existing[key] = try Rows.job(row)
+            }
+        }
+        let parents = try markParents(plan.externalParents, db)
+        let resolution = try plan.resolve(existing: existing, parents: parents, defaults: defaults, now: Date())
+        // Backpressure: refuse the whole request if any queue would pass its limit.
+        for (queue, n) in DepthLimit.adding(resolution.new).sorted(by: { $0.key < $1.key }) {
+            guard let limit = depthLimits[queue] else { continue }
+            try DepthLimit.check(queue: queue, current: try waitingCount(db, queue: queue) + batch.waitingDelta(queue: queue),
+                                 adding: n, limit: limit)
+        }
+        try insert(resolution.new, db, batch)
+        if resolution.usesWorkflows { try writeWorkflows(resolution, db, batch) }
+        return resolution.results
     }
 
     /// Writes new jobs with multi-row inserts (at most 500 rows per statement).
@@ -174,7 +183,7 @@ public final class SQLiteJobStore: JobStore {
                     RETURNING \(Rows.columns)
                     """),
                 arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit, kinds, tenant])
-            let jobs = try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }
+            let jobs = try Self.parentResults(try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }, db)
                 .sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
             for job in jobs { batch.transition(.init(job.job), from: .pending, to: .processing) }
             let next = try Int64.fetchOne(
@@ -239,14 +248,15 @@ public final class SQLiteJobStore: JobStore {
                                     lease_token = NULL, lease_expires_at = NULL
                     FROM (VALUES \(placeholders(rows: slice.count, columns: 3))) AS v
                     WHERE jobs.id = v.column1 AND jobs.state = 'processing' AND jobs.lease_token = v.column2
-                    RETURNING jobs.id, jobs.tenant, jobs.kind, jobs.attempt, jobs.queue, jobs.result, jobs.callback_url
+                    RETURNING jobs.id, jobs.tenant, jobs.kind, jobs.attempt, jobs.queue, jobs.result, jobs.callback_url,
+                              jobs.has_children, jobs.batch_id
                     """),
                 arguments: arguments)
             for row in rows {
                 let key = try Rows.key(row, queue: row[4])
                 done.insert(key.id)
                 batch.transition(key, from: .processing, to: .completed, result: (row[5] as String?).map { Data($0.utf8) })
-                try scheduleWebhook(db, batch, key, url: row[6], state: .completed)
+                try finished(key, state: .completed, callbackURL: row[6], hasChildren: row[7], batchID: (row[8] as String?).flatMap(JobID.init), db, batch)
             }
         }
         return zip(items, eligible).map { item, eligible in
@@ -264,14 +274,16 @@ public final class SQLiteJobStore: JobStore {
                     UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), finished_at = ?, lease_token = NULL,
                                     lease_expires_at = NULL, errors = json_insert(errors, '$[#]', json(?))
                     WHERE id = ? AND state = 'processing' AND lease_token = ?
-                    RETURNING id, tenant, kind, attempt, queue, callback_url
+                    RETURNING id, tenant, kind, attempt, queue, callback_url, has_children, batch_id
                     """),
                 arguments: [state.rawValue, retryAt.map(Rows.micros), state == .failed ? Rows.micros(now) : nil,
                             errorJSON, id.description, lease.value])
             guard let row else { throw SpoolError.leaseLost(id) }
             let key = try Rows.key(row, queue: row[4])
             batch.transition(key, from: .processing, to: state, error: error)
-            if state == .failed { try Self.scheduleWebhook(db, batch, key, url: row[5], state: .failed) }
+            if state == .failed {
+                try Self.finished(key, state: .failed, callbackURL: row[5], hasChildren: row[6], batchID: (row[7] as String?).flatMap(JobID.init), db, batch)
+            }
             if state != .failed { batch.signal(.workAvailable(queue: key.queue)) }
         }
     }
@@ -309,7 +321,7 @@ public final class SQLiteJobStore: JobStore {
                         lease_token = NULL, lease_expires_at = NULL
                     WHERE id IN (SELECT id FROM jobs WHERE state = 'processing' AND lease_expires_at < ?1
                                  ORDER BY lease_expires_at LIMIT \(LeaseRescue.batchLimit))
-                    RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url
+                    RETURNING id, tenant, kind, attempt, queue, state, worker_id, callback_url, has_children, batch_id
                     """),
                 arguments: [now, LeaseRescue.messagePrefix, LeaseRescue.messageSuffix, LeaseRescue.reason])
             for row in rows {
@@ -318,7 +330,9 @@ public final class SQLiteJobStore: JobStore {
                 let error = LeaseRescue.error(attempt: key.attempt, worker: row[6], at: Rows.date(now))
                 batch.transition(key, from: .processing, to: state, error: error)
                 if state == .pending { batch.signal(.workAvailable(queue: key.queue)) }
-                if state == .failed { try Self.scheduleWebhook(db, batch, key, url: row[7], state: .failed) }
+                if state == .failed {
+                    try Self.finished(key, state: .failed, callbackURL: row[7], hasChildren: row[8], batchID: (row[9] as String?).flatMap(JobID.init), db, batch)
+                }
             }
             return rows.count
         }

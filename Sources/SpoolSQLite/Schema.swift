@@ -141,6 +141,77 @@ enum Schema {
                 CREATE INDEX jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v6: workflows") { db in
+            try db.execute(sql: """
+                -- Job dependencies: a job waits (state 'waiting') until parents_left reaches 0.
+                ALTER TABLE jobs ADD COLUMN depends_on TEXT;              -- JSON array of parent ids
+                ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT NOT NULL DEFAULT 'cancel';
+                ALTER TABLE jobs ADD COLUMN parents_left INTEGER NOT NULL DEFAULT 0;
+                -- Set on a job some other job depends on: only such jobs look for children when
+                -- they finish, so plain jobs pay nothing for workflows.
+                ALTER TABLE jobs ADD COLUMN has_children INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN batch_id TEXT;
+                ALTER TABLE jobs ADD COLUMN cancel_reason TEXT;
+                ALTER TABLE jobs ADD COLUMN cancelled_by TEXT;            -- the parent whose failure cancelled it
+                CREATE TABLE job_dependencies (
+                    parent_id TEXT NOT NULL,
+                    child_id TEXT NOT NULL,
+                    PRIMARY KEY (parent_id, child_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX job_dependencies_child ON job_dependencies(child_id);
+                CREATE INDEX jobs_batch ON jobs(batch_id, seq) WHERE batch_id IS NOT NULL;
+                -- done: jobs of the batch in a terminal state; the batch finishes when it reaches
+                -- total after it was closed.
+                CREATE TABLE batches (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    total INTEGER NOT NULL DEFAULT 0,
+                    done INTEGER NOT NULL DEFAULT 0,
+                    callback TEXT,                    -- JSON
+                    on_failure TEXT,                  -- JSON
+                    callback_url TEXT,
+                    callback_job_id TEXT,
+                    created_at INTEGER NOT NULL,
+                    closed_at INTEGER,
+                    finished_at INTEGER
+                ) WITHOUT ROWID;
+                CREATE INDEX batches_finished ON batches(finished_at) WHERE finished_at IS NOT NULL;
+                CREATE TABLE topic_subscriptions (
+                    tenant TEXT NOT NULL,
+                    topic TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    filter TEXT NOT NULL,             -- JSON object: attribute -> accepted values
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant, topic, name)
+                ) WITHOUT ROWID;
+                -- Published events, kept for the event retention window (replays read them).
+                CREATE TABLE topic_events (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT NOT NULL,
+                    topic TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    attributes TEXT NOT NULL,
+                    idempotency_key TEXT,
+                    job_ids TEXT NOT NULL,            -- JSON array
+                    created_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE UNIQUE INDEX topic_events_key ON topic_events(tenant, topic, idempotency_key) WHERE idempotency_key IS NOT NULL;
+                CREATE INDEX topic_events_topic ON topic_events(tenant, topic, created_at);
+                CREATE INDEX topic_events_created ON topic_events(created_at);
+                -- Events published (subscriber '') and jobs made per subscriber, ever.
+                CREATE TABLE topic_counts (
+                    tenant TEXT NOT NULL,
+                    topic TEXT NOT NULL,
+                    subscriber TEXT NOT NULL,
+                    n INTEGER NOT NULL,
+                    last_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant, topic, subscriber)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

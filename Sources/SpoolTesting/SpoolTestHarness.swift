@@ -75,7 +75,7 @@ public final class SpoolTestHarness: Sendable {
         guard let leased, leased.job.id == job.id else {
             throw SpoolError.invalid(field: "queue", reason: "the job was not handed out (is \(Self.runQueue) paused?)")
         }
-        let context = JobContext(job: leased.job, lease: leased.lease, store: store, logger: spool.logger)
+        let context = JobContext(job: leased.job, lease: leased.lease, parents: leased.parents, store: store, logger: spool.logger)
         do {
             let output = try await handler.run(payload, context: context)
             let result: Data? = output is NoResult ? nil : try JSON.encode(output)
@@ -128,7 +128,7 @@ public final class SpoolTestHarness: Sendable {
     private func runLeased(_ leased: LeasedJob) async throws {
         let job = leased.job
         guard let handler = spool.handler(for: job.kind) else { return }
-        let context = JobContext(job: job, lease: leased.lease, store: store, logger: spool.logger)
+        let context = JobContext(job: job, lease: leased.lease, parents: leased.parents, store: store, logger: spool.logger)
         do {
             let result = try await handler.run(job.payload, context)
             do {

@@ -112,9 +112,9 @@ public final class WebhookDeliverer: Sendable {
             }
         }
 
-        var document = payload.job
+        var document = payload.data ?? payload.job.flatMap { (try? JSON.encode($0)).flatMap { JSONValue(json: $0) } }
         if document == nil, let jobID = JobID(payload.job_id), let job = try await store.job(jobID, tenant: delivery.tenant) {
-            document = JobDocument(job)
+            document = (try? JSON.encode(JobDocument(job))).flatMap { JSONValue(json: $0) }
         }
         guard let document else {
             await record(nil, "job \(payload.job_id) no longer exists")
@@ -191,11 +191,11 @@ public final class WebhookDeliverer: Sendable {
     }
 
     /// The request body: `{"type": "job.completed", "timestamp": "...", "data": <status document>}`.
-    static func body(event: String, job: JobDocument, timestamp: Int64) throws -> Data {
+    static func body(event: String, job: JSONValue, timestamp: Int64) throws -> Data {
         struct Envelope: Encodable {
             var type: String
             var timestamp: String
-            var data: JobDocument
+            var data: JSONValue
         }
         return try JSON.encode(Envelope(type: event, timestamp: Timestamp.format(Date(timeIntervalSince1970: Double(timestamp))), data: job))
     }

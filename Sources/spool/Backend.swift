@@ -12,6 +12,9 @@ protocol Backend: Sendable {
     func queues() async throws -> [QueueDocument]
     func setPaused(_ paused: Bool, queue: String) async throws
     func workers() async throws -> [WorkerDocument]
+    func topics() async throws -> [TopicDocument]
+    func publish(topic: String, payload: JSONValue, attributes: [String: String], idempotencyKey: String?, tenant: String) async throws -> SpoolClient.Published
+    func batch(_ id: JobID) async throws -> BatchDocument
 }
 
 /// Straight to the database file.
@@ -35,6 +38,16 @@ struct LocalBackend: Backend {
         let now = Date()
         return try await spool.store.workers(tenant: nil).map { WorkerDocument($0, now: now) }
     }
+    func topics() async throws -> [TopicDocument] { try await spool.topicOverview(tenant: nil) }
+    func publish(topic: String, payload: JSONValue, attributes: [String: String], idempotencyKey: String?, tenant: String) async throws -> SpoolClient.Published {
+        let result = try await spool.publish(topic: topic, payload: payload.jsonData, attributes: attributes, idempotencyKey: idempotencyKey, tenant: tenant)
+        return SpoolClient.Published(event_id: result.event.id.description, topic: topic, job_ids: result.event.jobIDs.map(\.description),
+                                     replayed: result.replayed)
+    }
+    func batch(_ id: JobID) async throws -> BatchDocument {
+        guard let batch = try await spool.batch(id) else { throw CLIError("batch \(id) not found") }
+        return BatchDocument(batch)
+    }
 }
 
 /// Through a running gateway's HTTP API (`--url`, `SPOOL_URL`, `SPOOL_TOKEN`), with `SpoolClient`.
@@ -57,6 +70,11 @@ struct RemoteBackend: Backend {
     func queues() async throws -> [QueueDocument] { try await mapped { try await client.queues() } }
     func setPaused(_ paused: Bool, queue: String) async throws { try await mapped { try await client.setPaused(paused, queue: queue) } }
     func workers() async throws -> [WorkerDocument] { try await mapped { try await client.workers() } }
+    func topics() async throws -> [TopicDocument] { try await mapped { try await client.topics() } }
+    func publish(topic: String, payload: JSONValue, attributes: [String: String], idempotencyKey: String?, tenant: String) async throws -> SpoolClient.Published {
+        try await mapped { try await client.publish(topic: topic, payload: payload, attributes: attributes, idempotencyKey: idempotencyKey) }
+    }
+    func batch(_ id: JobID) async throws -> BatchDocument { try await mapped { try await client.batch(id) } }
 
     /// The gateway's refusals, as the CLI prints errors.
     private func mapped<T>(_ body: () async throws -> T) async throws -> T {

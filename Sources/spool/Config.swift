@@ -92,6 +92,17 @@ struct ConfigFile: Decodable {
     var postgres: PostgresFile?
     /// Job kinds without code (`http`, `command`) and payload schemas, per kind name (KindsConfig.swift).
     var kinds: [String: KindFile]?
+    struct SubscriberFile: Decodable {
+        var queue: String?
+        var kind: String
+        /// Attribute name → accepted values (an event matches when each has one of them).
+        var filter: [String: [String]]?
+    }
+    struct TopicFile: Decodable {
+        var subscribers: [String: SubscriberFile]?
+    }
+    /// Fan-out topics and their subscribers, per topic name: every tenant's events reach them.
+    var topics: [String: TopicFile]?
 
     /// Where the file came from (set by `load`, never read from the file), to name the line
     /// of a field in errors found after decoding.
@@ -146,6 +157,17 @@ struct ConfigFile: Decodable {
             config.queues[name] = try q.apply(to: config.queue(name), name: "queues.\(name)")
         }
         config.payloadSchemas = try payloadSchemas()
+        config.subscriptions = []
+        for (topic, file) in (topics ?? [:]).sorted(by: { $0.key < $1.key }) {
+            for (name, s) in (file.subscribers ?? [:]).sorted(by: { $0.key < $1.key }) {
+                let subscription = TopicSubscription(tenant: nil, topic: topic, name: name, queue: s.queue ?? "default", kind: s.kind,
+                                                     filter: s.filter ?? [:], createdAt: Date(timeIntervalSince1970: 0))
+                do { try subscription.validate() } catch {
+                    throw CLIError("topics.\(topic).subscribers.\(name): \(error)")
+                }
+                config.subscriptions.append(subscription)
+            }
+        }
     }
 
     /// Webhook settings: the config file's `webhooks` section, then `SPOOL_WEBHOOK_ALLOW_LOOPBACK=1`.

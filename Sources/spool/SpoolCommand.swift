@@ -11,7 +11,8 @@ struct SpoolCommand: AsyncParsableCommand {
         discussion: "Runs on an embedded SQLite file by default (./spool.sqlite, or SPOOL_DATABASE).",
         subcommands: [
             Serve.self, Worker.self, Enqueue.self, Get.self, List.self, Cancel.self, Retry.self,
-            Watch.self, Queues.self, Workers.self, Pause.self, Resume.self, Migrate.self, Bench.self, Token.self, Seed.self,
+            Watch.self, Queues.self, Workers.self, Pause.self, Resume.self, Topics.self, Publish.self, BatchCommand.self,
+            Migrate.self, Bench.self, Token.self, Seed.self,
         ])
 }
 

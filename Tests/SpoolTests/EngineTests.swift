@@ -460,6 +460,24 @@ final class GatedCompletions: JobStore {
     }
     func pruneQueueMinutes(before minute: Int64) async throws -> Int { try await base.pruneQueueMinutes(before: minute) }
     func webhookSecret(tenant: String) async throws -> String { try await base.webhookSecret(tenant: tenant) }
+    func createBatch(_ batch: NewBatch, jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> (Batch, [EnqueueResult]) {
+        try await base.createBatch(batch, jobs: jobs, defaults: defaults, depthLimits: depthLimits)
+    }
+    func batch(_ id: JobID, tenant: String?) async throws -> Batch? { try await base.batch(id, tenant: tenant) }
+    func closeBatch(_ id: JobID, tenant: String?) async throws -> Batch { try await base.closeBatch(id, tenant: tenant) }
+    func cancelBatch(_ id: JobID, tenant: String?) async throws -> Batch { try await base.cancelBatch(id, tenant: tenant) }
+    func saveSubscription(_ subscription: TopicSubscription) async throws { try await base.saveSubscription(subscription) }
+    func removeSubscription(tenant: String, topic: String, name: String) async throws -> Bool {
+        try await base.removeSubscription(tenant: tenant, topic: topic, name: name)
+    }
+    func subscriptions(tenant: String?, topic: String?) async throws -> [TopicSubscription] { try await base.subscriptions(tenant: tenant, topic: topic) }
+    func publish(_ event: TopicEvent, jobs: [NewJob], subscribers: [String], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> PublishResult {
+        try await base.publish(event, jobs: jobs, subscribers: subscribers, defaults: defaults, depthLimits: depthLimits)
+    }
+    func topicEvents(tenant: String, topic: String, since: Date, limit: Int) async throws -> [TopicEvent] {
+        try await base.topicEvents(tenant: tenant, topic: topic, since: since, limit: limit)
+    }
+    func topicSummaries(tenant: String?) async throws -> [TopicSummary] { try await base.topicSummaries(tenant: tenant) }
     func close() async throws { try await base.close() }
 }
 

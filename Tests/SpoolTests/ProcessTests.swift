@@ -98,6 +98,47 @@ struct ProcessTests {
         try await store.close()
     }
 
+    @Test("a worker killed with SIGKILL in the middle of a DAG: every job still runs, in order, and the DAG finishes")
+    func crashedWorkerMidDAG() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("dag.sqlite")
+        let store = try SQLiteJobStore(path: db)
+        try await store.migrate()
+        let spool = Spool(store: store)
+        func sleep(_ seconds: Double, after parents: [ParentReference]) throws -> NewJob {
+            var job = try NewJob(kind: DemoSleep.kind, payload: DemoSleep.Payload(seconds: seconds, steps: 2))
+            job.dependsOn = parents
+            return job
+        }
+        // Two parents, a child of both, a grandchild.
+        let ids = try await spool.enqueue([
+            try sleep(2, after: []), try sleep(2, after: []), try sleep(0.3, after: [.request(0), .request(1)]), try sleep(0.3, after: [.request(2)]),
+        ]).map(\.job.id)
+        let workerArgs = ["worker", "--database", db, "--concurrency", "4", "--lease-seconds", "1.5", "--heartbeat-seconds", "0.3", "--grace-seconds", "5"]
+        let first = try SpoolProcess(workerArgs, logTo: dir.file("worker1.log"))
+        let running = try await eventually(timeout: .seconds(30)) {
+            try await store.list(JobFilter(state: .processing, limit: 10)).jobs.count == 2
+        }
+        #expect(running, "worker 1 never ran the parents; log:\n\(first.output)")
+        first.signal(SIGKILL)
+        #expect(await first.waitForExit(timeout: .seconds(10)) != nil)
+        #expect(try await store.mustGet(ids[2]).state == .waiting)
+
+        let second = try SpoolProcess(workerArgs, logTo: dir.file("worker2.log"))
+        let finished = try await eventually(timeout: .seconds(60)) {
+            try await ids.asyncAllSatisfy { try await store.job($0, tenant: nil)?.state == .completed }
+        }
+        #expect(finished, "the DAG did not finish; worker 2 log:\n\(second.output)")
+        let jobs = try await ids.asyncMap { try await store.mustGet($0) }
+        #expect(jobs[0].attempt == 2 && jobs[1].attempt == 2 && jobs[2].attempt == 1 && jobs[3].attempt == 1)
+        let parentsDone = try #require(jobs[0...1].compactMap(\.finishedAt).max())
+        #expect(try #require(jobs[2].startedAt) >= parentsDone && jobs[3].startedAt! >= jobs[2].finishedAt!)
+        second.signal(SIGTERM)
+        #expect(await second.waitForExit(timeout: .seconds(15)) == 0)
+        try await store.close()
+    }
+
     @Test("SIGTERM stops a worker gracefully and gives a running job back at once")
     func sigtermGivesJobsBack() async throws {
         let dir = TempDir()

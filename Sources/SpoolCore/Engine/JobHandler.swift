@@ -79,20 +79,24 @@ public struct NoResult: Codable, Sendable, Hashable {
 public final class JobContext: Sendable {
     public let job: Job
     public let lease: LeaseToken
+    /// The job's parents (``NewJob/dependsOn``) with their results, in the order it named them.
+    public let parents: [ParentResult]
     private let baseLogger: Logger
     private let report: @Sendable (JobProgress) async throws -> Void
 
     /// The context of a job leased from `store` (the engine makes these; so does `SpoolTesting`).
-    public convenience init(job: Job, lease: LeaseToken, store: any JobStore, logger: Logger) {
-        self.init(job: job, lease: lease, logger: logger) { progress in
+    public convenience init(job: Job, lease: LeaseToken, parents: [ParentResult] = [], store: any JobStore, logger: Logger) {
+        self.init(job: job, lease: lease, parents: parents, logger: logger) { progress in
             try await store.reportProgress(job.id, lease: lease, progress: progress)
         }
     }
 
     /// The context of a job leased elsewhere (a remote worker reports progress over HTTP).
-    public init(job: Job, lease: LeaseToken, logger: Logger, reportProgress: @escaping @Sendable (JobProgress) async throws -> Void) {
+    public init(job: Job, lease: LeaseToken, parents: [ParentResult] = [], logger: Logger,
+                reportProgress: @escaping @Sendable (JobProgress) async throws -> Void) {
         self.job = job
         self.lease = lease
+        self.parents = parents
         self.baseLogger = logger
         self.report = reportProgress
     }
@@ -111,6 +115,12 @@ public final class JobContext: Sendable {
     public var attempt: Int { job.attempt }
     public var maxAttempts: Int { job.maxAttempts }
     public var isLastAttempt: Bool { job.attempt >= job.maxAttempts }
+
+    /// The result of the parent `id` decoded as `T` (`nil` if it has none, or is not a parent).
+    public func parentResult<T: Decodable>(_ id: JobID, as type: T.Type) throws -> T? {
+        guard let data = parents.first(where: { $0.id == id })?.result else { return nil }
+        return try JSON.decode(T.self, from: data)
+    }
 
     /// Records progress (0-100) and an optional message, visible to clients at once.
     /// Throws ``SpoolError/leaseLost(_:)`` if this worker no longer holds the job.

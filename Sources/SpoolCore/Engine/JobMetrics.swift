@@ -45,6 +45,12 @@ enum JobMetrics {
         }
     }
 
+    /// An event published to a topic, and the jobs it made.
+    static func published(topic: String, jobs: Int) {
+        Counter(label: "spool_topic_events_published_total", dimensions: [("topic", topic)]).increment()
+        if jobs > 0 { Counter(label: "spool_topic_jobs_total", dimensions: [("topic", topic)]).increment(by: jobs) }
+    }
+
     /// `outcome`: completed, failed (for good), retried, cancelled, lease_lost, released.
     static func finished(_ job: Job, outcome: String) {
         counter(Key(metric: "spool_jobs_finished_total", queue: job.queue, kind: job.kind, outcome: outcome)).increment()

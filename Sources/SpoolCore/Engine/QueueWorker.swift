@@ -206,7 +206,7 @@ final class QueueWorker: Sendable {
             let started = ContinuousClock.now
             defer { JobMetrics.runTime(job, ContinuousClock.now - started) }
             if let handler = spool.handler(for: job.kind) {
-                let context = JobContext(job: job, lease: running.leased.lease, store: store, logger: logger)
+                let context = JobContext(job: job, lease: running.leased.lease, parents: running.leased.parents, store: store, logger: logger)
                 do {
                     outcome = .succeeded(try await handler.run(job.payload, context))
                 } catch {

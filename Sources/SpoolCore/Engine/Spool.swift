@@ -80,6 +80,15 @@ public final class Spool: Sendable {
 
     /// Enqueues jobs atomically: all or none.
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueResult] {
+        let (jobs, defaults, limits) = try prepare(jobs)
+        let results = try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
+        JobMetrics.enqueued(results)
+        return results
+    }
+
+    /// Requests with their queues' settings filled in and checked, and those queues' defaults
+    /// and depth limits (what every store call that enqueues takes).
+    func prepare(_ jobs: [NewJob]) throws -> (jobs: [NewJob], defaults: [String: JobDefaults], limits: [String: Int]) {
         var defaults: [String: JobDefaults] = [:]
         var limits: [String: Int] = [:]
         var jobs = jobs
@@ -92,9 +101,7 @@ public final class Spool: Sendable {
             defaults[job.queue] = JobDefaults(queue)
             if let limit = queue.depthLimit { limits[job.queue] = limit }
         }
-        let results = try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
-        JobMetrics.enqueued(results)
-        return results
+        return (jobs, defaults, limits)
     }
 
     /// Enqueues a job for a handler type, with a typed payload.

@@ -121,6 +121,15 @@ public struct JobDocument: Sendable, Codable, Hashable {
     /// The worker of the latest attempt (its registry id).
     public var worker_id: String?
     public var lease_expires_at: String?
+    /// The parent jobs it waits for (absent when none).
+    public var depends_on: [String]?
+    /// `cancel` or `run` (absent when it has no parents).
+    public var on_parent_failure: ParentFailurePolicy?
+    /// Parents not finished yet (while `waiting`).
+    public var parents_left: Int?
+    public var batch_id: String?
+    /// Why Spool cancelled it (a parent failed, its batch was cancelled).
+    public var cancel_reason: String?
 
     public init(_ job: Job) {
         id = job.id.description
@@ -145,6 +154,13 @@ public struct JobDocument: Sendable, Codable, Hashable {
         tags = job.tags
         worker_id = job.workerID
         lease_expires_at = job.state == .processing ? job.leaseExpiresAt.map(Timestamp.format) : nil
+        if !job.dependsOn.isEmpty {
+            depends_on = job.dependsOn.map(\.description)
+            on_parent_failure = job.onParentFailure
+        }
+        parents_left = job.state == .waiting ? job.parentsLeft : nil
+        batch_id = job.batchID?.description
+        cancel_reason = job.state == .cancelled ? job.cancelReason : nil
     }
 }
 

@@ -38,6 +38,16 @@ public struct Job: Sendable, Hashable {
     /// The worker holding the lease while `processing`.
     public var workerID: String?
     public var leaseExpiresAt: Date?
+    /// The parent jobs this job waits for (`waiting` until all have finished).
+    public var dependsOn: [JobID] = []
+    /// What happens to this job when a parent fails for good or is cancelled.
+    public var onParentFailure: ParentFailurePolicy = .cancel
+    /// Parents not finished yet (while `waiting`).
+    public var parentsLeft: Int = 0
+    /// The batch the job belongs to.
+    public var batchID: JobID?
+    /// Why the job was cancelled, when Spool cancelled it (a parent failed, the batch was cancelled).
+    public var cancelReason: String?
 
     public init(
         id: JobID, tenant: String, queue: String, kind: String, payload: Data, priority: Int,
@@ -90,8 +100,10 @@ public struct LeasedJob: Sendable, Hashable {
     public var job: Job
     /// The fencing token: valid only while this worker holds the job.
     public var lease: LeaseToken
+    /// The job's parents and their results (in the order of `job.dependsOn`; a pruned parent is missing).
+    public var parents: [ParentResult]
     public var id: JobID { job.id }
-    public init(job: Job, lease: LeaseToken) { self.job = job; self.lease = lease }
+    public init(job: Job, lease: LeaseToken, parents: [ParentResult] = []) { self.job = job; self.lease = lease; self.parents = parents }
 }
 
 /// Proof that a worker holds a job. A new token is made for every lease, so a worker whose

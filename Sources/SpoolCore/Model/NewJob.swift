@@ -21,6 +21,13 @@ public struct NewJob: Sendable, Hashable {
     public var callbackURL: String?
     public var tags: [String]
     public var tenant: String
+    /// Parent jobs: the job waits (`waiting`) until every parent has finished. An existing job
+    /// of the same tenant, or an earlier request of the same ``JobStore/enqueue(_:defaults:depthLimits:)`` call.
+    public var dependsOn: [ParentReference] = []
+    /// What happens to this job when a parent fails for good or is cancelled.
+    public var onParentFailure: ParentFailurePolicy = .cancel
+    /// The open batch the job joins.
+    public var batchID: JobID?
 
     public init(
         queue: String = "default", kind: String, payload: Data = Data("{}".utf8), priority: Int = 0,
@@ -64,7 +71,11 @@ public struct NewJob: Sendable, Hashable {
         guard (try? JSONSerialization.jsonObject(with: payload, options: [.fragmentsAllowed])) != nil else {
             throw invalid("payload", "must be valid JSON")
         }
+        if dependsOn.count > Self.maxParents { throw invalid("depends_on", "at most \(Self.maxParents) parents") }
     }
+
+    /// The most parents one job may name.
+    public static let maxParents = 10_000
 
     public static let priorityRange = -1000...1000
 

@@ -17,6 +17,10 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
     case leaseLost(JobID)
     /// The store cannot be reached or is overloaded (503).
     case unavailable(reason: String)
+    /// No such batch, or it belongs to another tenant (404).
+    case batchNotFound(JobID)
+    /// The resource is in a state that does not allow the operation (409).
+    case conflict(reason: String)
 
     public var description: String {
         switch self {
@@ -27,6 +31,8 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
         case let .queueFull(queue, limit, _): "queue '\(queue)' is full (depth limit \(limit)); try again later"
         case let .leaseLost(id): "lease on job \(id) is no longer held by this worker"
         case let .unavailable(reason): "store unavailable: \(reason)"
+        case let .batchNotFound(id): "batch \(id) not found"
+        case let .conflict(reason): reason
         }
     }
 }

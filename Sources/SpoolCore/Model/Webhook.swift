@@ -33,8 +33,10 @@ public enum Webhook {
         /// The job's status document as it was when it finished: what the receiver gets, even
         /// if the job is deleted or retried before the delivery succeeds.
         public var job: JobDocument?
-        public init(jobID: JobID, url: String, event: String, job: JobDocument? = nil) {
-            self.job_id = jobID.description; self.url = url; self.event = event; self.job = job
+        /// What is delivered when it is not a job's document (a batch's, for `batch.finished`).
+        public var data: JSONValue?
+        public init(jobID: JobID, url: String, event: String, job: JobDocument? = nil, data: JSONValue? = nil) {
+            self.job_id = jobID.description; self.url = url; self.event = event; self.job = job; self.data = data
         }
     }
 
@@ -43,6 +45,14 @@ public enum Webhook {
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
         return "whsec_" + Data(bytes).base64EncodedString()
+    }
+
+    /// The delivery job announcing that `batch` finished (`batch.finished`, or `batch.cancelled`).
+    public static func deliveryJob(for batch: Batch, url: String) -> NewJob {
+        let document = (try? JSON.encode(BatchDocument(batch))).flatMap { JSONValue(json: $0) }
+        let payload = Payload(jobID: batch.id, url: url, event: "batch." + (batch.state == .cancelled ? "cancelled" : "finished"), data: document)
+        return NewJob(queue: queue, kind: kind, payload: (try? JSON.encode(payload)) ?? Data("{}".utf8),
+                      maxAttempts: maxAttempts, timeout: attemptTimeout, tenant: batch.tenant)
     }
 
     /// The delivery job for `job`, which just reached a terminal state (and has a callback URL).

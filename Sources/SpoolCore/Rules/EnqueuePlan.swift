@@ -27,26 +27,98 @@ public struct EnqueuePlan: Sendable {
         }.filter { seen.insert($0).inserted }
     }
 
+    /// Existing jobs named as parents, each once, sorted (stores lock them in this order).
+    public var externalParents: [JobID] {
+        var ids = Set<JobID>()
+        for request in requests {
+            for case .job(let id) in request.dependsOn { ids.insert(id) }
+        }
+        return ids.sorted()
+    }
+
+    /// What a store knows of an existing parent.
+    public struct Parent: Sendable {
+        public var tenant: String
+        public var state: JobState
+        public init(tenant: String, state: JobState) { self.tenant = tenant; self.state = state }
+    }
+
+    /// What to write.
+    public struct Resolution: Sendable {
+        /// One per request, in order.
+        public var results: [EnqueueResult]
+        /// The jobs to insert (waiting, pending, scheduled, or cancelled because of a parent).
+        public var new: [Job]
+        /// Parent → child edges of the new jobs.
+        public var edges: [(parent: JobID, child: JobID)]
+        /// Why each new job created `cancelled` was cancelled: the parent that failed.
+        public var cancelledBy: [JobID: JobID]
+        /// Whether any new job uses a workflow feature (parents, children, a batch).
+        public var usesWorkflows: Bool { !edges.isEmpty || new.contains { $0.batchID != nil } }
+    }
+
     /// What each request answers, and the new jobs to write, given the jobs that exist under
-    /// ``keys`` (missing keys have none).
-    public func resolve(existing: [Key: Job], defaults: [String: JobDefaults], now: Date) throws(SpoolError) -> (results: [EnqueueResult], new: [Job]) {
+    /// ``keys`` (missing keys have none) and the existing ``externalParents`` (a missing one,
+    /// or another tenant's, refuses the whole call).
+    public func resolve(existing: [Key: Job], parents: [JobID: Parent] = [:], defaults: [String: JobDefaults], now: Date) throws(SpoolError) -> Resolution {
         var made: [Key: Job] = [:]
         var results: [EnqueueResult] = []
         var new: [Job] = []
+        var edges: [(parent: JobID, child: JobID)] = []
+        var cancelledBy: [JobID: JobID] = [:]
         results.reserveCapacity(requests.count)
-        for request in requests {
+        let indexed = requests.count > 1
+        for (index, request) in requests.enumerated() {
             let key = request.idempotencyKey.map { Key(tenant: request.tenant, key: $0) }
             if let key, let job = existing[key] ?? made[key] {
                 guard request.isSameRequest(as: job) else { throw .idempotencyConflict(key: key.key, existing: job.id) }
                 results.append(EnqueueResult(job: job, replayed: true))
                 continue
             }
-            let job = Job(new: request, defaults: defaults[request.queue], now: now)
+            var job = Job(new: request, defaults: defaults[request.queue], now: now)
+            job.batchID = request.batchID
+            job.onParentFailure = request.onParentFailure
+            if !request.dependsOn.isEmpty {
+                var states: [(JobID, JobState)] = []
+                var seen = Set<JobID>()
+                for reference in request.dependsOn {
+                    let id: JobID, state: JobState
+                    switch reference {
+                    case .job(let parent):
+                        guard let found = parents[parent], found.tenant == request.tenant else {
+                            throw .badParent(indexed ? index : nil, parent.description, "no such job")
+                        }
+                        (id, state) = (parent, found.state)
+                    case .request(let earlier):
+                        guard earlier >= 0, earlier < index else {
+                            throw .badParent(indexed ? index : nil, "jobs[\(earlier)]", "a job may only depend on jobs before it in the request")
+                        }
+                        let parent = results[earlier].job
+                        guard parent.tenant == request.tenant else { throw .badParent(index, "jobs[\(earlier)]", "belongs to another tenant") }
+                        (id, state) = (parent.id, parent.state)
+                    }
+                    if seen.insert(id).inserted { states.append((id, state)) }
+                }
+                job.dependsOn = states.map(\.0)
+                edges += states.map { (parent: $0.0, child: job.id) }
+                switch DependencyRules.standing(parents: states, policy: request.onParentFailure) {
+                case .waiting(let left):
+                    job.state = .waiting
+                    job.parentsLeft = left
+                case .ready:
+                    break
+                case .cancelled(let parent, let reason):
+                    job.state = .cancelled
+                    job.cancelReason = reason
+                    job.finishedAt = now
+                    cancelledBy[job.id] = parent
+                }
+            }
             if let key { made[key] = job }
             results.append(EnqueueResult(job: job, replayed: false))
             new.append(job)
         }
-        return (results, new)
+        return Resolution(results: results, new: new, edges: edges, cancelledBy: cancelledBy)
     }
 }
 
@@ -57,10 +129,10 @@ public enum DepthLimit {
     /// How long a refused client is asked to wait.
     public static let retryAfter: Duration = .seconds(1)
 
-    /// New jobs per queue.
+    /// New jobs per queue (those that count towards its depth: not waiting for parents).
     public static func adding(_ jobs: [Job]) -> [String: Int] {
         var adding: [String: Int] = [:]
-        for job in jobs { adding[job.queue, default: 0] += 1 }
+        for job in jobs where job.state.isQueued { adding[job.queue, default: 0] += 1 }
         return adding
     }
 

@@ -15,7 +15,7 @@ public struct ListPlan: Sendable, Equatable {
     public var fetchLimit: Int { pageSize + 1 }
 
     public struct Equality: Sendable, Equatable {
-        /// `tenant`, `queue`, `state`, `kind` or `idempotency_key`: the same column name in both stores.
+        /// `tenant`, `queue`, `state`, `kind`, `idempotency_key` or `batch_id`: the same column name in both stores.
         public var column: String
         public var value: String
     }
@@ -29,6 +29,7 @@ public struct ListPlan: Sendable, Equatable {
         if let state = filter.state { equalities.append(Equality(column: "state", value: state.rawValue)) }
         if let kind = filter.kind { equalities.append(Equality(column: "kind", value: kind)) }
         if let key = filter.idempotencyKey { equalities.append(Equality(column: "idempotency_key", value: key)) }
+        if let batch = filter.batchID { equalities.append(Equality(column: "batch_id", value: batch.description)) }
         tag = filter.tag
         if let cursor = filter.cursor {
             guard let seq = Int64(cursor), seq > 0 else {

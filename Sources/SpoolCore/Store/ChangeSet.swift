@@ -68,7 +68,7 @@ public final class ChangeSet {
     /// The change in waiting jobs (pending + scheduled) of `queue` not yet written.
     @inlinable
     public func waitingDelta(queue: String) -> Int {
-        counts.reduce(0) { $0 + ($1.key.queue == queue && $1.key.state.isWaiting ? $1.value : 0) }
+        counts.reduce(0) { $0 + ($1.key.queue == queue && $1.key.state.isQueued ? $1.value : 0) }
     }
 
     /// Count changes that are not zero, in a stable order (stores that lock count rows take

@@ -158,6 +158,48 @@ public protocol JobStore: Sendable {
     /// it over at once. Does nothing when `holder` does not hold it.
     func resignLeadership(of duty: String, holder: String) async throws
 
+    // MARK: Workflows
+    //
+    // Parents (`NewJob.dependsOn`) and batches are written by `enqueue` with the jobs. When a
+    // job reaches a terminal state, the same transaction releases or cancels its waiting
+    // children (``DependencyRules``) and counts it in its batch, which makes its callback job
+    // when the last one finishes (``BatchRules``); a retry by hand re-arms the children that
+    // were cancelled because of the job.
+
+    /// Creates a batch and enqueues `jobs` into it, atomically. A batch that is not `open` is
+    /// closed at once (and finishes when its jobs do; at once if it has none).
+    func createBatch(_ batch: NewBatch, jobs: [NewJob], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> (Batch, [EnqueueResult])
+
+    /// The batch with its counts per state, if `tenant` may see it.
+    func batch(_ id: JobID, tenant: String?) async throws -> Batch?
+
+    /// Closes an open batch: no job may join it any more; it finishes when its jobs have.
+    func closeBatch(_ id: JobID, tenant: String?) async throws -> Batch
+
+    /// Cancels every unfinished job of a batch; no callback runs.
+    func cancelBatch(_ id: JobID, tenant: String?) async throws -> Batch
+
+    /// Adds or replaces a subscription (of its tenant).
+    func saveSubscription(_ subscription: TopicSubscription) async throws
+
+    /// Removes a subscription. Returns whether it existed.
+    func removeSubscription(tenant: String, topic: String, name: String) async throws -> Bool
+
+    /// The stored subscriptions of one tenant (`nil`: all), of one topic (`nil`: all).
+    func subscriptions(tenant: String?, topic: String?) async throws -> [TopicSubscription]
+
+    /// Records `event` and enqueues its subscribers' `jobs` (made for the subscribers named in
+    /// `subscribers`, in order), atomically. An event whose idempotency key (per tenant and
+    /// topic) was published before is answered as it was (`replayed`), or refused with
+    /// ``SpoolError/idempotencyConflict(key:existing:)`` if it differs.
+    func publish(_ event: TopicEvent, jobs: [NewJob], subscribers: [String], defaults: [String: JobDefaults], depthLimits: [String: Int]) async throws -> PublishResult
+
+    /// Events of a topic published at or after `since`, oldest first, at most `limit`.
+    func topicEvents(tenant: String, topic: String, since: Date, limit: Int) async throws -> [TopicEvent]
+
+    /// Every topic published to, with its figures (of one tenant, or all).
+    func topicSummaries(tenant: String?) async throws -> [TopicSummary]
+
     /// Releases connections and files.
     func close() async throws
 }
@@ -257,15 +299,17 @@ public struct JobFilter: Sendable, Hashable {
     public var tag: String?
     /// Only the job of this idempotency key (one per tenant).
     public var idempotencyKey: String?
+    /// Only the jobs of this batch.
+    public var batchID: JobID?
     /// At most 1000.
     public var limit: Int
     /// The `nextCursor` of the previous page.
     public var cursor: String?
 
     public init(tenant: String? = nil, queue: String? = nil, state: JobState? = nil, kind: String? = nil, tag: String? = nil,
-                idempotencyKey: String? = nil, limit: Int = 50, cursor: String? = nil) {
+                idempotencyKey: String? = nil, batchID: JobID? = nil, limit: Int = 50, cursor: String? = nil) {
         self.tenant = tenant; self.queue = queue; self.state = state; self.kind = kind
-        self.tag = tag; self.idempotencyKey = idempotencyKey
+        self.tag = tag; self.idempotencyKey = idempotencyKey; self.batchID = batchID
         self.limit = limit; self.cursor = cursor
     }
 }

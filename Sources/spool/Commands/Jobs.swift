@@ -16,14 +16,23 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "Tenant that owns the job.") var tenant = NewJob.defaultTenant
     @Option(help: "Tag (repeatable).") var tag: [String] = []
     @Option(help: "Webhook URL called (signed) when the job completes, fails or is cancelled.") var callbackURL: String?
+    @Option(help: "A parent job it waits for (repeatable).") var dependsOn: [String] = []
+    @Option(help: "When a parent fails for good or is cancelled: cancel (this job too) or run (anyway).") var onParentFailure = "cancel"
+    @Option(help: "An open batch the job joins.") var batch: String?
     @Flag(help: "Follow the job live until it finishes (like `spool watch`); exit 1 if it fails, 2 if cancelled.") var wait = false
 
     func run() async throws {
-        let job = NewJob(
+        guard let policy = ParentFailurePolicy(rawValue: onParentFailure) else {
+            throw ValidationError("--on-parent-failure must be 'cancel' or 'run'")
+        }
+        var job = NewJob(
             queue: queue, kind: kind, payload: Data(payload.utf8), priority: priority,
             runAt: delay.map { Date().addingTimeInterval($0) }, maxAttempts: maxAttempts,
             timeout: timeout.map { .seconds(fractional: $0) }, idempotencyKey: idempotencyKey,
             callbackURL: callbackURL, tags: tag, tenant: tenant)
+        job.dependsOn = try dependsOn.map { .job(try parseJobID($0)) }
+        job.onParentFailure = policy
+        job.batchID = try batch.map(parseJobID)
         let state: JobState
         do {
             let backend = try await store.backend()
@@ -51,8 +60,9 @@ struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
     @OptionGroup var store: StoreOptions
     @Option(help: "Only this queue.") var queue: String?
-    @Option(help: "Only this state: scheduled, pending, processing, completed, failed, cancelled.") var state: String?
+    @Option(help: "Only this state: waiting, scheduled, pending, processing, completed, failed, cancelled.") var state: String?
     @Option(help: "Only this kind.") var kind: String?
+    @Option(help: "Only the jobs of this batch.") var batch: String?
     @Option(help: "Page size (1-1000).") var limit = 50
     @Option(help: "Cursor from the previous page.") var cursor: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
@@ -64,7 +74,8 @@ struct List: AsyncParsableCommand {
             jobState = s
         }
         let page: (jobs: [JobDocument], next: String?)
-        do { page = try await store.backend().list(JobFilter(queue: queue, state: jobState, kind: kind, limit: limit, cursor: cursor)) }
+        let batchID = try batch.map(parseJobID)
+        do { page = try await store.backend().list(JobFilter(queue: queue, state: jobState, kind: kind, batchID: batchID, limit: limit, cursor: cursor)) }
         catch { throw explain(error) }
         if json {
             struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }

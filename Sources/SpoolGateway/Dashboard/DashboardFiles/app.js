@@ -3,7 +3,7 @@
 // (textContent, never innerHTML): a payload holding <script> shows as those characters.
 'use strict';
 
-const STATES = ['pending', 'scheduled', 'processing', 'completed', 'failed', 'cancelled'];
+const STATES = ['waiting', 'pending', 'scheduled', 'processing', 'completed', 'failed', 'cancelled'];
 const app = {
   session: null,          // GET /v1/session
   view: null,             // { refresh(): Promise }
@@ -276,6 +276,7 @@ function render() {
   else if (path.startsWith('/jobs/')) view = jobView(decodeURIComponent(path.slice(6)));
   else if (path === '/dead') view = deadView();
   else if (path === '/workers') view = workersView();
+  else if (path === '/topics') view = topicsView();
   else view = { el: h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Overview')), refresh: async () => {} };
   app.view = view;
   const main = document.getElementById('main');
@@ -529,7 +530,7 @@ function jobView(id) {
     const actions = h('div', { class: 'actions' },
       h('button', { type: 'button', id: 'retry', disabled: !canEnqueue() || !['failed', 'cancelled'].includes(job.state),
         onclick: (e) => act(e.currentTarget, () => api('POST', `/v1/jobs/${job.id}/retry`)) }, 'Retry'),
-      h('button', { type: 'button', id: 'cancel', disabled: !canEnqueue() || !['pending', 'scheduled', 'processing'].includes(job.state),
+      h('button', { type: 'button', id: 'cancel', disabled: !canEnqueue() || !['waiting', 'pending', 'scheduled', 'processing'].includes(job.state),
         onclick: (e) => act(e.currentTarget, () => api('POST', `/v1/jobs/${job.id}/cancel`)) }, 'Cancel'),
       h('button', { type: 'button', id: 'delete', class: 'danger', disabled: !canEnqueue() || !['completed', 'failed', 'cancelled'].includes(job.state),
         onclick: (e) => {
@@ -545,7 +546,14 @@ function jobView(id) {
       h('dt', {}, 'tags'), h('dd', {}, (job.tags || []).join(', ') || '–'),
       h('dt', {}, 'idempotency key'), h('dd', {}, job.idempotency_key || '–'),
       h('dt', {}, 'worker'), h('dd', {}, job.worker_id || '–'),
-      h('dt', {}, 'progress'), h('dd', {}, job.progress ? [progressBar(job.progress.percent), `${job.progress.percent}% ${job.progress.message || ''}`] : '–'));
+      h('dt', {}, 'progress'), h('dd', {}, job.progress ? [progressBar(job.progress.percent), `${job.progress.percent}% ${job.progress.message || ''}`] : '–'),
+      h('dt', {}, 'parents'), h('dd', { id: 'job-parents' }, job.depends_on
+        ? [job.depends_on.slice(0, 20).flatMap((p, i) => [i ? ', ' : '', h('a', { class: 'mono', href: `#/jobs/${p}` }, p.slice(0, 8))]),
+          job.depends_on.length > 20 ? ` and ${job.depends_on.length - 20} more` : '',
+          job.parents_left !== undefined ? ` · ${job.parents_left} not finished` : '', ` · if one fails: ${job.on_parent_failure}`]
+        : '–'),
+      h('dt', {}, 'batch'), h('dd', { class: 'mono' }, job.batch_id || '–'),
+      h('dt', {}, 'cancel reason'), h('dd', { id: 'cancel-reason' }, job.cancel_reason || '–'));
     const timeline = [['created', job.created_at], ['runs at', job.run_at], ['started', job.started_at]]
       .concat((job.errors || []).map((e) => [`attempt ${e.attempt} failed (${e.reason})`, e.at]))
       .concat([[job.state === 'completed' ? 'completed' : 'finished', job.finished_at]])
@@ -627,6 +635,29 @@ function workersView() {
         h('td', {}, w.queues.join(', ')), h('td', {}, w.kinds.join(', ') || 'any'),
         h('td', { class: 'num' }, `${w.running}/${w.concurrency}`), h('td', {}, when(w.last_seen_at)),
         h('td', {}, w.state === 'lost' ? h('span', { class: 'lost' }, 'lost') : w.state))))));
+  });
+}
+
+// ---- Topics ----------------------------------------------------------------------------
+
+function topicsView() {
+  return simpleView('Topics', async () => {
+    const { topics } = await api('GET', '/v1/topics');
+    if (!topics.length) return h('p', { class: 'muted' }, 'No topics: nothing was published and no subscriber is configured.');
+    const rows = [];
+    for (const t of topics) {
+      const subs = t.subscribers.length ? t.subscribers : [null];
+      subs.forEach((s, i) => rows.push(h('tr', {},
+        h('td', {}, i ? '' : t.topic), h('td', { class: 'num' }, i ? '' : t.events), h('td', {}, i ? '' : when(t.last_published_at)),
+        h('td', {}, s ? s.name : h('span', { class: 'muted' }, 'no subscribers')), h('td', {}, s ? `${s.queue} · ${s.kind}` : ''),
+        h('td', { class: 'hide-narrow' }, s && Object.keys(s.filter).length ? JSON.stringify(s.filter) : ''),
+        h('td', { class: 'hide-narrow' }, s ? s.source : ''), h('td', { class: 'num' }, s ? s.jobs : ''))));
+    }
+    return h('div', { class: 'scroll' }, h('table', { id: 'topics' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'topic'), h('th', { class: 'num' }, 'events'), h('th', {}, 'last published'),
+        h('th', {}, 'subscriber'), h('th', {}, 'queue · kind'), h('th', { class: 'hide-narrow' }, 'filter'),
+        h('th', { class: 'hide-narrow' }, 'source'), h('th', { class: 'num' }, 'jobs'))),
+      h('tbody', {}, rows)));
   });
 }
 
