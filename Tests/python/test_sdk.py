@@ -229,3 +229,53 @@ def test_worker_without_the_worker_scope_is_refused(sdk_server):
     worker.register("py.nope", lambda payload, job: None)
     with pytest.raises(spool.Forbidden):
         worker.run(install_signal_handlers=False)
+
+
+def test_python_worker_runs_a_dag_and_a_batch_callback(sdk_server):
+    """A DAG created in one call through the SDK, run by a Python worker that reads its parents'
+    results; then a batch whose callback job gets the batch's figures; then a fan-out publish."""
+    worker = spool.Worker(sdk_server.url, WORKER, concurrency=4, wait_seconds=1)
+    seen = {}
+
+    @worker.handler("py.step")
+    def step(payload, job):
+        seen[payload["name"]] = [p["result"] for p in job.parents]
+        return {"name": payload["name"], "parents": len(job.parents)}
+
+    thread = start(worker)
+    try:
+        with spool.Client(sdk_server.url, CLIENT) as client:
+            jobs = enqueue_when_known(client, [
+                spool.job_request("py.step", {"name": "convert"}, ref="convert"),
+                spool.job_request("py.step", {"name": "clash"}, ref="clash", depends_on=["convert"]),
+                spool.job_request("py.step", {"name": "report"}, depends_on=["clash", "convert"]),
+            ])
+            assert [j["state"] for j in jobs] == ["pending", "waiting", "waiting"]
+            docs = wait_all(client, [j["id"] for j in jobs], timeout=60)
+            assert all(d["state"] == "completed" for d in docs.values()), docs
+            assert seen["clash"] == [{"name": "convert", "parents": 0}]
+            assert sorted(r["name"] for r in seen["report"]) == ["clash", "convert"]
+            report = client.get(jobs[2]["id"])
+            assert report["depends_on"] == [jobs[1]["id"], jobs[0]["id"]]
+
+            created = client.create_batch(
+                [spool.job_request("py.step", {"name": f"b{n}"}) for n in range(5)],
+                callback={"kind": "py.step", "payload": {"name": "callback"}})
+            batch_id = created["batch"]["id"]
+            deadline = time.monotonic() + 60
+            while client.batch(batch_id)["state"] != "finished" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            batch = client.batch(batch_id)
+            assert batch["state"] == "finished" and batch["counts"]["completed"] == 5, batch
+            callback = wait_all(client, [batch["callback_job_id"]], timeout=60)[batch["callback_job_id"]]
+            assert callback["payload"]["batch"]["total"] == 5 and callback["payload"]["batch"]["completed"] == 5
+            assert callback["payload"]["payload"] == {"name": "callback"}
+
+            published = client.publish("py.nobody", {"x": 1}, idempotency_key="e1")
+            assert published["job_ids"] == [] and not published["replayed"]
+            assert client.publish("py.nobody", {"x": 1}, idempotency_key="e1")["replayed"] is True
+            with pytest.raises(spool.InvalidRequest):
+                client.enqueue("py.step", {"name": "x"}, depends_on=["not-a-job-id"])
+    finally:
+        worker.stop()
+        thread.join(timeout=30)

@@ -15,7 +15,7 @@
 
     worker.run()  # until SIGTERM or SIGINT
 """
-from .client import VERSION, Client
+from .client import VERSION, Client, job_request
 from .errors import (
     Conflict,
     Forbidden,
@@ -31,7 +31,7 @@ from .errors import (
 from .worker import Fail, JobContext, Retry, Worker
 
 __all__ = [
-    "Client", "Worker", "JobContext", "Retry", "Fail",
+    "Client", "job_request", "Worker", "JobContext", "Retry", "Fail",
     "SpoolError", "InvalidRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "LeaseLost",
     "QueueFull", "Unavailable", "WaitTimeout",
 ]

@@ -18,13 +18,22 @@ def job_request(kind: str, payload: JSON = None, *, queue: Optional[str] = None,
                 delay_seconds: Optional[float] = None, run_at: Optional[str] = None,
                 max_attempts: Optional[int] = None, timeout_seconds: Optional[float] = None,
                 idempotency_key: Optional[str] = None, callback_url: Optional[str] = None,
-                tags: Optional[Iterable[str]] = None) -> Dict[str, Any]:
-    """The body of one job for ``POST /v1/jobs`` (options left out take the queue's defaults)."""
+                tags: Optional[Iterable[str]] = None, depends_on: Optional[Iterable[str]] = None,
+                on_parent_failure: Optional[str] = None, ref: Optional[str] = None,
+                batch_id: Optional[str] = None) -> Dict[str, Any]:
+    """The body of one job for ``POST /v1/jobs`` (options left out take the queue's defaults).
+
+    ``depends_on``: parent job ids, or (in :meth:`Client.enqueue_many`) the ``ref`` of an
+    earlier job of the same call; the job waits until they have finished.
+    ``on_parent_failure``: ``"cancel"`` (default) or ``"run"``.
+    """
     body: Dict[str, Any] = {"kind": kind}
     options = {"payload": payload, "queue": queue, "priority": priority, "delay_seconds": delay_seconds,
                "run_at": run_at, "max_attempts": max_attempts, "timeout_seconds": timeout_seconds,
                "idempotency_key": idempotency_key, "callback_url": callback_url,
-               "tags": list(tags) if tags is not None else None}
+               "tags": list(tags) if tags is not None else None,
+               "depends_on": list(depends_on) if depends_on is not None else None,
+               "on_parent_failure": on_parent_failure, "ref": ref, "batch_id": batch_id}
     body.update({k: v for k, v in options.items() if v is not None})
     return body
 
@@ -85,6 +94,32 @@ class Client:
         """Enqueues up to 1,000 jobs atomically (all or none). Each item is a
         :func:`job_request`-style dict: ``{"kind": ..., "payload": ..., ...}``."""
         return self._call("POST", "/v1/jobs/batch", json={"jobs": list(jobs)}).json()["jobs"]
+
+    # -- workflows -----------------------------------------------------------------------
+
+    def create_batch(self, jobs: Iterable[Mapping[str, Any]], *, callback: Optional[Mapping[str, Any]] = None,
+                     on_failure: Optional[Mapping[str, Any]] = None, callback_url: Optional[str] = None,
+                     open: bool = False) -> Dict[str, Any]:
+        """Creates a batch of jobs; ``callback`` (``{"queue", "kind", "payload"}``) runs once all
+        have finished, ``on_failure`` instead when one failed for good. Returns
+        ``{"batch": {...}, "jobs": [...]}``."""
+        body: Dict[str, Any] = {"jobs": list(jobs), "open": open}
+        body.update({k: v for k, v in {"callback": callback, "on_failure": on_failure, "callback_url": callback_url}.items()
+                     if v is not None})
+        return self._call("POST", "/v1/batches", json=body).json()
+
+    def batch(self, batch_id: str) -> Dict[str, Any]:
+        """A batch's document: state, counts per state, callback job."""
+        return self._call("GET", f"/v1/batches/{batch_id}").json()
+
+    def publish(self, topic: str, payload: JSON = None, *, attributes: Optional[Mapping[str, str]] = None,
+                idempotency_key: Optional[str] = None) -> Dict[str, Any]:
+        """Publishes an event to a topic: one job per matching subscriber. Returns
+        ``{"event_id", "topic", "job_ids", "replayed"}``."""
+        body: Dict[str, Any] = {"payload": {} if payload is None else payload, "attributes": dict(attributes or {})}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return self._call("POST", f"/v1/topics/{topic}/events", json=body).json()
 
     def get(self, job_id: str) -> Job:
         """The job's status document."""

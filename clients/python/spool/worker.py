@@ -53,6 +53,9 @@ class JobContext:
         self.tags: List[str] = document.get("tags", [])
         self.idempotency_key: Optional[str] = document.get("idempotency_key")
         self.payload: Any = document.get("payload")
+        #: The job's parents (``depends_on``): ``[{"id", "kind", "state", "result"}]``.
+        self.parents: List[Dict[str, Any]] = document.get("parents") or []
+        self.batch_id: Optional[str] = document.get("batch_id")
         self.timeout_seconds: float = float(document["timeout_seconds"])
         self.lease_token: str = document["lease_token"]
         self.deadline: float = time.monotonic() + self.timeout_seconds  # reset when the handler starts
