@@ -26,6 +26,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Skip the run through an HTTP service kind (a trivial loopback service).") var noServiceKind = false
     @Flag(help: "Skip the run through a command kind (running /bin/true).") var noCommandKind = false
     @Option(help: "Jobs in the command-kind run (each starts a process).") var commandJobs = 5000
+    @Flag(help: "Skip the workflow runs (fan-in of 10,000 parents, fan-out to 100 children and to 100 subscribers).") var noWorkflows = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -130,6 +131,20 @@ struct Bench: AsyncParsableCommand {
             }
             print(String(format: "end to end through a command kind (\(program) per job), %d jobs, %d workers: %9.0f jobs/s",
                          count, concurrency, rate))
+        }
+
+        // 3f. Workflows, on an empty table and with the history.
+        if !noWorkflows {
+            let bench = WorkflowBench(concurrency: concurrency)
+            for rows in Set([0, history]).sorted() {
+                let f = try await bench.run(path: base + "/workflows-\(rows).sqlite", level: level, history: rows)
+                let table = rows == 0 ? "empty table" : "\(rows) finished jobs in the table"
+                print(String(format: "workflows, %@: fan-in of %d parents into 1 child: child enqueued in %.1f ms, parents run at %.0f jobs/s, child started %.1f ms after the last parent finished",
+                             table, bench.fanIn, f.childEnqueueMs, f.parentsPerSecond, f.releaseMs))
+                print(String(format: "workflows, %@: completing 1 parent of %d waiting children (releases them): p50 %.2f ms  p95 %.2f ms; publishing 1 event to %d subscribers (event + %d jobs): p50 %.2f ms  p95 %.2f ms",
+                             table, bench.fanOut, percentile(f.fanOutCompleteMs, 0.5), percentile(f.fanOutCompleteMs, 0.95),
+                             bench.fanOut, bench.fanOut, percentile(f.publishMs, 0.5), percentile(f.publishMs, 0.95)))
+            }
         }
 
         // 4. End to end with a large history of finished jobs.
