@@ -30,8 +30,14 @@ struct BatchRoutes {
         api.post("batches/:id/jobs") { request, context in
             let principal = try context.require(.enqueue)
             let id = try context.batchIDParameter()
+            guard let batch = try await spool.batch(id, tenant: principal.tenantFilter) else { throw Problem.notFound("batch \(id) not found") }
             let items = try await jobItems(request)
-            let jobs = try JobRoutes(gateway: gateway).parseJobs(items, principal: principal)
+            // The batch's tenant's jobs (an admin adds to any tenant's batch).
+            let jobs = try JobRoutes(gateway: gateway).parseJobs(items, principal: principal).map { job in
+                var job = job
+                job.tenant = batch.tenant
+                return job
+            }
             struct Added: Encodable { var jobs: [JobRoutes.Accepted] }
             let results = try await spool.addToBatch(id, jobs: jobs)
             return try JSONResponse.make(Added(jobs: results.map(JobRoutes.Accepted.init)), status: .accepted)

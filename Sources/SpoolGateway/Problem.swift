@@ -89,7 +89,7 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         case .unavailable:
             return Problem(.serviceUnavailable, type: "unavailable", title: "The store is unavailable",
                            detail: error.description, retryAfter: 1)
-        case .batchNotFound:
+        case .batchNotFound, .notFoundNamed:
             return notFound(error.description)
         case .conflict:
             return Problem(.conflict, type: "conflict", title: "The resource's state does not allow this", detail: error.description)

@@ -45,7 +45,7 @@ extension PostgresJobStore {
                 logger: logger
             ).first
         }
-        let parents = try await markParents(plan.externalParents, connection)
+        let parents = try await markParents(plan.externalParents(existing: existing), connection)
         let resolution = try plan.resolve(existing: existing, parents: parents, defaults: defaults, now: Date())
         // Backpressure: refuse the whole request if any queue would pass its limit (locks
         // taken in queue order).

@@ -44,17 +44,20 @@ extension PostgresJobStore {
         return try await transaction { connection, changes in
             let job = try await self.lockedJob(connection, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
+            // A job with parents waits again for those not finished (their results are its input).
+            let (next, left) = job.dependsOn.isEmpty ? (JobState.pending, 0)
+                : try DependencyRules.afterRetry(id, parents: try await self.parentStates(of: id, connection), policy: job.onParentFailure)
             var children = false
             for try await has in try await connection.query("""
-                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
+                UPDATE spool_jobs SET state = \(next.rawValue), attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
                                       progress_percent = NULL, progress_message = NULL, worker_id = NULL,
-                                      cancel_reason = NULL, cancelled_by = NULL, parents_left = 0
+                                      cancel_reason = NULL, cancelled_by = NULL, parents_left = \(Int64(left))
                 WHERE id = \(id.uuid) RETURNING has_children
                 """, logger: logger).decode(Bool.self) { children = has }
             var key = ChangeSet.JobKey(job)
             key.attempt = 0
-            changes.transition(key, from: job.state, to: .pending)
-            changes.signal(.workAvailable(queue: job.queue))
+            changes.transition(key, from: job.state, to: next)
+            if next == .pending { changes.signal(.workAvailable(queue: job.queue)) }
             try await self.reopened(id, hasChildren: children, batchID: job.batchID, connection, changes)
             return try await self.fetchJob(connection, id)
         }

@@ -95,14 +95,19 @@ extension PostgresJobStore {
             """, binds: statement.makeBindings())
         return try await transaction { connection, changes in
             var done = Set<HeldLease>()
+            var follow: [(ChangeSet.JobKey, String?, Bool, JobID?)] = []
             for (key, row) in try await connection.keys(query, logger: logger) {
                 let cells = row.makeRandomAccess()
                 let (result, callback, token) = try cells.decodeTail((String?, String?, String).self, from: 5)
                 let (children, batch) = try cells.decodeTail((Bool, UUID?).self, from: 8)
                 done.insert(HeldLease(key.id, LeaseToken(token)))
                 changes.transition(key, from: .processing, to: .completed, result: result.map { Data($0.utf8) })
-                try await self.finished(key, state: .completed, callbackURL: callback, hasChildren: children,
-                                        batchID: batch.map(JobID.init(uuid:)), connection, changes)
+                follow.append((key, callback, children, batch.map(JobID.init(uuid:))))
+            }
+            // In batch order, then job order: two transactions lock batch rows in the same order.
+            follow.sort { ($0.3?.description ?? "", $0.0.id) < ($1.3?.description ?? "", $1.0.id) }
+            for (key, callback, children, batch) in follow {
+                try await self.finished(key, state: .completed, callbackURL: callback, hasChildren: children, batchID: batch, connection, changes)
             }
             return done
         }

@@ -66,9 +66,10 @@ extension PostgresJobStore {
                 """, logger: logger) { joined = true }
             if !joined { throw try await batchRefusal(id, tenant: join.tenant, connection) }
         }
+        // Jobs created cancelled (a parent had failed): their webhook and batch count. Their
+        // children can only be later jobs of this call, which counted them already.
         for job in resolution.new where job.state.isFinished {
-            try await finished(.init(job), state: job.state, callbackURL: job.callbackURL, hasChildren: parentsOfNew.contains(job.id),
-                               batchID: job.batchID, connection, changes)
+            try await finished(.init(job), state: job.state, callbackURL: job.callbackURL, hasChildren: false, batchID: job.batchID, connection, changes)
         }
     }
 
@@ -143,6 +144,12 @@ extension PostgresJobStore {
                 try await connection.query("UPDATE spool_batches SET done = greatest(0, done - 1) WHERE id = \(batchID.uuid)", logger: logger)
             }
             guard item.hasChildren else { continue }
+            // Waiting children counted it as done (it had failed or was cancelled and they run
+            // anyway): it is unfinished again.
+            try await connection.query("""
+                UPDATE spool_jobs SET parents_left = parents_left + 1
+                WHERE state = 'waiting' AND id IN (SELECT child_id FROM spool_job_dependencies WHERE parent_id = \(item.id.uuid))
+                """, logger: logger)
             var children: [(JobID, ParentFailurePolicy)] = []
             for try await (child, policy) in try await connection.query("""
                 SELECT j.id, j.on_parent_failure FROM spool_job_dependencies d JOIN spool_jobs j ON j.id = d.child_id
@@ -152,12 +159,7 @@ extension PostgresJobStore {
                 children.append((JobID(uuid: child), ParentFailurePolicy(rawValue: policy) ?? .cancel))
             }
             for (child, policy) in children {
-                var parents: [(JobID, JobState)] = []
-                for try await (parent, state) in try await connection.query("""
-                    SELECT j.id, j.state FROM spool_job_dependencies d JOIN spool_jobs j ON j.id = d.parent_id WHERE d.child_id = \(child.uuid)
-                    """, logger: logger).decode((UUID, String).self) {
-                    if let state = JobState(rawValue: state) { parents.append((JobID(uuid: parent), state)) }
-                }
+                let parents = try await parentStates(of: child, connection)
                 switch DependencyRules.standing(parents: parents, policy: policy) {
                 case .waiting(let left):
                     for (key, row) in try await connection.keys("""
@@ -177,6 +179,20 @@ extension PostgresJobStore {
                 }
             }
         }
+    }
+
+    /// The states of a job's parents (those still in the table), locked against change until
+    /// the transaction ends: a parent finishing at the same moment waits, then finds the child
+    /// as this transaction left it.
+    func parentStates(of child: JobID, _ connection: PostgresConnection) async throws -> [(JobID, JobState)] {
+        var parents: [(JobID, JobState)] = []
+        for try await (parent, state) in try await connection.query("""
+            SELECT j.id, j.state FROM spool_job_dependencies d JOIN spool_jobs j ON j.id = d.parent_id
+            WHERE d.child_id = \(child.uuid) ORDER BY j.id FOR SHARE OF j
+            """, logger: logger).decode((UUID, String).self) {
+            if let state = JobState(rawValue: state) { parents.append((JobID(uuid: parent), state)) }
+        }
+        return parents
     }
 
     // MARK: Batches
@@ -303,32 +319,39 @@ extension PostgresJobStore {
     public func cancelBatch(_ id: JobID, tenant: String?) async throws -> Batch {
         let logger = self.logger
         return try await transaction { connection, changes in
-            let current = try await self.fetchBatch(id, tenant: tenant, lock: true, connection)
+            let current = try await self.fetchBatch(id, tenant: tenant, connection)
             guard current.state == .open || current.state == .closed else {
                 throw SpoolError.conflict(reason: "batch \(id) is \(current.state.rawValue)")
             }
-            try await connection.query(
-                "UPDATE spool_batches SET state = 'cancelled', closed_at = coalesce(closed_at, now()) WHERE id = \(id.uuid)", logger: logger)
-            var members: [(JobID, JobState)] = []
-            for try await (job, state) in try await connection.query("""
-                SELECT id, state FROM spool_jobs WHERE batch_id = \(id.uuid) AND state IN ('waiting', 'scheduled', 'pending', 'processing')
-                ORDER BY id FOR UPDATE
-                """, logger: logger).decode((UUID, String).self) {
-                if let state = JobState(rawValue: state) { members.append((JobID(uuid: job), state)) }
+            // Members are locked before the batch row, as completions lock them (job, then batch).
+            var members: [(ChangeSet.JobKey, JobState, String?, Bool)] = []
+            for (key, row) in try await connection.keys("""
+                SELECT id, tenant, kind, attempt, queue, state, callback_url, has_children FROM spool_jobs
+                WHERE batch_id = \(id.uuid) AND state IN ('waiting', 'scheduled', 'pending', 'processing') ORDER BY id FOR UPDATE
+                """, logger: logger) {
+                let (state, url, children) = try row.makeRandomAccess().decodeTail((String, String?, Bool).self, from: 5)
+                if let state = JobState(rawValue: state) { members.append((key, state, url, children)) }
             }
-            let reason = BatchRules.cancelReason(id)
-            for (job, from) in members {
-                // A child cancelled with its parent earlier in this loop is finished already.
-                for (key, row) in try await connection.keys("""
-                    UPDATE spool_jobs SET state = 'cancelled', cancel_reason = \(reason), finished_at = now(), lease_token = NULL, lease_expires_at = NULL
-                    WHERE id = \(job.uuid) AND state = \(from.rawValue)
-                    RETURNING id, tenant, kind, attempt, queue, callback_url, has_children
-                    """, logger: logger) {
-                    let (url, children) = try row.makeRandomAccess().decodeTail((String?, Bool).self, from: 5)
-                    changes.transition(key, from: from, to: .cancelled)
-                    if from == .processing { changes.signal(.jobCancelled(key.id)) }
-                    try await self.finished(key, state: .cancelled, callbackURL: url, hasChildren: children, batchID: id, connection, changes)
-                }
+            var cancelling = false
+            for try await _ in try await connection.query("""
+                UPDATE spool_batches SET state = 'cancelled', closed_at = coalesce(closed_at, now())
+                WHERE id = \(id.uuid) AND state IN ('open', 'closed') RETURNING id
+                """, logger: logger) { cancelling = true }
+            guard cancelling else { throw SpoolError.conflict(reason: "batch \(id) finished or was cancelled meanwhile") }
+            // Every unfinished member is cancelled first, then what follows each runs (a parent's
+            // hook must not release a member that the cancel is about to reach).
+            let ids = members.map(\.0.id.uuid)
+            try await connection.query("""
+                UPDATE spool_jobs SET state = 'cancelled', cancel_reason = \(BatchRules.cancelReason(id)), finished_at = now(),
+                       lease_token = NULL, lease_expires_at = NULL
+                WHERE id = ANY(\(ids)::uuid[])
+                """, logger: logger)
+            for (key, from, _, _) in members {
+                changes.transition(key, from: from, to: .cancelled)
+                if from == .processing { changes.signal(.jobCancelled(key.id)) }
+            }
+            for (key, _, url, children) in members {
+                try await self.finished(key, state: .cancelled, callbackURL: url, hasChildren: children, batchID: id, connection, changes)
             }
             // A batch whose jobs had all finished already finishes now.
             for try await (done, total) in try await connection.query(
@@ -348,6 +371,20 @@ extension PostgresJobStore {
         if wanted.isEmpty { return jobs }
         let uuids = wanted.map(\.uuid)
         let logger = self.logger
+        // Read after the lease committed: a failed read must not lose the leased jobs until their
+        // leases expire, so it is tried again, and the jobs are given back if it keeps failing.
+        var attempt = 0
+        while true {
+            attempt += 1
+            do { return try await readParents(jobs, uuids, logger) } catch {
+                if attempt < 3 { try? await Task.sleep(for: .milliseconds(50 * attempt)); continue }
+                for job in jobs { try? await release(job.id, lease: job.lease) }
+                throw error
+            }
+        }
+    }
+
+    private func readParents(_ jobs: [LeasedJob], _ uuids: [UUID], _ logger: Logger) async throws -> [LeasedJob] {
         let found = try await autocommit { client in
             var found: [JobID: ParentResult] = [:]
             for try await (id, kind, state, result) in try await client.query(

@@ -7,7 +7,7 @@ extension SQLiteJobStore {
     // MARK: Operators and clients
 
     public func cancel(_ id: JobID, tenant: String?) async throws -> Job {
-        try await writer.write(atomic: true) { db, batch in
+        try await writer.write() { db, batch in
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.canCancel else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "cancel") }
             let hasChildren = try Bool.fetchOne(db, sql: """
@@ -22,20 +22,23 @@ extension SQLiteJobStore {
     }
 
     public func retry(_ id: JobID, tenant: String?) async throws -> Job {
-        try await writer.write(atomic: true) { db, batch in
+        try await writer.write() { db, batch in
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
+            // A job with parents waits again for those not finished (their results are its input).
+            let (next, left) = job.dependsOn.isEmpty ? (JobState.pending, 0)
+                : try DependencyRules.afterRetry(id, parents: try Self.parentStates(of: id, db), policy: job.onParentFailure)
             let hasChildren = try Bool.fetchOne(db, sql: """
-                UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
+                UPDATE jobs SET state = ?, attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
                                 progress_percent = NULL, progress_message = NULL, worker_id = NULL,
-                                cancel_reason = NULL, cancelled_by = NULL, parents_left = 0
+                                cancel_reason = NULL, cancelled_by = NULL, parents_left = ?
                 WHERE id = ?
                 RETURNING has_children
-                """, arguments: [Rows.micros(Date()), id.description]) ?? false
+                """, arguments: [next.rawValue, Rows.micros(Date()), left, id.description]) ?? false
             var key = ChangeSet.JobKey(job)
             key.attempt = 0
-            batch.transition(key, from: job.state, to: .pending)
-            batch.signal(.workAvailable(queue: job.queue))
+            batch.transition(key, from: job.state, to: next)
+            if next == .pending { batch.signal(.workAvailable(queue: job.queue)) }
             try Self.reopened(id, hasChildren: hasChildren, batchID: job.batchID, db, batch)
             return try Self.fetchJob(db, id, tenant: tenant)
         }
@@ -52,7 +55,7 @@ extension SQLiteJobStore {
 
     public func retryFailed(queue: String, tenant: String?) async throws -> Int {
         try NewJob.validateQueue(queue)
-        return try await writer.write(atomic: true) { db, batch in
+        return try await writer.write() { db, batch in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
@@ -74,7 +77,7 @@ extension SQLiteJobStore {
 
     public func purge(queue: String, tenant: String?) async throws -> Int {
         try NewJob.validateQueue(queue)
-        return try await writer.write(atomic: true) { db, batch in
+        return try await writer.write() { db, batch in
             let rows = try Row.fetchAll(
                 db,
                 sql: """

@@ -102,7 +102,7 @@ extension SQLiteJobStore {
     }
 
     public func pruneEvents(before: Date, limit: Int) async throws -> Int {
-        try await writer.write(durable: false, atomic: true) { db, _ in
+        try await writer.write(durable: false) { db, _ in
             try db.execute(
                 sql: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log WHERE at < ? ORDER BY seq LIMIT ?)",
                 arguments: [Rows.micros(before), limit])

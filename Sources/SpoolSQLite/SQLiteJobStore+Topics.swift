@@ -43,7 +43,7 @@ extension SQLiteJobStore {
         try event.validate()
         for job in jobs { try job.validateNames() }
         let attributes = String(decoding: try JSON.encode(event.attributes), as: UTF8.self)
-        return try await writer.write(atomic: true) { db, batch in
+        return try await writer.write() { db, batch in
             if let key = event.idempotencyKey, let row = try Row.fetchOne(db, sql: """
                 SELECT \(Self.eventColumns) FROM topic_events WHERE tenant = ? AND topic = ? AND idempotency_key = ?
                 """, arguments: [event.tenant, event.topic, key]) {

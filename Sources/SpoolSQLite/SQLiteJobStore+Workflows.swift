@@ -50,9 +50,10 @@ extension SQLiteJobStore {
                 .execute(arguments: [join.total, id.description, join.tenant])
             if db.changesCount == 0 { throw try batchRefusal(id, tenant: join.tenant, db) }
         }
+        // Jobs created cancelled (a parent had failed): their webhook and batch count. Their
+        // children can only be later jobs of this call, which counted them already.
         for job in resolution.new where job.state.isFinished {
-            try finished(.init(job), state: job.state, callbackURL: job.callbackURL, hasChildren: parentsOfNew.contains(job.id),
-                         batchID: job.batchID, db, batch)
+            try finished(.init(job), state: job.state, callbackURL: job.callbackURL, hasChildren: false, batchID: job.batchID, db, batch)
         }
     }
 
@@ -120,6 +121,12 @@ extension SQLiteJobStore {
                 try db.cachedStatement(sql: "UPDATE batches SET done = max(0, done - 1) WHERE id = ?").execute(arguments: [batchID.description])
             }
             guard item.hasChildren else { continue }
+            // Waiting children counted it as done (it had failed or was cancelled and they run
+            // anyway): it is unfinished again.
+            try db.cachedStatement(sql: """
+                UPDATE jobs SET parents_left = parents_left + 1
+                WHERE state = 'waiting' AND id IN (SELECT child_id FROM job_dependencies WHERE parent_id = ?)
+                """).execute(arguments: [item.id.description])
             let children = try Row.fetchAll(
                 db.cachedStatement(sql: """
                     SELECT j.id, j.tenant, j.kind, j.attempt, j.queue, j.on_parent_failure, j.has_children, j.batch_id
@@ -129,13 +136,7 @@ extension SQLiteJobStore {
                 arguments: [item.id.description])
             for row in children {
                 let child = try Rows.key(row, queue: row[4])
-                let parents = try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT j.id, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.parent_id WHERE d.child_id = ?"),
-                    arguments: [child.id.description]
-                ).compactMap { row -> (JobID, JobState)? in
-                    guard let id = JobID(row[0] as String), let state = JobState(rawValue: row[1]) else { return nil }
-                    return (id, state)
-                }
+                let parents = try parentStates(of: child.id, db)
                 switch DependencyRules.standing(parents: parents, policy: ParentFailurePolicy(rawValue: row[5]) ?? .cancel) {
                 case .waiting(let left):
                     try db.cachedStatement(sql: """
@@ -152,6 +153,17 @@ extension SQLiteJobStore {
                         .execute(arguments: [other.description, reason, child.id.description])
                 }
             }
+        }
+    }
+
+    /// The states of a job's parents (those still in the table).
+    static func parentStates(of child: JobID, _ db: Database) throws -> [(JobID, JobState)] {
+        try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT j.id, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.parent_id WHERE d.child_id = ?"),
+            arguments: [child.description]
+        ).compactMap { row -> (JobID, JobState)? in
+            guard let id = JobID(row[0] as String), let state = JobState(rawValue: row[1]) else { return nil }
+            return (id, state)
         }
     }
 
@@ -225,7 +237,7 @@ extension SQLiteJobStore {
         for job in jobs { try job.validateNames() }
         let callback = try new.callback.map { String(decoding: try JSON.encode($0), as: UTF8.self) }
         let onFailure = try new.onFailure.map { String(decoding: try JSON.encode($0), as: UTF8.self) }
-        return try await writer.write(atomic: true) { db, batch in
+        return try await writer.write() { db, batch in
             let now = Date()
             let id = JobID.make(now: now)
             try db.execute(sql: """
@@ -253,7 +265,7 @@ extension SQLiteJobStore {
     }
 
     public func closeBatch(_ id: JobID, tenant: String?) async throws -> Batch {
-        try await writer.write(atomic: true) { db, batch in
+        try await writer.write() { db, batch in
             let current = try Self.fetchBatch(id, tenant: tenant, db)
             guard current.state == .open else { throw SpoolError.conflict(reason: "batch \(id) is \(current.state.rawValue), not open") }
             try Self.close(id, db, batch)
@@ -262,7 +274,7 @@ extension SQLiteJobStore {
     }
 
     public func cancelBatch(_ id: JobID, tenant: String?) async throws -> Batch {
-        try await writer.write(atomic: true) { db, batch in
+        try await writer.write() { db, batch in
             let current = try Self.fetchBatch(id, tenant: tenant, db)
             guard current.state == .open || current.state == .closed else {
                 throw SpoolError.conflict(reason: "batch \(id) is \(current.state.rawValue)")
@@ -270,23 +282,24 @@ extension SQLiteJobStore {
             let now = Rows.micros(Date())
             try db.execute(sql: "UPDATE batches SET state = 'cancelled', closed_at = coalesce(closed_at, ?) WHERE id = ?",
                            arguments: [now, id.description])
+            // Every unfinished member is cancelled first, then what follows each runs (a parent's
+            // hook must not release a member that the cancel is about to reach).
             let rows = try Row.fetchAll(db, sql: """
                 SELECT id, tenant, kind, attempt, queue, state, callback_url, has_children FROM jobs
                 WHERE batch_id = ? AND state IN ('waiting', 'scheduled', 'pending', 'processing') ORDER BY seq
                 """, arguments: [id.description])
-            let reason = BatchRules.cancelReason(id)
+            try db.execute(sql: """
+                UPDATE jobs SET state = 'cancelled', cancel_reason = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL
+                WHERE batch_id = ? AND state IN ('waiting', 'scheduled', 'pending', 'processing')
+                """, arguments: [BatchRules.cancelReason(id), now, id.description])
             for row in rows {
                 let key = try Rows.key(row, queue: row[4])
                 guard let from = JobState(rawValue: row[5]) else { continue }
-                // A child cancelled with its parent earlier in this loop is finished already.
-                try db.cachedStatement(sql: """
-                    UPDATE jobs SET state = 'cancelled', cancel_reason = ?, finished_at = ?, lease_token = NULL, lease_expires_at = NULL
-                    WHERE id = ? AND state = ?
-                    """).execute(arguments: [reason, now, key.id.description, from.rawValue])
-                guard db.changesCount > 0 else { continue }
                 batch.transition(key, from: from, to: .cancelled)
                 if from == .processing { batch.signal(.jobCancelled(key.id)) }
-                try Self.finished(key, state: .cancelled, callbackURL: row[6], hasChildren: row[7], batchID: id, db, batch)
+            }
+            for row in rows {
+                try Self.finished(try Rows.key(row, queue: row[4]), state: .cancelled, callbackURL: row[6], hasChildren: row[7], batchID: id, db, batch)
             }
             // A batch whose jobs had all finished already finishes now.
             if let row = try Row.fetchOne(db, sql: "SELECT done, total FROM batches WHERE id = ?", arguments: [id.description]),

@@ -81,7 +81,8 @@ public final class SQLiteJobStore: JobStore {
             let job = Job(new: request, defaults: defaults[request.queue], now: Date())
             return [try await singleEnqueues.submit((job, depthLimits[request.queue]))]
         }
-        return try await writer.write(atomic: jobs.count == 1) { db, batch in
+        let plain = jobs.count == 1 && jobs[0].dependsOn.isEmpty && jobs[0].batchID == nil
+        return try await writer.write(atomic: plain) { db, batch in
             try Self.enqueue(jobs, defaults: defaults, depthLimits: depthLimits, db, batch)
         }
     }
@@ -99,7 +100,7 @@ public final class SQLiteJobStore: JobStore {
                 existing[key] = try Rows.job(row)
             }
         }
-        let parents = try markParents(plan.externalParents, db)
+        let parents = try markParents(plan.externalParents(existing: existing), db)
         let resolution = try plan.resolve(existing: existing, parents: parents, defaults: defaults, now: Date())
         // Backpressure: refuse the whole request if any queue would pass its limit.
         for (queue, n) in DepthLimit.adding(resolution.new).sorted(by: { $0.key < $1.key }) {
@@ -266,7 +267,8 @@ public final class SQLiteJobStore: JobStore {
 
     public func fail(_ id: JobID, lease: LeaseToken, error: AttemptError, retryAt: Date?) async throws {
         let errorJSON = String(decoding: try JSON.encode(error), as: UTF8.self)
-        try await writer.write(atomic: true) { db, batch in
+        // Several statements (the webhook, children, the batch): in a savepoint.
+        try await writer.write { db, batch in
             let now = Date()
             let state: JobState = retryAt.map { $0 > now ? .scheduled : .pending } ?? .failed
             let row = try Row.fetchOne(
@@ -305,7 +307,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func rescueExpiredLeases() async throws -> Int {
-        try await writer.write(atomic: true) { db, batch in
+        try await writer.write { db, batch in
             let now = Rows.micros(Date())
             let rows = try Row.fetchAll(
                 db.cachedStatement(sql: """

@@ -110,6 +110,84 @@ struct WorkflowContractTests {
         }
     }
 
+    @Test("edge cases: a parent made cancelled counts once, retrying a failed parent counts again for run-anyway children, a replayed parent is followed, a retried child waits for its parents", arguments: StoreKind.allCases)
+    func dependencyEdgeCases(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let failed = try await store.add(kind: "f", maxAttempts: 1).job.id
+            let f = try #require(try await ready(store).first)
+            try await store.fail(f.id, lease: f.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            let running = try await store.add(kind: "x").job.id
+            // P0 is made cancelled (its parent failed); C runs anyway but still waits for X.
+            let made = try await store.enqueue([job("p0", dependsOn: [.job(failed)]), job("c", dependsOn: [.request(0), .job(running)], policy: .run)],
+                                               defaults: testDefaults, depthLimits: [:])
+            #expect(made.map(\.job.state) == [.cancelled, .waiting])
+            #expect(try await store.mustGet(made[1].job.id).parentsLeft == 1)
+            #expect(try await store.mustGet(made[1].job.id).state == .waiting)
+
+            // A run-anyway child of a failed parent: retrying the parent makes it wait for it again.
+            let ids = try await store.enqueue([job("a", queue: "r"), job("b", queue: "r"), job("c", queue: "r", dependsOn: [.request(0), .request(1)], policy: .run)],
+                                              defaults: testDefaults, depthLimits: [:]).map(\.job.id)
+            let leased = try await store.leaseAll(queue: "r")
+            let a = try #require(leased.first { $0.id == ids[0] }), b = try #require(leased.first { $0.id == ids[1] })
+            try await store.fail(a.id, lease: a.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            #expect(try await store.mustGet(ids[2]).parentsLeft == 1)
+            _ = try await store.retry(ids[0], tenant: nil)
+            #expect(try await store.mustGet(ids[2]).parentsLeft == 2)
+            try await store.complete(b.id, lease: b.lease, result: nil)
+            #expect(try await store.mustGet(ids[2]).state == .waiting)
+            let again = try #require(try await store.leaseAll(queue: "r").first)
+            #expect(again.id == ids[0])
+            try await store.complete(again.id, lease: again.lease, result: nil)
+            #expect(try await store.mustGet(ids[2]).state == .pending)
+
+            // A parent that an idempotency key resolves to an existing job is followed too.
+            var keyed = NewJob(queue: "k", kind: "p", maxAttempts: 1)
+            keyed.idempotencyKey = "parent-1"
+            let parent = try await store.enqueue([keyed], defaults: testDefaults, depthLimits: [:])[0].job.id
+            let pair = try await store.enqueue([keyed, job("child", queue: "k2", dependsOn: [.request(0)])], defaults: testDefaults, depthLimits: [:])
+            #expect(pair[0].replayed && pair[0].job.id == parent && pair[1].job.state == .waiting)
+            let p = try #require(try await store.leaseAll(queue: "k").first)
+            try await store.complete(p.id, lease: p.lease, result: nil)
+            #expect(try await store.mustGet(pair[1].job.id).state == .pending)
+
+            // A waiting child cancelled by hand and retried waits for its parents again.
+            let family = try await store.enqueue([job("p", queue: "w"), job("c", queue: "w2", dependsOn: [.request(0)])],
+                                                 defaults: testDefaults, depthLimits: [:]).map(\.job.id)
+            _ = try await store.cancel(family[1], tenant: nil)
+            let retried = try await store.retry(family[1], tenant: nil)
+            #expect(retried.state == .waiting && retried.parentsLeft == 1)
+            #expect(try await store.leaseAll(queue: "w2").isEmpty)
+        }
+    }
+
+    @Test("a cancelled batch stops its run-anyway members too; a job refused by a closed batch is not written", arguments: StoreKind.allCases)
+    func batchCancelAndRefusal(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var members = [NewJob(queue: "m", kind: "p", maxAttempts: 1), NewJob(queue: "m", kind: "c", maxAttempts: 1)]
+            members[1].dependsOn = [.request(0)]
+            members[1].onParentFailure = .run
+            let (batch, results) = try await store.createBatch(NewBatch(open: true), jobs: members, defaults: testDefaults, depthLimits: [:])
+            let cancelled = try await store.cancelBatch(batch.id, tenant: nil)
+            #expect(cancelled.counts[.cancelled] == 2 && cancelled.state == .cancelled)
+            for result in results { #expect(try await store.mustGet(result.job.id).state == .cancelled) }
+            #expect(try await store.leaseAll(queue: "m").isEmpty)
+
+            let before = try await store.list(JobFilter(limit: 100)).jobs.count
+            var late = NewJob(queue: "m", kind: "late")
+            late.batchID = batch.id
+            await expectSpoolError({ if case .conflict = $0 { true } else { false } }) {
+                _ = try await store.enqueue([late], defaults: testDefaults, depthLimits: [:])
+            }
+            late.batchID = JobID.make(now: Date())
+            await expectSpoolError({ if case .invalid(field: "batch_id", _) = $0 { true } else { false } }) {
+                _ = try await store.enqueue([late], defaults: testDefaults, depthLimits: [:])
+            }
+            #expect(try await store.list(JobFilter(limit: 100)).jobs.count == before)
+            let stats = try await store.queueStats(tenant: nil).first { $0.name == "m" }
+            #expect(stats?.depth == 0 && stats?.counts[.cancelled] == 2)
+        }
+    }
+
     @Test("parents named by id: a finished one counts, a missing or foreign one refuses the whole call", arguments: StoreKind.allCases)
     func parentsByID(kind: StoreKind) async throws {
         try await withStore(kind) { store in

@@ -46,7 +46,10 @@ extension Spool {
     /// (every tenant's when `tenant` is `nil`).
     public func subscriptions(tenant: String?, topic: String? = nil) async throws -> [TopicSubscription] {
         let configured = configuration.subscriptions.filter { topic == nil || $0.topic == topic }
-        return configured + (try await store.subscriptions(tenant: tenant, topic: topic))
+        // A name the config file uses for a topic is the config's (it was added there after a
+        // tenant took it): one subscriber per name, one job per subscriber and event.
+        let taken = Set(configured.map { "\($0.topic)\u{0}\($0.name)" })
+        return configured + (try await store.subscriptions(tenant: tenant, topic: topic)).filter { !taken.contains("\($0.topic)\u{0}\($0.name)") }
     }
 
     /// Adds or replaces a tenant's subscription. A name the config file uses for the topic is refused.
@@ -82,7 +85,7 @@ extension Spool {
     /// since `since` (still kept), skipping those it has: returns how many were made.
     public func replay(topic: String, subscriber name: String, tenant: String, since: Date) async throws -> Int {
         guard let subscriber = try await subscriptions(tenant: tenant, topic: topic).first(where: { $0.name == name }) else {
-            throw SpoolError.invalid(field: "subscriber", reason: "topic '\(topic)' has no subscriber '\(name)'")
+            throw SpoolError.notFoundNamed("topic '\(topic)' has no subscriber '\(name)' of tenant '\(tenant)'")
         }
         var made = 0
         var from = since

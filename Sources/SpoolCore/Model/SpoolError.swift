@@ -19,6 +19,8 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
     case unavailable(reason: String)
     /// No such batch, or it belongs to another tenant (404).
     case batchNotFound(JobID)
+    /// Something else that does not exist, or belongs to another tenant (404).
+    case notFoundNamed(String)
     /// The resource is in a state that does not allow the operation (409).
     case conflict(reason: String)
 
@@ -32,6 +34,7 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
         case let .leaseLost(id): "lease on job \(id) is no longer held by this worker"
         case let .unavailable(reason): "store unavailable: \(reason)"
         case let .batchNotFound(id): "batch \(id) not found"
+        case let .notFoundNamed(what): what
         case let .conflict(reason): reason
         }
     }

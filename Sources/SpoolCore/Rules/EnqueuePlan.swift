@@ -27,11 +27,21 @@ public struct EnqueuePlan: Sendable {
         }.filter { seen.insert($0).inserted }
     }
 
-    /// Existing jobs named as parents, each once, sorted (stores lock them in this order).
-    public var externalParents: [JobID] {
+    /// Existing jobs named as parents, each once, sorted (stores lock and mark them in this
+    /// order): those named by id, and those an earlier request of the call resolves to through
+    /// its idempotency key (`existing`), when a later request names that one.
+    public func externalParents(existing: [Key: Job]) -> [JobID] {
         var ids = Set<JobID>()
         for request in requests {
-            for case .job(let id) in request.dependsOn { ids.insert(id) }
+            for reference in request.dependsOn {
+                switch reference {
+                case .job(let id): ids.insert(id)
+                case .request(let index):
+                    guard requests.indices.contains(index), let key = requests[index].idempotencyKey,
+                          let job = existing[Key(tenant: requests[index].tenant, key: key)] else { continue }
+                    ids.insert(job.id)
+                }
+            }
         }
         return ids.sorted()
     }
@@ -95,7 +105,8 @@ public struct EnqueuePlan: Sendable {
                         }
                         let parent = results[earlier].job
                         guard parent.tenant == request.tenant else { throw .badParent(index, "jobs[\(earlier)]", "belongs to another tenant") }
-                        (id, state) = (parent.id, parent.state)
+                        // A replayed job's state as read under the store's lock.
+                        (id, state) = (parent.id, results[earlier].replayed ? parents[parent.id]?.state ?? parent.state : parent.state)
                     }
                     if seen.insert(id).inserted { states.append((id, state)) }
                 }

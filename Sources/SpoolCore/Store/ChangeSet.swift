@@ -185,9 +185,9 @@ extension Job {
 
 extension NewJob {
     /// Whether an existing job was made from this same request (for idempotency keys): same
-    /// queue, kind, priority and payload (as JSON, whatever its spacing and key order).
+    /// queue, kind, priority, batch and payload (as JSON, whatever its spacing and key order).
     public func isSameRequest(as job: Job) -> Bool {
-        guard job.queue == queue && job.kind == kind && job.priority == priority else { return false }
+        guard job.queue == queue && job.kind == kind && job.priority == priority && job.batchID == batchID else { return false }
         if job.payload == payload { return true }
         guard let a = JSONValue(json: job.payload), let b = JSONValue(json: payload) else { return false }
         return a == b

@@ -93,6 +93,18 @@ public enum DependencyRules {
         "parent job \(parent) \(state == .failed ? "failed" : "was cancelled")"
     }
 
+    /// Where a job with parents goes when retried by hand: `waiting` for its unfinished parents,
+    /// or `pending`; refused while a parent that failed or was cancelled blocks it (retrying
+    /// that parent re-arms it).
+    public static func afterRetry(_ id: JobID, parents: [(JobID, JobState)], policy: ParentFailurePolicy) throws(SpoolError) -> (state: JobState, parentsLeft: Int) {
+        switch standing(parents: parents, policy: policy) {
+        case .waiting(let left): return (.waiting, left)
+        case .ready: return (.pending, 0)
+        case .cancelled(let parent, _):
+            throw .conflict(reason: "cannot retry job \(id) while its parent job \(parent) has failed or is cancelled: retry the parent (that re-arms this job)")
+        }
+    }
+
     /// The state a job takes when it becomes ready.
     public static func readyState(runAt: Date, now: Date) -> JobState { runAt > now ? .scheduled : .pending }
 }
