@@ -34,12 +34,12 @@ extension PostgresJobStore {
         if !touched.isEmpty {
             let ids = touched.map(\.id.uuid)
             let parents = touched.map { $0.dependsOn.isEmpty ? "" : PGRows.jsonText($0.dependsOn.map(\.description)) }
-            let policies = touched.map(\.onParentFailure.rawValue), left = touched.map { Int64($0.parentsLeft) }
+            let policies = touched.map { $0.onParentFailure == .run ? "run" : "" }, left = touched.map { Int64($0.parentsLeft) }
             let batches = touched.map { $0.batchID?.description ?? "" }, children = touched.map { parentsOfNew.contains($0.id) }
             let reasons = touched.map { $0.cancelReason ?? "" }, causes = touched.map { resolution.cancelledBy[$0.id]?.description ?? "" }
             let finished = touched.map { $0.finishedAt ?? Date(timeIntervalSince1970: 0) }
             try await connection.query("""
-                UPDATE spool_jobs SET depends_on = NULLIF(v.parents, ''), on_parent_failure = v.policy, parents_left = v.waiting_for,
+                UPDATE spool_jobs SET depends_on = NULLIF(v.parents, ''), on_parent_failure = NULLIF(v.policy, ''), parents_left = v.waiting_for,
                        batch_id = NULLIF(v.batch, '')::uuid, has_children = v.children, cancel_reason = NULLIF(v.reason, ''),
                        cancelled_by = NULLIF(v.cause, '')::uuid,
                        finished_at = CASE WHEN v.finished > 'epoch'::timestamptz THEN v.finished END
@@ -89,6 +89,7 @@ extension PostgresJobStore {
     func finished(_ key: ChangeSet.JobKey, state: JobState, callbackURL: String?, hasChildren: Bool, batchID: JobID?,
                   _ connection: PostgresConnection, _ changes: ChangeSet) async throws {
         if callbackURL != nil { try await scheduleWebhook(connection, changes, key.id) }
+        if !hasChildren && batchID == nil { return }  // a plain job: nothing more
         var work = [(key: key, state: state, hasChildren: hasChildren, batchID: batchID)]
         while let item = work.popLast() {
             if let batchID = item.batchID { try await countFinished(in: batchID, connection, changes) }
@@ -97,8 +98,8 @@ extension PostgresJobStore {
             for try await (id, policy) in try await connection.query("""
                 SELECT j.id, j.on_parent_failure FROM spool_job_dependencies d JOIN spool_jobs j ON j.id = d.child_id
                 WHERE d.parent_id = \(item.key.id.uuid) AND j.state = 'waiting' ORDER BY j.id
-                """, logger: logger).decode((UUID, String).self) {
-                children.append((JobID(uuid: id), ParentFailurePolicy(rawValue: policy) ?? .cancel))
+                """, logger: logger).decode((UUID, String?).self) {
+                children.append((JobID(uuid: id), policy.flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel))
             }
             for (child, policy) in children {
                 switch DependencyRules.outcome(of: item.state, policy: policy) {
@@ -155,8 +156,8 @@ extension PostgresJobStore {
                 SELECT j.id, j.on_parent_failure FROM spool_job_dependencies d JOIN spool_jobs j ON j.id = d.child_id
                 WHERE d.parent_id = \(item.id.uuid) AND j.state = 'cancelled' AND j.cancelled_by = \(item.id.uuid)
                 ORDER BY j.id FOR UPDATE OF j
-                """, logger: logger).decode((UUID, String).self) {
-                children.append((JobID(uuid: child), ParentFailurePolicy(rawValue: policy) ?? .cancel))
+                """, logger: logger).decode((UUID, String?).self) {
+                children.append((JobID(uuid: child), policy.flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel))
             }
             for (child, policy) in children {
                 let parents = try await parentStates(of: child, connection)

@@ -43,7 +43,7 @@ enum PGRows {
         if let parents = try cells[23].decode(String?.self) {
             job.dependsOn = try JSON.decode([String].self, from: Data(parents.utf8)).compactMap(JobID.init)
         }
-        job.onParentFailure = ParentFailurePolicy(rawValue: try cells[24].decode(String.self)) ?? .cancel
+        job.onParentFailure = try cells[24].decode(String?.self).flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel
         job.parentsLeft = try cells[25].decode(Int.self)
         job.batchID = try cells[26].decode(UUID?.self).map(JobID.init(uuid:))
         job.cancelReason = try cells[27].decode(String?.self)

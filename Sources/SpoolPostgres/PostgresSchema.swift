@@ -156,9 +156,10 @@ enum PostgresSchema {
             // Job dependencies: a job waits (state 'waiting') until parents_left reaches 0.
             // has_children: only jobs some job depends on look for children when they finish,
             // so plain jobs pay nothing for workflows. cancelled_by: the parent whose failure
-            // cancelled it (retrying that parent re-arms it).
+            // cancelled it (retrying that parent re-arms it). on_parent_failure: 'run', or NULL for 'cancel'
+            // (plain jobs store nothing).
             """
-            ALTER TABLE spool_jobs ADD COLUMN depends_on text, ADD COLUMN on_parent_failure text NOT NULL DEFAULT 'cancel',
+            ALTER TABLE spool_jobs ADD COLUMN depends_on text, ADD COLUMN on_parent_failure text,
                 ADD COLUMN parents_left integer NOT NULL DEFAULT 0, ADD COLUMN has_children boolean NOT NULL DEFAULT false,
                 ADD COLUMN batch_id uuid, ADD COLUMN cancel_reason text, ADD COLUMN cancelled_by uuid
             """,

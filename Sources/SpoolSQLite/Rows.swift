@@ -4,12 +4,14 @@ import SpoolCore
 
 /// Conversions between table rows and the job model.
 enum Rows {
-    static let columns = """
+    /// What a worker needs of a job it leases: every column but the workflow ones that matter
+    /// only to status documents (a lease copies fewer values per row on the hot path).
+    static let leaseColumns = """
         id, tenant, queue, kind, payload, priority, state, attempt, max_attempts, run_at, timeout_ms,
         progress_percent, progress_message, result, errors, created_at, started_at, finished_at,
-        idempotency_key, callback_url, tags, worker_id, lease_expires_at,
-        depends_on, on_parent_failure, parents_left, batch_id, cancel_reason
+        idempotency_key, callback_url, tags, worker_id, lease_expires_at, depends_on, batch_id
         """
+    static let columns = leaseColumns + ", on_parent_failure, parents_left, cancel_reason"
     /// The number of columns in `columns`; a query may select more after them.
     static let columnCount = 28
 
@@ -38,11 +40,13 @@ enum Rows {
             finishedAt: (row[17] as Int64?).map(date), idempotencyKey: row[18],
             callbackURL: row[19], tags: tags, workerID: row[21],
             leaseExpiresAt: (row[22] as Int64?).map(date))
-        if let parents = row[23] as String? { job.dependsOn = try strings(parents).compactMap(JobID.init) }
-        job.onParentFailure = ParentFailurePolicy(rawValue: row[24]) ?? .cancel
-        job.parentsLeft = row[25]
-        job.batchID = (row[26] as String?).flatMap(JobID.init)
-        job.cancelReason = row[27]
+        // Workflow columns, decoded only when set (plain jobs, the hot path, have none).
+        if !row.hasNull(atIndex: 23) { job.dependsOn = try strings(row[23]).compactMap(JobID.init) }
+        if !row.hasNull(atIndex: 24) { job.batchID = JobID(row[24] as String) }
+        guard row.count >= columnCount else { return job }  // `leaseColumns`
+        if !row.hasNull(atIndex: 25) { job.onParentFailure = ParentFailurePolicy(rawValue: row[25]) ?? .cancel }
+        if state == .waiting { job.parentsLeft = row[26] }
+        if !row.hasNull(atIndex: 27) { job.cancelReason = row[27] }
         return job
     }
 

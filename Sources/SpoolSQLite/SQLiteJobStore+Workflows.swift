@@ -31,7 +31,7 @@ extension SQLiteJobStore {
             """)
         for job in resolution.new where !job.dependsOn.isEmpty || job.batchID != nil || parentsOfNew.contains(job.id) {
             try update.execute(arguments: [
-                job.dependsOn.isEmpty ? nil : Rows.jsonText(job.dependsOn.map(\.description)), job.onParentFailure.rawValue,
+                job.dependsOn.isEmpty ? nil : Rows.jsonText(job.dependsOn.map(\.description)), job.onParentFailure == .run ? "run" : nil,
                 job.parentsLeft, job.batchID?.description, parentsOfNew.contains(job.id), job.cancelReason,
                 resolution.cancelledBy[job.id]?.description, job.finishedAt.map(Rows.micros), job.id.description,
             ])
@@ -71,6 +71,7 @@ extension SQLiteJobStore {
     static func finished(_ key: ChangeSet.JobKey, state: JobState, callbackURL: String?, hasChildren: Bool, batchID: JobID?,
                          _ db: Database, _ batch: GroupCommitWriter.Batch) throws {
         try scheduleWebhook(db, batch, key, url: callbackURL, state: state)
+        if !hasChildren && batchID == nil { return }  // a plain job: nothing more (the common case)
         var work = [(key: key, state: state, hasChildren: hasChildren, batchID: batchID)]
         let now = Date()
         while let item = work.popLast() {
@@ -86,7 +87,7 @@ extension SQLiteJobStore {
                 arguments: [item.key.id.description])
             for row in children {
                 let child = try Rows.key(row, queue: row[4])
-                let policy = ParentFailurePolicy(rawValue: row[5]) ?? .cancel
+                let policy = (row[5] as String?).flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel
                 switch DependencyRules.outcome(of: item.state, policy: policy) {
                 case .unfinished:
                     continue
@@ -137,7 +138,7 @@ extension SQLiteJobStore {
             for row in children {
                 let child = try Rows.key(row, queue: row[4])
                 let parents = try parentStates(of: child.id, db)
-                switch DependencyRules.standing(parents: parents, policy: ParentFailurePolicy(rawValue: row[5]) ?? .cancel) {
+                switch DependencyRules.standing(parents: parents, policy: (row[5] as String?).flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel) {
                 case .waiting(let left):
                     try db.cachedStatement(sql: """
                         UPDATE jobs SET state = 'waiting', parents_left = ?, cancel_reason = NULL, cancelled_by = NULL, finished_at = NULL

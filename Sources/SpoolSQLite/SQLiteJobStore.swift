@@ -181,7 +181,7 @@ public final class SQLiteJobStore: JobStore {
                                     AND (?7 IS NULL OR kind IN (SELECT value FROM json_each(?7)))
                                     AND (?8 IS NULL OR tenant = ?8)
                                   ORDER BY priority DESC, seq LIMIT ?6)
-                    RETURNING \(Rows.columns)
+                    RETURNING \(Rows.leaseColumns)
                     """),
                 arguments: [token.value, now + Int64(leaseDuration.seconds * 1e6), workerID, now, queue, limit, kinds, tenant])
             let jobs = try Self.parentResults(try rows.map { LeasedJob(job: try Rows.job($0), lease: token) }, db)
@@ -257,7 +257,7 @@ public final class SQLiteJobStore: JobStore {
                 let key = try Rows.key(row, queue: row[4])
                 done.insert(key.id)
                 batch.transition(key, from: .processing, to: .completed, result: (row[5] as String?).map { Data($0.utf8) })
-                try finished(key, state: .completed, callbackURL: row[6], hasChildren: row[7], batchID: (row[8] as String?).flatMap(JobID.init), db, batch)
+                try finished(key, state: .completed, callbackURL: row[6], hasChildren: row[7], batchID: row.hasNull(atIndex: 8) ? nil : JobID(row[8] as String), db, batch)
             }
         }
         return zip(items, eligible).map { item, eligible in

@@ -145,7 +145,7 @@ enum Schema {
             try db.execute(sql: """
                 -- Job dependencies: a job waits (state 'waiting') until parents_left reaches 0.
                 ALTER TABLE jobs ADD COLUMN depends_on TEXT;              -- JSON array of parent ids
-                ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT NOT NULL DEFAULT 'cancel';
+                ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT;        -- 'run'; NULL: 'cancel' (nothing stored for plain jobs)
                 ALTER TABLE jobs ADD COLUMN parents_left INTEGER NOT NULL DEFAULT 0;
                 -- Set on a job some other job depends on: only such jobs look for children when
                 -- they finish, so plain jobs pay nothing for workflows.
