@@ -73,11 +73,11 @@ extension PostgresJobStore {
                                            workerID: request.workerID, kinds: request.kinds, tenant: request.tenant)
             for row in try await Self.run(statement, on: client, logger: logger) {
                 let cells = row.makeRandomAccess()
-                promoted = Int(try cells[PGRows.columnCount + 1].decode(Int64.self))
-                next = try cells[PGRows.columnCount + 3].decode(Date?.self)
+                promoted = Int(try cells[PGRows.leaseColumnCount + 1].decode(Int64.self))
+                next = try cells[PGRows.leaseColumnCount + 3].decode(Date?.self)
                 guard try cells[0].decode(UUID?.self) != nil else { continue }  // the row of an empty lease
                 let job = try PGRows.job(row)
-                rows.append((LeasedJob(job: job, lease: token), try cells[PGRows.columnCount].decode(Int64.self)))
+                rows.append((LeasedJob(job: job, lease: token), try cells[PGRows.leaseColumnCount].decode(Int64.self)))
             }
             return (rows, promoted, next)
         }
@@ -131,7 +131,7 @@ struct InsertStatement: PostgresPreparedStatement {
 
 /// ``PostgresJobStore/leaseAutocommit(_:)``: $6 the kinds and $7 the tenant, or NULL for any.
 struct LeaseStatement: PostgresPreparedStatement {
-    static let name = "spool_lease_v3"
+    static let name = "spool_lease_v4"
     static let sql = """
         WITH due AS MATERIALIZED (
             SELECT id FROM spool_jobs WHERE queue = $1 AND state = 'scheduled' AND run_at <= now()
@@ -150,7 +150,7 @@ struct LeaseStatement: PostgresPreparedStatement {
             UPDATE spool_jobs SET state = 'processing', attempt = attempt + 1, lease_token = $3,
                    lease_expires_at = now() + $4 * interval '1 millisecond', worker_id = $5, started_at = now()
             FROM pick WHERE spool_jobs.id = pick.id
-            RETURNING \(PGRows.columns("spool_jobs.")), spool_jobs.seq),
+            RETURNING \(PGRows.leaseColumns("spool_jobs.")), spool_jobs.seq),
         ev AS (
             SELECT 0 AS part, 0::int8 AS ord, \(PostgresJobStore.eventJSON(state: "'pending'")) AS e FROM promoted
             UNION ALL

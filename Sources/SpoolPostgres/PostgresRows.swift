@@ -7,18 +7,24 @@ enum PGRows {
     /// The columns of a job, in the order ``job(_:)`` decodes them; `prefix` qualifies them
     /// (`spool_jobs.`) where a statement joins another relation.
     static func columns(_ prefix: String = "") -> String {
+        leaseColumns(prefix) + ", \(prefix)on_parent_failure, \(prefix)parents_left, \(prefix)cancel_reason"
+    }
+
+    /// What a worker needs of a job it leases: every column but the workflow ones that matter
+    /// only to status documents (fewer values per row on the hot path).
+    static func leaseColumns(_ prefix: String = "") -> String {
         let p = prefix
         return """
             \(p)id, \(p)tenant, \(p)queue, \(p)kind, \(p)payload, \(p)priority, \(p)state, \(p)attempt, \(p)max_attempts,
             \(p)run_at, \(p)timeout_ms, \(p)progress_percent, \(p)progress_message, \(p)result, \(p)errors::text,
             \(p)created_at, \(p)started_at, \(p)finished_at, \(p)idempotency_key, \(p)callback_url, \(p)tags::text,
-            \(p)worker_id, \(p)lease_expires_at,
-            \(p)depends_on, \(p)on_parent_failure, \(p)parents_left, \(p)batch_id, \(p)cancel_reason
+            \(p)worker_id, \(p)lease_expires_at, \(p)depends_on, \(p)batch_id
             """
     }
 
-    /// The number of columns in ``columns(_:)``; a query may select more after them.
+    /// The number of columns in ``columns(_:)`` and ``leaseColumns(_:)``; a query may select more after them.
     static let columnCount = 28
+    static let leaseColumnCount = 25
 
     struct CorruptRow: Error, CustomStringConvertible {
         var description: String
@@ -43,9 +49,10 @@ enum PGRows {
         if let parents = try cells[23].decode(String?.self) {
             job.dependsOn = try JSON.decode([String].self, from: Data(parents.utf8)).compactMap(JobID.init)
         }
-        job.onParentFailure = try cells[24].decode(String?.self).flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel
-        job.parentsLeft = try cells[25].decode(Int.self)
-        job.batchID = try cells[26].decode(UUID?.self).map(JobID.init(uuid:))
+        job.batchID = try cells[24].decode(UUID?.self).map(JobID.init(uuid:))
+        guard cells.count >= columnCount, cells[25].columnName == "on_parent_failure" else { return job }  // `leaseColumns`
+        job.onParentFailure = try cells[25].decode(String?.self).flatMap(ParentFailurePolicy.init(rawValue:)) ?? .cancel
+        if state == .waiting { job.parentsLeft = try cells[26].decode(Int.self) }
         job.cancelReason = try cells[27].decode(String?.self)
         return job
     }
