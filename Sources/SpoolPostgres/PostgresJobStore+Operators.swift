@@ -79,7 +79,7 @@ extension PostgresJobStore {
         return try await transaction { connection, changes in
             let rows = try await connection.keys("""
                 UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL
-                WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant)) AND depends_on IS NULL
                 RETURNING id, tenant, kind, attempt, queue, has_children, batch_id
                 """, logger: logger)
             for (key, row) in rows {
@@ -89,8 +89,32 @@ extension PostgresJobStore {
                     try await self.reopened(key.id, hasChildren: children, batchID: batch.map(JobID.init(uuid:)), connection, changes)
                 }
             }
-            if !rows.isEmpty { changes.signal(.workAvailable(queue: queue)) }
-            return rows.count
+            // Jobs with parents one by one, as a retry by hand: they wait for unfinished parents;
+            // those whose parent failed stay failed (retrying the parent re-arms them).
+            var redriven = rows.count
+            var withParents: [Job] = []
+            for job in try await connection.jobs("""
+                SELECT \(unescaped: PGRows.columns()) FROM spool_jobs
+                WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant)) AND depends_on IS NOT NULL
+                ORDER BY id FOR UPDATE
+                """, logger: logger) { withParents.append(job) }
+            for job in withParents {
+                let parents = try await self.parentStates(of: job.id, connection)
+                guard let (next, left) = try? DependencyRules.afterRetry(job.id, parents: parents, policy: job.onParentFailure) else { continue }
+                var children = false
+                for try await has in try await connection.query("""
+                    UPDATE spool_jobs SET state = \(next.rawValue), attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL,
+                                          parents_left = \(Int64(left))
+                    WHERE id = \(job.id.uuid) RETURNING has_children
+                    """, logger: logger).decode(Bool.self) { children = has }
+                var key = ChangeSet.JobKey(job)
+                key.attempt = 0
+                changes.transition(key, from: .failed, to: next)
+                try await self.reopened(job.id, hasChildren: children, batchID: job.batchID, connection, changes)
+                redriven += 1
+            }
+            if redriven > 0 { changes.signal(.workAvailable(queue: queue)) }
+            return redriven
         }
     }
 

@@ -147,9 +147,12 @@ extension PostgresJobStore {
             guard item.hasChildren else { continue }
             // Waiting children counted it as done (it had failed or was cancelled and they run
             // anyway): it is unfinished again.
+            // (Only run-anyway children can have: the others were cancelled, and those re-armed
+            // below count it from its state.)
             try await connection.query("""
                 UPDATE spool_jobs SET parents_left = parents_left + 1
-                WHERE state = 'waiting' AND id IN (SELECT child_id FROM spool_job_dependencies WHERE parent_id = \(item.id.uuid))
+                WHERE state = 'waiting' AND on_parent_failure = 'run'
+                  AND id IN (SELECT child_id FROM spool_job_dependencies WHERE parent_id = \(item.id.uuid))
                 """, logger: logger)
             var children: [(JobID, ParentFailurePolicy)] = []
             for try await (child, policy) in try await connection.query("""
@@ -339,6 +342,17 @@ extension PostgresJobStore {
                 WHERE id = \(id.uuid) AND state IN ('open', 'closed') RETURNING id
                 """, logger: logger) { cancelling = true }
             guard cancelling else { throw SpoolError.conflict(reason: "batch \(id) finished or was cancelled meanwhile") }
+            // A job that joined while the members were being locked (its enqueue committed before
+            // the batch row was free): found now, cancelled with the others.
+            let locked = members.map(\.0.id.uuid)
+            for (key, row) in try await connection.keys("""
+                SELECT id, tenant, kind, attempt, queue, state, callback_url, has_children FROM spool_jobs
+                WHERE batch_id = \(id.uuid) AND state IN ('waiting', 'scheduled', 'pending', 'processing')
+                  AND NOT (id = ANY(\(locked)::uuid[])) ORDER BY id FOR UPDATE
+                """, logger: logger) {
+                let (state, url, children) = try row.makeRandomAccess().decodeTail((String, String?, Bool).self, from: 5)
+                if let state = JobState(rawValue: state) { members.append((key, state, url, children)) }
+            }
             // Every unfinished member is cancelled first, then what follows each runs (a parent's
             // hook must not release a member that the cancel is about to reach).
             let ids = members.map(\.0.id.uuid)

@@ -57,6 +57,7 @@ final class GroupCommitWriter: @unchecked Sendable {
                 run: { db, batch in
                     let countsBefore = batch.counts
                     let eventsBefore = batch.events.count
+                    let signalsBefore = batch.signals
                     do {
                         // SQLite rolls a whole transaction back on some errors (disk full, I/O):
                         // what follows must not run, and commit, on its own.
@@ -78,6 +79,7 @@ final class GroupCommitWriter: @unchecked Sendable {
                     } catch {
                         batch.counts = countsBefore  // the op's rows were rolled back
                         batch.events.removeLast(batch.events.count - eventsBefore)
+                        batch.signals = signalsBefore  // (a cancel signal for a job whose cancel rolled back would stop it)
                         let mapped = SQLiteJobStore.map(error)
                         return { continuation.resume(throwing: mapped) }
                     }

@@ -60,7 +60,7 @@ extension SQLiteJobStore {
                 db,
                 sql: """
                     UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
-                    WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?)
+                    WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?) AND depends_on IS NULL
                     RETURNING id, tenant, kind, attempt, has_children, batch_id
                     """,
                 arguments: [Rows.micros(Date()), queue, tenant, tenant])
@@ -70,8 +70,28 @@ extension SQLiteJobStore {
                 let batchID = (row[5] as String?).flatMap(JobID.init)
                 if row[4] || batchID != nil { try Self.reopened(key.id, hasChildren: row[4], batchID: batchID, db, batch) }
             }
-            if !rows.isEmpty { batch.signal(.workAvailable(queue: queue)) }
-            return rows.count
+            // Jobs with parents one by one, as a retry by hand: they wait for unfinished parents;
+            // those whose parent failed stay failed (retrying the parent re-arms them).
+            var redriven = rows.count
+            let withParents = try String.fetchAll(db, sql: """
+                SELECT id FROM jobs WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?) AND depends_on IS NOT NULL
+                """, arguments: [queue, tenant, tenant]).compactMap(JobID.init)
+            for id in withParents {
+                let job = try Self.fetchJob(db, id, tenant: nil)
+                let parents = try Self.parentStates(of: id, db)
+                guard let (next, left) = try? DependencyRules.afterRetry(id, parents: parents, policy: job.onParentFailure) else { continue }
+                let hasChildren = try Bool.fetchOne(db, sql: """
+                    UPDATE jobs SET state = ?, attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL, parents_left = ?
+                    WHERE id = ? RETURNING has_children
+                    """, arguments: [next.rawValue, Rows.micros(Date()), left, id.description]) ?? false
+                var key = ChangeSet.JobKey(job)
+                key.attempt = 0
+                batch.transition(key, from: .failed, to: next)
+                try Self.reopened(id, hasChildren: hasChildren, batchID: job.batchID, db, batch)
+                redriven += 1
+            }
+            if redriven > 0 { batch.signal(.workAvailable(queue: queue)) }
+            return redriven
         }
     }
 

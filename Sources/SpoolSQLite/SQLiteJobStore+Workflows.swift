@@ -124,9 +124,12 @@ extension SQLiteJobStore {
             guard item.hasChildren else { continue }
             // Waiting children counted it as done (it had failed or was cancelled and they run
             // anyway): it is unfinished again.
+            // (Only run-anyway children can have: the others were cancelled, and those re-armed
+            // below count it from its state.)
             try db.cachedStatement(sql: """
                 UPDATE jobs SET parents_left = parents_left + 1
-                WHERE state = 'waiting' AND id IN (SELECT child_id FROM job_dependencies WHERE parent_id = ?)
+                WHERE state = 'waiting' AND on_parent_failure = 'run'
+                  AND id IN (SELECT child_id FROM job_dependencies WHERE parent_id = ?)
                 """).execute(arguments: [item.id.description])
             let children = try Row.fetchAll(
                 db.cachedStatement(sql: """

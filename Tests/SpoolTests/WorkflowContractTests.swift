@@ -160,6 +160,48 @@ struct WorkflowContractTests {
         }
     }
 
+    @Test("a diamond re-armed by one retry waits for both branches; a queue redrive re-arms children and lets a child wait for its parent", arguments: StoreKind.allCases)
+    func diamondAndRedrive(kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            // x -> c1, c2 -> g: x fails, everything below is cancelled; retrying x re-arms all.
+            let ids = try await store.enqueue([
+                job("x", queue: "d"), job("c1", queue: "d", dependsOn: [.request(0)]), job("c2", queue: "d", dependsOn: [.request(0)]),
+                job("g", queue: "d", dependsOn: [.request(1), .request(2)]),
+            ], defaults: testDefaults, depthLimits: [:]).map(\.job.id)
+            let x = try #require(try await store.leaseAll(queue: "d").first)
+            try await store.fail(x.id, lease: x.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            #expect(try await store.mustGet(ids[3]).state == .cancelled)
+            _ = try await store.retry(ids[0], tenant: nil)
+            let g = try await store.mustGet(ids[3])
+            #expect(g.state == .waiting && g.parentsLeft == 2)
+            for _ in 0..<3 {
+                for leased in try await store.leaseAll(queue: "d") { try await store.complete(leased.id, lease: leased.lease, result: nil) }
+            }
+            for id in ids { #expect(try await store.mustGet(id).state == .completed) }
+
+            // A queue redrive: two failed parents of one child come back; the child waits for both.
+            let pair = try await store.enqueue([job("p1", queue: "e"), job("p2", queue: "e"),
+                                                job("child", queue: "e2", dependsOn: [.request(0), .request(1)])],
+                                               defaults: testDefaults, depthLimits: [:]).map(\.job.id)
+            for leased in try await store.leaseAll(queue: "e") {
+                try await store.fail(leased.id, lease: leased.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            }
+            #expect(try await store.retryFailed(queue: "e", tenant: nil) == 2)
+            let child = try await store.mustGet(pair[2])
+            #expect(child.state == .waiting && child.parentsLeft == 2)
+            // A failed run-anyway child is redriven to wait for its parent that was retried.
+            let runner = try await store.enqueue([job("p", queue: "f"), job("c", queue: "f", dependsOn: [.request(0)], policy: .run)],
+                                                 defaults: testDefaults, depthLimits: [:]).map(\.job.id)
+            let p = try #require(try await store.leaseAll(queue: "f").first)
+            try await store.fail(p.id, lease: p.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            let c = try #require(try await store.leaseAll(queue: "f").first)
+            try await store.fail(c.id, lease: c.lease, error: AttemptError(attempt: 1, message: "y", at: Date()), retryAt: nil)
+            #expect(try await store.retryFailed(queue: "f", tenant: nil) == 2)
+            #expect(try await store.mustGet(runner[1]).state == .waiting)
+            #expect(try await store.leaseAll(queue: "f").map(\.id) == [runner[0]])
+        }
+    }
+
     @Test("a cancelled batch stops its run-anyway members too; a job refused by a closed batch is not written", arguments: StoreKind.allCases)
     func batchCancelAndRefusal(kind: StoreKind) async throws {
         try await withStore(kind) { store in
