@@ -57,6 +57,7 @@ public struct SpoolClient: Sendable {
         if let key = filter.idempotencyKey { query.append("idempotency_key=\(Self.escape(key))") }
         if let tenant = filter.tenant { query.append("tenant=\(Self.escape(tenant))") }
         if let b = filter.batchID { query.append("batch_id=\(b)") }
+        if filter.includeInternal { query.append("internal=true") }
         if let c = filter.cursor { query.append("cursor=\(Self.escape(c))") }
         struct Page: Decodable { var jobs: [JobDocument]; var next_cursor: String? }
         let page = try await call(.GET, "/v1/jobs?" + query.joined(separator: "&"), as: Page.self)

@@ -110,6 +110,7 @@ struct JobRoutes {
         let query = request.uri.queryParameters
         var filter = JobFilter(tenant: principal.tenantFilter)
         filter.queue = query["queue"].map(String.init)
+        filter.includeInternal = query["internal"] == "true"
         filter.kind = query["kind"].map(String.init)
         filter.tag = query["tag"].map(String.init)
         filter.idempotencyKey = query["idempotency_key"].map(String.init)

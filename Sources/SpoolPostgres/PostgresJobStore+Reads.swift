@@ -30,6 +30,10 @@ extension PostgresJobStore {
             binds.append(before)
             conditions.append("seq < $\(binds.count)")
         }
+        if let queue = plan.excludedQueue {
+            binds.append(queue)
+            conditions.append("queue <> $\(binds.count)")
+        }
         if let tag = plan.tag {
             binds.append(tag)
             conditions.append("tags @> jsonb_build_array($\(binds.count)::text)")

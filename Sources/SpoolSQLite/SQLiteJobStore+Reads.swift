@@ -17,6 +17,7 @@ extension SQLiteJobStore {
         var conditions = plan.equalities.map { "\($0.column) = ?" }
         var arguments = StatementArguments(plan.equalities.map(\.value))
         if let before = plan.before { conditions.append("seq < ?"); arguments += [before] }
+        if let queue = plan.excludedQueue { conditions.append("queue <> ?"); arguments += [queue] }
         if let tag = plan.tag { conditions.append("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE json_each.value = ?)"); arguments += [tag] }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let sql = "SELECT \(Rows.columns), seq FROM jobs \(whereClause) ORDER BY seq DESC LIMIT \(plan.fetchLimit)"

@@ -69,12 +69,17 @@ struct Token: ParsableCommand {
         @Option(help: "Tenant the token acts for.") var tenant = NewJob.defaultTenant
         @Option(help: "Scopes, comma-separated: enqueue, read, worker, admin.") var scopes = "enqueue,read"
         @Option(help: "A name for logs.") var name = "client"
+        @Flag(help: "Print JSON: {token, name, tenant, scopes, sha256} (the config entry is the object without token).") var json = false
 
         func run() throws {
             let list = scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             for scope in list where Scope(rawValue: scope) == nil { throw ValidationError("unknown scope '\(scope)'") }
             let secret = APIToken.generateSecret()
             let hash = APIToken.hash(secret).map { String(format: "%02x", $0) }.joined()
+            if json {
+                struct Made: Encodable { var token: String; var name: String; var tenant: String; var scopes: [String]; var sha256: String }
+                return try printJSON(Made(token: secret, name: name, tenant: tenant, scopes: list, sha256: hash))
+            }
             print("""
                 token (give it to the client; it is not stored anywhere):
                   \(secret)

@@ -9,6 +9,7 @@ struct SpoolCommand: AsyncParsableCommand {
         commandName: "spool",
         abstract: "Spool: a durable background-job system.",
         discussion: "Runs on an embedded SQLite file by default (./spool.sqlite, or SPOOL_DATABASE).",
+        version: SpoolVersion.current,
         subcommands: [
             Serve.self, Worker.self, Enqueue.self, Get.self, List.self, Cancel.self, Retry.self,
             Watch.self, Queues.self, Workers.self, Pause.self, Resume.self, Topics.self, Publish.self, BatchCommand.self,

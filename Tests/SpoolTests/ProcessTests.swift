@@ -187,6 +187,82 @@ struct ProcessTests {
     }
 }
 
+@Suite("A newcomer's first hour, through the real binary", .serialized)
+struct FirstHourTests {
+    @Test("spool --version; token new --json; a port in use is said before any worker starts; serve logs how many tokens it loaded, never them")
+    func cliBasics() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        func run(_ args: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
+            let p = try SpoolProcess(args, logTo: dir.file("cli-\(UUID().uuidString).log"), environment: environment, directory: dir.path)
+            let status = await p.waitForExit(timeout: .seconds(30))
+            return (status ?? -1, p.output)
+        }
+        let (v, version) = try await run(["--version"])
+        #expect(v == 0 && version.trimmingCharacters(in: .whitespacesAndNewlines) == SpoolVersion.current)
+
+        let (t, tokenJSON) = try await run(["token", "new", "--json", "--tenant", "acme", "--scopes", "enqueue,read"])
+        #expect(t == 0, "\(tokenJSON)")
+        struct Made: Decodable { var token: String; var tenant: String; var scopes: [String]; var sha256: String }
+        let made = try JSONDecoder().decode(Made.self, from: Data(tokenJSON.utf8))
+        #expect(made.tenant == "acme" && made.scopes == ["enqueue", "read"] && made.sha256.count == 64 && made.token.hasPrefix("spool_"))
+
+        // A port another process listens on.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        #expect(bound == 0 && listen(listener, 1) == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let (p, refused) = try await run(["serve", "--database", dir.file("a.sqlite"), "--port", "\(port)"])
+        #expect(p != 0)
+        #expect(refused.contains("port \(port) on 127.0.0.1 is already in use") && refused.contains("--port"), "\(refused)")
+        #expect(!refused.contains("errno") && !refused.contains("worker started"), "\(refused)")
+
+        // Tokens loaded: counted in the log, never shown.
+        let secret = "first-hour-secret-\(UUID().uuidString)"
+        let server = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", "0"], logTo: dir.file("serve.log"),
+                                      environment: ["SPOOL_TOKENS": "\(secret):acme:read,other-\(secret):globex:admin"], directory: dir.path)
+        #expect(try await eventually(timeout: .seconds(30)) { server.output.contains("HTTP API listening") }, "\(server.output)")
+        #expect(server.output.contains("API tokens loaded") && server.output.contains("count=2"), "\(server.output)")
+        #expect(!server.output.contains(secret))
+        server.signal(SIGTERM)
+        _ = await server.waitForExit(timeout: .seconds(15))
+    }
+}
+
+extension FirstHourTests {
+    @Test("tables show every header and value whole; webhook delivery jobs stay out of spool list unless asked for")
+    func tablesAndInternalJobs() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let db = dir.file("tables.sqlite")
+        func run(_ args: [String]) async throws -> (Int32, String) {
+            let p = try SpoolProcess(args + ["--database", db], logTo: dir.file("cli-\(UUID().uuidString).log"), directory: dir.path)
+            let status = await p.waitForExit(timeout: .seconds(30))
+            return (status ?? -1, p.output)
+        }
+        let queue = "a-rather-long-queue-name-for-tables"
+        let (e, enqueued) = try await run(["enqueue", "--queue", queue, "--kind", "demo.noop", "--callback-url", "https://example.com/hook"])
+        #expect(e == 0, "\(enqueued)")
+        let id = try JSONDecoder().decode(JobDocument.self, from: Data(enqueued.utf8)).id
+        let (c, cancelled) = try await run(["cancel", id])  // its webhook delivery job is made now
+        #expect(c == 0, "\(cancelled)")
+        let (_, queues) = try await run(["queues"])
+        #expect(queues.contains("OLDEST PENDING") && queues.contains(queue), "\(queues)")
+        let (_, list) = try await run(["list"])
+        #expect(list.contains(queue) && list.contains(id) && !list.contains("spool.webhook"), "\(list)")
+        let (_, all) = try await run(["list", "--internal"])
+        #expect(all.contains("spool.webhook"), "\(all)")
+        let (_, asked) = try await run(["list", "--queue", "spool.webhooks", "--json"])
+        #expect(asked.contains("\"spool.webhook\""), "\(asked)")
+    }
+}
+
 @Suite("spool watch and enqueue --wait", .serialized)
 struct WatchTests {
     @Test("enqueue --wait follows a job over SSE to its result; a failing job exits non-zero; watch works on a database file")

@@ -51,7 +51,7 @@ final class WorkerRegistration: Sendable {
                      startedAt: Date, now: Date) -> WorkerInfo {
         WorkerInfo(
             id: configuration.workerID, name: configuration.workerName,
-            host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier), version: nil,
+            host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier), version: SpoolVersion.current,
             queues: queues, kinds: kinds, concurrency: queues.reduce(0) { $0 + configuration.queue($1).concurrency },
             running: running, startedAt: startedAt, lastSeenAt: now,
             expiresAt: now.addingTimeInterval(configuration.leaseDuration.seconds))

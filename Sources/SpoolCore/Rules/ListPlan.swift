@@ -9,6 +9,8 @@ public struct ListPlan: Sendable, Equatable {
     public var before: Int64?
     /// Only jobs whose tags hold this one (the stores render it their own way: tags are JSON).
     public var tag: String?
+    /// Not the jobs of this queue (`queue <> ?`).
+    public var excludedQueue: String?
     /// Jobs per page.
     public var pageSize: Int
     /// Rows to fetch: one more than a page, to know whether another page follows.
@@ -31,6 +33,8 @@ public struct ListPlan: Sendable, Equatable {
         if let key = filter.idempotencyKey { equalities.append(Equality(column: "idempotency_key", value: key)) }
         if let batch = filter.batchID { equalities.append(Equality(column: "batch_id", value: batch.description)) }
         tag = filter.tag
+        // Webhook deliveries are Spool's own bookkeeping: listed only when asked for.
+        if filter.queue == nil && !filter.includeInternal { excludedQueue = Webhook.queue }
         if let cursor = filter.cursor {
             guard let seq = Int64(cursor), seq > 0 else {
                 throw SpoolError.invalid(field: "cursor", reason: "not a cursor from a previous page")

@@ -301,6 +301,8 @@ public struct JobFilter: Sendable, Hashable {
     public var idempotencyKey: String?
     /// Only the jobs of this batch.
     public var batchID: JobID?
+    /// Also list the internal webhook delivery jobs (always when `queue` names their queue).
+    public var includeInternal = false
     /// At most 1000.
     public var limit: Int
     /// The `nextCursor` of the previous page.

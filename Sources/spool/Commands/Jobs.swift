@@ -63,6 +63,7 @@ struct List: AsyncParsableCommand {
     @Option(help: "Only this state: waiting, scheduled, pending, processing, completed, failed, cancelled.") var state: String?
     @Option(help: "Only this kind.") var kind: String?
     @Option(help: "Only the jobs of this batch.") var batch: String?
+    @Flag(name: .customLong("internal"), help: "Also list Spool's own webhook delivery jobs (queue spool.webhooks).") var includeInternal = false
     @Option(help: "Page size (1-1000).") var limit = 50
     @Option(help: "Cursor from the previous page.") var cursor: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
@@ -75,25 +76,21 @@ struct List: AsyncParsableCommand {
         }
         let page: (jobs: [JobDocument], next: String?)
         let batchID = try batch.map(parseJobID)
-        do { page = try await store.backend().list(JobFilter(queue: queue, state: jobState, kind: kind, batchID: batchID, limit: limit, cursor: cursor)) }
+        var filter = JobFilter(queue: queue, state: jobState, kind: kind, batchID: batchID, limit: limit, cursor: cursor)
+        filter.includeInternal = includeInternal
+        do { page = try await store.backend().list(filter) }
         catch { throw explain(error) }
         if json {
             struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }
             try printJSON(Page(jobs: page.jobs, next_cursor: page.next))
             return
         }
-        print("ID                                    STATE       QUEUE            KIND                 ATTEMPT  PROGRESS  CREATED")
+        var rows = [["ID", "STATE", "QUEUE", "KIND", "ATTEMPT", "PROGRESS", "CREATED"]]
         for job in page.jobs {
-            let progress = job.progress.map { String(format: "%5.1f%%", $0.percent) } ?? "     -"
-            print(
-                job.id.padding(toLength: 38, withPad: " ", startingAt: 0)
-                    + job.state.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
-                    + job.queue.padding(toLength: 17, withPad: " ", startingAt: 0)
-                    + job.kind.padding(toLength: 21, withPad: " ", startingAt: 0)
-                    + "\(job.attempt)/\(job.max_attempts)".padding(toLength: 9, withPad: " ", startingAt: 0)
-                    + progress.padding(toLength: 10, withPad: " ", startingAt: 0)
-                    + job.created_at)
+            rows.append([job.id, job.state.rawValue, job.queue, job.kind, "\(job.attempt)/\(job.max_attempts)",
+                         job.progress.map { String(format: "%.1f%%", $0.percent) } ?? "-", job.created_at])
         }
+        printTable(rows)
         if let next = page.next { print("more: --cursor \(next)") }
     }
 }

@@ -14,13 +14,12 @@ struct Queues: AsyncParsableCommand {
             try printJSON(queues)
             return
         }
-        let header = ["QUEUE", "PAUSED"] + JobState.allCases.map { $0.rawValue.uppercased() } + ["OLDEST PENDING"]
-        print(header.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined())
+        var rows = [["QUEUE", "PAUSED"] + JobState.allCases.map { $0.rawValue.uppercased() } + ["OLDEST PENDING"]]
         for q in queues {
-            let cells = [q.name, q.paused ? "yes" : "no"] + JobState.allCases.map { "\(q.counts[$0.rawValue] ?? 0)" }
-                + [q.oldest_pending_age_seconds.map { String(format: "%.1fs", $0) } ?? "-"]
-            print(cells.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined())
+            rows.append([q.name, q.paused ? "yes" : "no"] + JobState.allCases.map { "\(q.counts[$0.rawValue] ?? 0)" }
+                + [q.oldest_pending_age_seconds.map { String(format: "%.1fs", $0) } ?? "-"])
         }
+        printTable(rows)
     }
 }
 
@@ -37,14 +36,11 @@ struct Workers: AsyncParsableCommand {
             try printJSON(workers)
             return
         }
-        let widths = [34, 8, 16, 10, 12, 26, 24]
-        func row(_ cells: [String]) {
-            print(zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined())
-        }
-        row(["ID", "STATE", "NAME", "RUNNING", "TENANT", "QUEUES", "LAST SEEN"])
+        var rows = [["ID", "STATE", "NAME", "RUNNING", "TENANT", "QUEUES", "LAST SEEN"]]
         for w in workers {
-            row([w.id, w.state, w.name, "\(w.running)/\(w.concurrency)", w.tenant ?? "(all)", w.queues.joined(separator: ","), w.last_seen_at])
+            rows.append([w.id, w.state, w.name, "\(w.running)/\(w.concurrency)", w.tenant ?? "(all)", w.queues.joined(separator: ","), w.last_seen_at])
         }
+        printTable(rows)
     }
 }
 

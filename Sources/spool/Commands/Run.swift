@@ -67,6 +67,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     }
     if let gateway {
         var config = try gateway.configuration(file)
+        // Before any worker starts: a port taken by another process is said plainly.
+        try PortCheck.ensureFree(host: config.host, port: config.port)
+        logger.info("API tokens loaded", metadata: ["count": "\(config.tokens.count)"])
         config.queues.formUnion(worker.queueList ?? [])
         config.kindRunners = declared.runners
         config.webhooks = webhooks
