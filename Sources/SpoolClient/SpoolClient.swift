@@ -102,6 +102,8 @@ public struct SpoolClient: Sendable {
         if let n = job.maxAttempts { body["max_attempts"] = .number(Double(n)) }
         if let t = job.timeout { body["timeout_seconds"] = .number(t.seconds) }
         if let key = job.idempotencyKey { body["idempotency_key"] = .string(key) }
+        // The token decides the tenant; one named here must be the token's (or the token an admin's).
+        if job.tenant != NewJob.defaultTenant { body["tenant"] = .string(job.tenant) }
         if !job.tags.isEmpty { body["tags"] = .array(job.tags.map(JSONValue.string)) }
         if let url = job.callbackURL { body["callback_url"] = .string(url) }
         if !job.dependsOn.isEmpty {

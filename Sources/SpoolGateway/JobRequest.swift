@@ -17,7 +17,7 @@ enum JobRequest {
     static let fields: Set<String> = [
         "queue", "kind", "payload", "priority", "run_at", "delay_seconds", "max_attempts",
         "timeout_seconds", "idempotency_key", "callback_url", "tags", "depends_on", "on_parent_failure",
-        "batch_id", "ref",
+        "batch_id", "ref", "tenant",
     ]
 
     /// The job of a request body, and its `ref`. `refs`: the refs of the earlier jobs of the

@@ -56,7 +56,7 @@ struct JobRoutes {
     @Sendable func enqueue(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let principal = try context.require(.enqueue)
         let body = try await request.jsonBody(limit: gateway.configuration.maxBodyBytes)
-        let job = try JobRequest.parse(body, tenant: principal.tenant, headerKey: request.headers[.idempotencyKey]).job
+        let job = try JobRequest.parse(body, tenant: try tenant(of: body, principal), headerKey: request.headers[.idempotencyKey]).job
         try check(job)
         let result = try await spool.enqueue(job)
         let accepted = Accepted(result)
@@ -86,7 +86,7 @@ struct JobRoutes {
         var refs: [String: Int] = [:]
         for (index, item) in items.enumerated() {
             do {
-                let (job, ref) = try JobRequest.parse(item, tenant: principal.tenant, headerKey: nil, refs: refs)
+                let (job, ref) = try JobRequest.parse(item, tenant: try tenant(of: item, principal), headerKey: nil, refs: refs)
                 try check(job)
                 jobs.append(job)
                 if let ref { refs[ref] = index }
@@ -141,6 +141,16 @@ struct JobRoutes {
         let page = try await spool.list(filter)
         struct Page: Encodable { var jobs: [JobDocument]; var next_cursor: String? }
         return try JSONResponse.make(Page(jobs: page.jobs.map(JobDocument.init), next_cursor: page.nextCursor))
+    }
+
+    /// The tenant a job request is for: the token's. A request naming another tenant is refused
+    /// (403), not quietly made the token's; an admin may name any tenant.
+    func tenant(of body: JSONValue, _ principal: Principal) throws -> String {
+        guard case .object(let fields) = body, let value = fields["tenant"], value != .null else { return principal.tenant }
+        guard case .string(let named) = value else { throw Problem.validation("tenant", "must be a string") }
+        if named == principal.tenant || principal.isAdmin { return named }
+        throw Problem(.forbidden, type: "forbidden", title: "The token belongs to another tenant",
+                      detail: "this token acts for tenant '\(principal.tenant)', not '\(named.prefix(128))'")
     }
 
     /// Refuses jobs this deployment would never run: unknown queues and kinds.

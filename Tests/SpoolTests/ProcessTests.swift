@@ -225,11 +225,19 @@ struct FirstHourTests {
 
         // Tokens loaded: counted in the log, never shown.
         let secret = "first-hour-secret-\(UUID().uuidString)"
-        let server = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", "0"], logTo: dir.file("serve.log"),
-                                      environment: ["SPOOL_TOKENS": "\(secret):acme:read,other-\(secret):globex:admin"], directory: dir.path)
+        let server = try SpoolProcess(["serve", "--database", dir.file("b.sqlite"), "--port", "0", "--demo-jobs"], logTo: dir.file("serve.log"),
+                                      environment: ["SPOOL_TOKENS": "\(secret):acme:enqueue+read,other-\(secret):globex:admin"], directory: dir.path)
         #expect(try await eventually(timeout: .seconds(30)) { server.output.contains("HTTP API listening") }, "\(server.output)")
         #expect(server.output.contains("API tokens loaded") && server.output.contains("count=2"), "\(server.output)")
         #expect(!server.output.contains(secret))
+
+        // A tenant other than the token's is refused, not quietly replaced by the token's.
+        let listening = try #require(server.output.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression))
+        let url = String(server.output[listening])
+        let (wrong, refusal) = try await run(["enqueue", "--url", url, "--token", secret, "--tenant", "globex", "--kind", "demo.noop"])
+        #expect(wrong != 0 && refusal.contains("403") && refusal.contains("acts for tenant 'acme'"), "\(refusal)")
+        let (right, accepted) = try await run(["enqueue", "--url", url, "--token", secret, "--tenant", "acme", "--kind", "demo.noop"])
+        #expect(right == 0 && accepted.contains("\"tenant\" : \"acme\""), "\(accepted)")
         server.signal(SIGTERM)
         _ = await server.waitForExit(timeout: .seconds(15))
     }
