@@ -110,7 +110,10 @@ struct JobRoutes {
         let query = request.uri.queryParameters
         var filter = JobFilter(tenant: principal.tenantFilter)
         filter.queue = query["queue"].map(String.init)
-        filter.includeInternal = query["internal"] == "true"
+        if let asked = query["internal"] {
+            guard asked == "true" || asked == "false" else { throw Problem.validation("internal", "must be true or false") }
+            filter.includeInternal = asked == "true"
+        }
         filter.kind = query["kind"].map(String.init)
         filter.tag = query["tag"].map(String.init)
         filter.idempotencyKey = query["idempotency_key"].map(String.init)
