@@ -164,14 +164,19 @@ struct Bench: AsyncParsableCommand {
     private func withBench<T: Sendable>(_ path: String, _ level: SQLiteJobStore.Durability, _ body: (Spool, SQLiteJobStore) async throws -> T) async throws -> T {
         let store = try SQLiteJobStore(path: path, durability: level)
         try await store.migrate()
+        let spool = Spool(store: store, configuration: Self.engineConfiguration(concurrency: concurrency), logger: Logger(label: "bench"))
+        let result = try await body(spool, store)
+        try await store.close()
+        return result
+    }
+
+    /// The engine settings of every bench run: `concurrency` workers, no retention.
+    static func engineConfiguration(concurrency: Int) -> EngineConfiguration {
         var config = EngineConfiguration()
         config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
         config.leaseBatchSize = max(100, concurrency)
         config.completedRetention = nil
-        let spool = Spool(store: store, configuration: config, logger: Logger(label: "bench"))
-        let result = try await body(spool, store)
-        try await store.close()
-        return result
+        return config
     }
 
     /// `count` single enqueues of `kind` to the `bench` queue from `callers` concurrent tasks; jobs/s.

@@ -25,10 +25,7 @@ struct WorkflowBench {
     func run(path: String, level: SQLiteJobStore.Durability, history: Int) async throws -> Figures {
         let store = try SQLiteJobStore(path: path, durability: level)
         try await store.migrate()
-        var config = EngineConfiguration()
-        config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
-        config.leaseBatchSize = max(100, concurrency)
-        config.completedRetention = nil
+        var config = Bench.engineConfiguration(concurrency: concurrency)
         config.subscriptions = (0..<fanOut).map {
             TopicSubscription(tenant: nil, topic: "bench.topic", name: "s\($0)", queue: "fanout", kind: "bench.noop")
         }
