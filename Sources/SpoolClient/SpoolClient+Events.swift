@@ -17,14 +17,30 @@ extension SpoolClient {
     /// the job is finished. A dropped stream is resumed with `Last-Event-ID`, so nothing is
     /// missed or repeated; after 5 failed reconnections in a row the stream throws.
     public func events(of id: JobID) -> AsyncThrowingStream<ServerSentEvent, any Error> {
+        serverSentEvents("/v1/jobs/\(id)/events", after: nil, what: "the event stream of job \(id)", endsWith: Self.endsJob)
+    }
+
+    /// The event feed (`GET /v1/events`): every job event of the token's tenant (of every
+    /// tenant for an admin), optionally of one queue and one kind, from after `after` (an event
+    /// id) or from now, for as long as the caller reads. Resumed like ``events(of:)``.
+    public func feed(queue: String? = nil, kind: String? = nil, after: Int64? = nil) -> AsyncThrowingStream<ServerSentEvent, any Error> {
+        let query = [("queue", queue), ("kind", kind)].compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
+        let path = "/v1/events" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        return serverSentEvents(path, after: after.map(String.init), what: "the event feed", endsWith: { _ in false })
+    }
+
+    /// Reads a `text/event-stream` at `path`, reconnecting with `Last-Event-ID` until
+    /// `endsWith` says an event was the last one (or the caller stops reading).
+    private func serverSentEvents(_ path: String, after: String?, what: String,
+                                  endsWith: @escaping @Sendable (ServerSentEvent) -> Bool) -> AsyncThrowingStream<ServerSentEvent, any Error> {
         AsyncThrowingStream { continuation in
             let task = Task {
-                var lastEventID: String?
+                var lastEventID = after
                 var failures = 0
                 var finished = false
                 do {
                     while !Task.isCancelled && !finished {
-                        var request = self.request("/v1/jobs/\(id)/events")
+                        var request = self.request(path)
                         request.headers.add(name: "Accept", value: "text/event-stream")
                         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
                         do {
@@ -38,7 +54,7 @@ extension SpoolClient {
                                 for event in parser.feed(chunk.readableBytesView) {
                                     if let id = event.id { lastEventID = id }
                                     failures = 0
-                                    if Self.endsJob(event) { finished = true }
+                                    if endsWith(event) { finished = true }
                                     continuation.yield(event)
                                 }
                             }
@@ -46,7 +62,9 @@ extension SpoolClient {
                             throw error
                         } catch {
                             failures += 1
-                            if failures > 5 { throw SpoolClientError(status: 0, type: "unreachable", detail: "lost the event stream of job \(id): \(error)") }
+                            if failures > 5 {
+                                throw SpoolClientError(status: 0, type: "unreachable", detail: "lost \(what): \(SpoolClientError.unreachable(baseURL, error).detail)")
+                            }
                         }
                         if finished { break }
                         // The stream ended early (a gateway restart, or this client fell behind): resume.

@@ -85,6 +85,18 @@ public struct SpoolClient: Sendable {
         _ = try await send(.POST, "/v1/queues/\(Self.escape(queue))/\(paused ? "pause" : "resume")")
     }
 
+    /// Puts every failed job of the queue back to run (dead-letter redrive); returns how many.
+    public func retryFailed(queue: String) async throws -> Int {
+        struct Retried: Decodable { var retried: Int }
+        return try await call(.POST, "/v1/queues/\(Self.escape(queue))/retry-failed", as: Retried.self).retried
+    }
+
+    /// Deletes the queue's jobs that wait to run; returns how many.
+    public func purge(queue: String) async throws -> Int {
+        struct Purged: Decodable { var purged: Int }
+        return try await call(.POST, "/v1/queues/\(Self.escape(queue))/purge", as: Purged.self).purged
+    }
+
     /// The worker registry (the token's tenant's remote workers; every worker for an admin).
     public func workers() async throws -> [WorkerDocument] {
         struct List: Decodable { var workers: [WorkerDocument] }
@@ -167,7 +179,7 @@ public struct SpoolClient: Sendable {
             response = try await http.execute(request, timeout: timeout)
             data = Data(buffer: try await response.body.collect(upTo: 64 << 20))
         } catch {
-            throw SpoolClientError(status: 0, type: "unreachable", detail: "cannot reach \(baseURL): \(error)")
+            throw SpoolClientError.unreachable(baseURL, error)
         }
         guard (200..<300).contains(response.status.code) else {
             throw SpoolClientError(status: Int(response.status.code), problem: data)
@@ -185,6 +197,16 @@ public struct SpoolClient: Sendable {
 
 /// A refusal by the gateway (its problem document), or no answer at all (`status` 0).
 public struct SpoolClientError: Error, CustomStringConvertible, Sendable {
+    /// No answer from `baseURL`: said in words (the HTTP library's own text stays out).
+    static func unreachable(_ baseURL: String, _ error: any Error) -> SpoolClientError {
+        let text = String(describing: error).lowercased()
+        let why = text.contains("refused") ? "connection refused: is Spool running there?"
+            : text.contains("timeout") || text.contains("timed out") ? "no answer in time"
+            : text.contains("resolve") || text.contains("dns") || text.contains("host") ? "the host name does not resolve"
+            : "no connection"
+        return SpoolClientError(status: 0, type: "unreachable", detail: "the gateway at \(baseURL) is not reachable (\(why))")
+    }
+
     public var status: Int
     /// The problem type without its `urn:spool:problem:` prefix (`lease-lost`, `validation`, ...).
     public var type: String

@@ -111,8 +111,11 @@ struct AuthMiddleware: RouterMiddleware {
         if tokens.isEmpty {
             context.principal = .local
         } else if let secret = presentedSecret(request) {
-            guard let token = Self.find(APIToken.hash(secret), in: tokens) else { throw Problem.unauthorized }
-            context.principal = Principal(name: token.name, tenant: token.tenant, scopes: token.scopes)
+            if let token = Self.find(APIToken.hash(secret), in: tokens) {
+                context.principal = Principal(name: token.name, tenant: token.tenant, scopes: token.scopes)
+            } else if !webSocket {
+                throw Problem.unauthorized
+            }
         } else if let (_, session) = sessions?.find(in: request) {
             // A browser sends the cookie with any request to this site: a change needs the
             // session's CSRF token too, which only the dashboard's own page can read.
@@ -122,9 +125,12 @@ struct AuthMiddleware: RouterMiddleware {
                               detail: "requests made with a session cookie that change anything need the session's X-CSRF-Token header")
             }
             context.principal = session.principal
-        } else {
+        } else if !webSocket {
             throw Problem.unauthorized
         }
+        // A WebSocket without a valid token goes on without a principal: the library can only
+        // answer a refused handshake with a bare 400, so the session refuses it after the
+        // handshake instead, with a close code that says why (WebSocketSession.refusal).
         return try await next(request, context)
     }
 

@@ -33,7 +33,7 @@ struct BatchRoutes {
             guard let batch = try await spool.batch(id, tenant: principal.tenantFilter) else { throw Problem.notFound("batch \(id) not found") }
             let items = try await jobItems(request)
             // The batch's tenant's jobs (an admin adds to any tenant's batch).
-            let jobs = try JobRoutes(gateway: gateway).parseJobs(items, principal: principal).map { job in
+            let jobs = try await JobRoutes(gateway: gateway).parseJobs(items, principal: principal).map { job in
                 var job = job
                 job.tenant = batch.tenant
                 return job
@@ -59,8 +59,8 @@ struct BatchRoutes {
         let allowed: Set<String> = ["jobs", "callback", "on_failure", "callback_url", "open"]
         if let unknown = object.keys.filter({ !allowed.contains($0) }).sorted().first { throw Problem.validation(unknown, "unknown field") }
         var batch = NewBatch(tenant: principal.tenant)
-        batch.callback = try callback(object, "callback")
-        batch.onFailure = try callback(object, "on_failure")
+        batch.callback = try await callback(object, "callback")
+        batch.onFailure = try await callback(object, "on_failure")
         batch.callbackURL = try JobRequest.string(object, "callback_url")
         switch object["open"] {
         case nil, .null?: break
@@ -79,7 +79,7 @@ struct BatchRoutes {
         guard items.count <= gateway.configuration.maxBatchJobs else {
             throw Problem.validation("jobs", "at most \(gateway.configuration.maxBatchJobs) jobs per request; add more with POST /v1/batches/{id}/jobs")
         }
-        let jobs = try JobRoutes(gateway: gateway).parseJobs(items, principal: principal)
+        let jobs = try await JobRoutes(gateway: gateway).parseJobs(items, principal: principal)
         if jobs.contains(where: { $0.batchID != nil }) { throw Problem.validation("jobs", "a job of a new batch cannot name another batch") }
         let (created, results) = try await spool.createBatch(batch, jobs: jobs)
         struct Created: Encodable { var batch: BatchDocument; var jobs: [JobRoutes.Accepted] }
@@ -87,7 +87,7 @@ struct BatchRoutes {
                                      status: .accepted, headers: [.location: "/v1/batches/\(created.id)"])
     }
 
-    private func callback(_ object: [String: JSONValue], _ field: String) throws -> BatchCallback? {
+    private func callback(_ object: [String: JSONValue], _ field: String) async throws -> BatchCallback? {
         guard let value = object[field], value != .null else { return nil }
         guard case .object(let fields) = value, case .string(let kind)? = fields["kind"] else {
             throw Problem.validation(field, "must be {\"queue\": ..., \"kind\": ..., \"payload\": ...}")
@@ -101,7 +101,7 @@ struct BatchRoutes {
             queue = name
         }
         let probe = NewJob(queue: queue, kind: kind, payload: (fields["payload"] ?? .object([:])).jsonData)
-        do { try JobRoutes(gateway: gateway).check(probe) } catch var problem as Problem {
+        do { try await JobRoutes(gateway: gateway).check(probe) } catch var problem as Problem {
             problem.detail = "\(field)." + problem.detail
             throw problem
         }

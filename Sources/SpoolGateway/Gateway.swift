@@ -17,16 +17,6 @@ public struct GatewayConfiguration: Sendable {
     public var maxBatchJobs = 1000
     /// API tokens; empty means no authentication (loopback only).
     public var tokens: [APIToken] = []
-    /// Kinds accepted per queue; a queue missing here accepts any kind the process has a
-    /// handler for (or any kind at all when the process runs no workers).
-    public var kinds: [String: Set<String>] = [:]
-    /// Kinds declared in the config file and how they run: `http`, `command`, or `elsewhere`
-    /// (a kind given only a payload schema, run by another process). They are accepted on
-    /// enqueue like kinds with a handler here, and listed by `GET /v1/kinds`.
-    public var kindRunners: [String: String] = [:]
-    /// Queues accepted besides `default` and those of the engine's configuration (for example
-    /// the queues this process works, named on the command line).
-    public var queues: Set<String> = []
     /// How often an idle event stream gets a keep-alive comment.
     public var keepAlive: Duration = .seconds(15)
     /// How many events a stream may fall behind before it is closed (the client resumes).
@@ -67,8 +57,6 @@ public struct Gateway: Sendable {
     public let metrics: PrometheusCollectorRegistry
     /// Job events for the streams.
     public let events: EventHub
-    /// Kinds remote workers leased per queue (accepted on enqueue like kinds with a handler here).
-    let remoteKinds = RemoteKinds()
     /// What this gateway last wrote to the registry about each remote worker.
     let remoteWorkers = RemoteWorkers()
     /// The dashboard's login sessions.
@@ -163,7 +151,7 @@ public struct Gateway: Sendable {
         router.add(middleware: CrossSiteGuard(tokenless: configuration.tokens.isEmpty))
         router.group("v1").add(middleware: AuthMiddleware(tokens: configuration.tokens, sessions: sessions, webSocket: true))
             .ws("ws", shouldUpgrade: WebSocketSession.shouldUpgrade, onUpgrade: { inbound, outbound, context in
-                try await WebSocketSession(gateway: self, context: context.requestContext).run(inbound: inbound, outbound: outbound)
+                try await WebSocketSession.serve(gateway: self, context: context.requestContext, inbound: inbound, outbound: outbound)
             })
         return router
     }
@@ -184,22 +172,11 @@ public struct Gateway: Sendable {
             logger: logger)
     }
 
-    /// Kinds a queue accepts, or `nil` for any.
-    func acceptedKinds(queue: String) -> Set<String>? {
-        if let listed = configuration.kinds[queue] { return listed }
-        // The internal webhook handler says nothing about which kinds this deployment runs.
-        let registered = Set(spool.registeredKinds.filter { $0 != Webhook.kind })
-        // A process without handlers of its own (a gateway in front of separate workers)
-        // cannot know every kind: it takes any.
-        // Kinds declared in the config file are accepted too (run by this process, or elsewhere).
-        return registered.isEmpty ? nil : registered.union(configuration.kindRunners.keys).union(remoteKinds.kinds(of: queue))
-    }
+    /// Kinds a queue accepts, or `nil` for any (the engine's ``JobAdmission`` rules).
+    func acceptedKinds(queue: String) -> Set<String>? { spool.acceptedKinds(queue: queue) }
 
     /// Queues this gateway accepts jobs for: the configured ones and `default`.
-    func knowsQueue(_ name: String) -> Bool {
-        name == "default" || spool.configuration.queues[name] != nil || configuration.kinds[name] != nil
-            || configuration.queues.contains(name)
-    }
+    func knowsQueue(_ name: String) -> Bool { spool.knowsQueue(name) }
 }
 
 /// Turns every error a route throws into a problem document.

@@ -57,7 +57,7 @@ struct JobRoutes {
         let principal = try context.require(.enqueue)
         let body = try await request.jsonBody(limit: gateway.configuration.maxBodyBytes)
         let job = try JobRequest.parse(body, tenant: try tenant(of: body, principal), headerKey: request.headers[.idempotencyKey]).job
-        try check(job)
+        try await check(job)
         let result = try await spool.enqueue(job)
         let accepted = Accepted(result)
         if result.replayed {
@@ -74,20 +74,20 @@ struct JobRoutes {
         }
         let limit = gateway.configuration.maxBatchJobs
         guard !items.isEmpty, items.count <= limit else { throw Problem.validation("jobs", "must hold 1 to \(limit) jobs") }
-        let jobs = try parseJobs(items, principal: principal)
+        let jobs = try await parseJobs(items, principal: principal)
         struct Batch: Encodable { var jobs: [Accepted] }
         let results = try await spool.enqueue(jobs)
         return try JSONResponse.make(Batch(jobs: results.map(Accepted.init)), status: .accepted)
     }
 
     /// The jobs of a batch request, each checked; `ref`s name earlier jobs for `depends_on`.
-    func parseJobs(_ items: [JSONValue], principal: Principal) throws -> [NewJob] {
+    func parseJobs(_ items: [JSONValue], principal: Principal) async throws -> [NewJob] {
         var jobs: [NewJob] = []
         var refs: [String: Int] = [:]
         for (index, item) in items.enumerated() {
             do {
                 let (job, ref) = try JobRequest.parse(item, tenant: try tenant(of: item, principal), headerKey: nil, refs: refs)
-                try check(job)
+                try await check(job)
                 jobs.append(job)
                 if let ref { refs[ref] = index }
             } catch var problem as Problem {
@@ -156,17 +156,11 @@ struct JobRoutes {
                       detail: "this token acts for tenant '\(principal.tenant)', not '\(named.prefix(128))'")
     }
 
-    /// Refuses jobs this deployment would never run: unknown queues and kinds.
-    func check(_ job: NewJob) throws {
-        if job.queue == Webhook.queue || job.kind == Webhook.kind {
-            throw Problem.validation(job.queue == Webhook.queue ? "queue" : "kind", "'\(Webhook.queue)' and '\(Webhook.kind)' are reserved for webhook deliveries")
-        }
-        guard gateway.knowsQueue(job.queue) else {
-            throw Problem.validation("queue", "unknown queue '\(job.queue)'; configure it under 'queues' in the config file")
-        }
-        if let kinds = gateway.acceptedKinds(queue: job.queue), !kinds.contains(job.kind) {
-            throw Problem.validation("kind", "unknown kind '\(job.kind)' for queue '\(job.queue)'")
-        }
+    /// Refuses jobs this deployment would never run: unknown queues and kinds (the engine's
+    /// ``JobAdmission`` rules, the same for the CLI and Swift), payloads that miss their
+    /// schema, callback URLs the webhook policy refuses.
+    func check(_ job: NewJob) async throws {
+        do { try await spool.admit(job) } catch let error as SpoolError { throw Problem.from(error) }
         do { try spool.checkPayload(job) } catch { throw Problem.from(error) }
         if let url = job.callbackURL, let why = gateway.configuration.webhooks.policy.checkLiteral(url) {
             throw Problem.validation("callback_url", "refused: \(why); callbacks may only reach public addresses unless the operator allows it (webhooks.allow_loopback / allow_private_networks)")

@@ -10,7 +10,7 @@ struct KindRoutes {
     struct KindDocument: Encodable {
         var kind: String
         /// `http` or `command` (declared in the config file), `swift` (a handler in this
-        /// process), `remote` (leased by workers over the worker protocol), or `elsewhere`
+        /// process), `remote` (run by workers in the registry: `spool worker` processes and remote workers), or `elsewhere`
         /// (named in the config only: run by another process).
         var runs: String
         var queues: [String]
@@ -26,17 +26,17 @@ struct KindRoutes {
     }
 
     func documents() -> [KindDocument] {
-        let spool = gateway.spool, configuration = gateway.configuration
-        let registered = Set(spool.registeredKinds.filter { $0 != Webhook.kind })
-        let remote = gateway.remoteKinds.all
+        let spool = gateway.spool, admission = spool.configuration.admission
+        let registered = spool.ownKinds
+        let remote = spool.announcedKinds
         let schemas = spool.payloadSchemas
         var kinds = registered.union(schemas.keys).union(remote.values.joined())
-        for listed in configuration.kinds.values { kinds.formUnion(listed) }
-        let queues = Set(["default"] + spool.configuration.queues.keys + configuration.kinds.keys + configuration.queues)
+        for listed in admission.kinds.values { kinds.formUnion(listed) }
+        let queues = Set(["default"] + spool.configuration.queues.keys + admission.kinds.keys + admission.queues)
             .filter { $0 != Webhook.queue }.sorted()
         return kinds.sorted().map { kind in
             // (A kind declared in the config only for its schema may still have a Swift handler here.)
-            let declared = configuration.kindRunners[kind].flatMap { $0 == "elsewhere" ? nil : $0 }
+            let declared = admission.declaredKinds[kind].flatMap { $0 == "elsewhere" ? nil : $0 }
             let runs = declared ?? (registered.contains(kind) ? "swift" : remote.values.contains { $0.contains(kind) } ? "remote" : "elsewhere")
             let accepting = queues.filter { queue in gateway.acceptedKinds(queue: queue).map { $0.contains(kind) } ?? true }
             return KindDocument(kind: kind, runs: runs, queues: accepting, payload_schema: schemas[kind]?.document)

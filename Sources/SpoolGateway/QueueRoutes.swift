@@ -33,32 +33,26 @@ struct QueueRoutes {
             _ = try context.require(.admin)
             struct Retried: Encodable { var queue: String; var retried: Int }
             let queue = try await name(context)
-            return try JSONResponse.make(Retried(queue: queue, retried: try await spool.store.retryFailed(queue: queue, tenant: nil)))
+            return try JSONResponse.make(Retried(queue: queue, retried: try await spool.retryFailed(queue: queue)))
         }
         api.post("queues/:name/purge") { request, context in
             _ = try context.require(.admin)
             struct Purged: Encodable { var queue: String; var purged: Int }
             let queue = try await name(context)
-            return try JSONResponse.make(Purged(queue: queue, purged: try await spool.store.purge(queue: queue, tenant: nil)))
+            return try JSONResponse.make(Purged(queue: queue, purged: try await spool.purge(queue: queue)))
         }
     }
 
     /// A queue the deployment knows, or one that holds jobs; 404 otherwise.
     private func document(_ queue: String, tenant: String?) async throws -> QueueDocument {
-        let stats = try await spool.store.queueStats(tenant: tenant).first { $0.name == queue }
-        guard let stats = stats ?? (gateway.knowsQueue(queue) ? .empty(queue) : nil) else {
+        guard let document = try await spool.queueOverview(tenant: tenant).first(where: { $0.name == queue }) else {
             throw Problem.notFound("queue '\(queue)' not found")
         }
-        return QueueDocument(stats, configuration: spool.configuration.queue(queue))
+        return document
     }
 
     /// The queue named in the path, which must exist: configured, or holding jobs (404 otherwise).
     private func name(_ context: SpoolRequestContext) async throws -> String {
-        let queue = try context.queueParameter()
-        if gateway.knowsQueue(queue) { return queue }
-        guard try await spool.store.queueStats(tenant: nil).contains(where: { $0.name == queue }) else {
-            throw Problem.notFound("queue '\(queue)' not found")
-        }
-        return queue
+        do { return try await spool.existingQueue(try context.queueParameter()) } catch let error as SpoolError { throw Problem.from(error) }
     }
 }

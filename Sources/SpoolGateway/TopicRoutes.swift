@@ -62,7 +62,7 @@ struct TopicRoutes {
             let tenant = try managedTenant(request, principal)
             let subscription = TopicSubscription(tenant: tenant, topic: topic, name: name, queue: body.queue ?? "default",
                                                  kind: body.kind, filter: body.filter ?? [:])
-            try JobRoutes(gateway: gateway).check(NewJob(queue: subscription.queue, kind: subscription.kind, tenant: tenant))
+            try await JobRoutes(gateway: gateway).check(NewJob(queue: subscription.queue, kind: subscription.kind, tenant: tenant))
             try await spool.subscribe(subscription)
             return try JSONResponse.make(SubscriberDocument(subscription, jobs: 0))
         }

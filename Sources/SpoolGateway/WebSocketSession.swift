@@ -30,16 +30,33 @@ struct WebSocketSession {
     let gateway: Gateway
     let principal: Principal
 
-    init(gateway: Gateway, context: SpoolRequestContext) throws {
+    /// Close codes of a refused connection, after HTTP's 401 and 403.
+    static let unauthorizedCode: UInt16 = 4401
+    static let forbiddenCode: UInt16 = 4403
+
+    init(gateway: Gateway, principal: Principal) {
         self.gateway = gateway
-        guard let principal = context.principal else { throw Problem.unauthorized }
         self.principal = principal
     }
 
-    /// Authorises the upgrade and selects the subprotocol when the client offered it.
-    /// (Upgrades from other sites were refused before this, by ``CrossSiteGuard``.)
+    /// Runs a session for the upgraded connection, or closes it with 4401 (no valid token) or
+    /// 4403 (the token lacks the `read` scope) and a reason.
+    static func serve(gateway: Gateway, context: SpoolRequestContext, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        guard let principal = context.principal else {
+            return try await outbound.close(.unknown(unauthorizedCode), reason: "unauthorized: a valid API token is required")
+        }
+        guard principal.scopes.contains(.read) || principal.isAdmin else {
+            return try await outbound.close(.unknown(forbiddenCode), reason: "forbidden: the token lacks the 'read' scope")
+        }
+        try await WebSocketSession(gateway: gateway, principal: principal).run(inbound: inbound, outbound: outbound)
+    }
+
+    /// Selects the subprotocol when the client offered it. A caller without a valid token
+    /// (or without the `read` scope) is upgraded too, and closed at once by ``refuse(_:_:)``:
+    /// a close code and reason reach every client, browsers included, where a refused
+    /// handshake is a bare 400 that browsers do not even show. (Upgrades from other sites were
+    /// refused before this, by ``CrossSiteGuard``.)
     @Sendable static func shouldUpgrade(_ request: Request, _ context: SpoolRequestContext) async throws -> RouterShouldUpgrade {
-        _ = try context.require(.read)
         let offered = request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
         return offered.contains(subprotocol) ? .upgrade([.secWebSocketProtocol: subprotocol]) : .upgrade([:])
@@ -119,8 +136,10 @@ struct WebSocketSession {
         case "ping":
             try await send(outbound, ["type": "pong", "id": message["id"] ?? .null])
         case "subscribe", "unsubscribe":
-            guard let (jobs, queues) = selection(message) else {
-                return try await send(outbound, error: "bad_message", "'jobs' must be an array of job ids and 'queues' an array of queue names")
+            let jobs: [JobID], queues: Set<String>
+            switch selection(message) {
+            case .success(let chosen): (jobs, queues) = chosen
+            case .failure(let problem): return try await send(outbound, error: "bad_message", problem.detail)
             }
             if type == "unsubscribe" {
                 filter.jobIDs?.subtract(jobs)
@@ -205,24 +224,32 @@ struct WebSocketSession {
         }
     }
 
-    private func selection(_ message: [String: JSONValue]) -> ([JobID], Set<String>)? {
+    /// Why a selection is refused (the first bad entry, named).
+    struct BadSelection: Error { var detail: String }
+
+    private func selection(_ message: [String: JSONValue]) -> Result<([JobID], Set<String>), BadSelection> {
         var jobs: [JobID] = []
         var queues: Set<String> = []
         if let raw = message["jobs"] {
-            guard case .array(let items) = raw else { return nil }
-            for item in items {
-                guard case .string(let s) = item, let id = JobID(s.lowercased()) else { return nil }
+            guard case .array(let items) = raw else { return .failure(BadSelection(detail: "'jobs' must be an array of job ids")) }
+            for (index, item) in items.enumerated() {
+                guard case .string(let s) = item, let id = JobID(s.lowercased()) else {
+                    let shown = if case .string(let s) = item { "'\(s.prefix(64))'" } else { "a value that is not a string" }
+                    return .failure(BadSelection(detail: "jobs[\(index)]: \(shown) is not a job id (a UUID such as 0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b)"))
+                }
                 jobs.append(id)
             }
         }
         if let raw = message["queues"] {
-            guard case .array(let items) = raw else { return nil }
-            for item in items {
-                guard case .string(let s) = item, NewJob.isValidName(s) else { return nil }
+            guard case .array(let items) = raw else { return .failure(BadSelection(detail: "'queues' must be an array of queue names")) }
+            for (index, item) in items.enumerated() {
+                guard case .string(let s) = item, NewJob.isValidName(s) else {
+                    return .failure(BadSelection(detail: "queues[\(index)]: not a queue name (1-64 characters of A-Z a-z 0-9 _ . - :)"))
+                }
                 queues.insert(s)
             }
         }
-        return (jobs, queues)
+        return .success((jobs, queues))
     }
 
     private func sendSelection(_ outbound: WebSocketOutboundWriter, _ filter: EventFilter) async throws {

@@ -53,7 +53,7 @@ struct WorkerRoutes {
     /// as a lost lease, like a wrong token, so the answer tells nothing about other jobs.
     private func serviceJob(_ context: SpoolRequestContext) async throws {
         let id = try context.jobIDParameter()
-        guard let job = try await store.job(id, tenant: nil), gateway.configuration.kindRunners[job.kind] == "http" else {
+        guard let job = try await store.job(id, tenant: nil), spool.configuration.admission.declaredKinds[job.kind] == "http" else {
             throw SpoolError.leaseLost(id)
         }
     }
@@ -140,7 +140,7 @@ struct WorkerRoutes {
         guard (1...Self.maxItems).contains(limit) else { throw Problem.validation("max_jobs", "must be 1 to \(Self.maxItems)") }
         let wait = body.wait_seconds ?? 0
         guard wait.isFinite, (0...Self.maxWait).contains(wait) else { throw Problem.validation("wait_seconds", "must be 0 to \(Int(Self.maxWait))") }
-        gateway.remoteKinds.add(kinds, queues: queues)
+        spool.announce(kinds: kinds, queues: queues)
         let config = spool.configuration
         let polledAt = Date()
         // In the registry until a lease duration after this poll ends without news.
@@ -496,28 +496,4 @@ final class RemoteLeases: Sendable {
     }
 
     func take(_ id: JobID) -> Lease? { table.withLock { $0.removeValue(forKey: id) } }
-}
-
-/// Kinds that remote workers named in their lease calls to this gateway, per queue: enqueues
-/// of those kinds to that queue are accepted like kinds with a handler in the process. Kept in
-/// memory (a gateway restarted, or another one behind the same balancer, learns them again at
-/// the workers' next long poll); the config's `queues.<name>.kinds` is the lasting way.
-final class RemoteKinds: Sendable {
-    private let byQueue = Mutex<[String: Set<String>]>([:])
-    private static let limit = 10_000
-
-    func add(_ kinds: [String], queues: [String]) {
-        byQueue.withLock { map in
-            var total = map.values.reduce(0) { $0 + $1.count }
-            for queue in queues {
-                for kind in kinds where total < Self.limit && !map[queue, default: []].contains(kind) {
-                    map[queue, default: []].insert(kind)
-                    total += 1
-                }
-            }
-        }
-    }
-
-    func kinds(of queue: String) -> Set<String> { byQueue.withLock { $0[queue] ?? [] } }
-    var all: [String: Set<String>] { byQueue.withLock { $0 } }
 }

@@ -157,6 +157,14 @@ struct ConfigFile: Decodable {
             config.queues[name] = try q.apply(to: config.queue(name), name: "queues.\(name)")
         }
         config.payloadSchemas = try payloadSchemas()
+        // What enqueues may name, the same from this CLI, the gateway and the workers.
+        config.admission.enforced = true
+        for (name, q) in queues ?? [:] {
+            if let kinds = q.kinds { config.admission.kinds[name] = Set(kinds) }
+        }
+        config.admission.declaredKinds = try declaredKinds().runners
+        let policy = try webhookFields().policy
+        config.admission.callbackCheck = { policy.checkLiteral($0) }
         config.subscriptions = []
         for (topic, file) in (topics ?? [:]).sorted(by: { $0.key < $1.key }) {
             for (name, s) in (file.subscribers ?? [:]).sorted(by: { $0.key < $1.key }) {

@@ -43,9 +43,6 @@ struct GatewayOptions: ParsableArguments {
                                           scopes: try scopes(parts[2].split(separator: "+").map(String.init), "SPOOL_TOKENS entry \(index + 1)"),
                                           secret: parts[0]))
         }
-        for (name, queue) in file?.queues ?? [:] {
-            if let kinds = queue.kinds { config.kinds[name] = Set(kinds) }
-        }
         config.dashboard = !noDashboard
         config.secureCookies = section?.public_url?.lowercased().hasPrefix("https:") == true
         return config

@@ -6,43 +6,19 @@ import SpoolPostgres
 import SpoolSQLite
 
 /// Where the database is and how to open it; shared by every command.
-struct StoreOptions: ParsableArguments {
+struct DatabaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Database: a SQLite file path, or postgres://user:password@host:port/db to share one PostgreSQL database between many processes. [env: SPOOL_DATABASE; default: ./spool.sqlite]", valueName: "path|url"))
     var database: String?
 
     @Option(name: .long, help: ArgumentHelp("Config file (YAML). [env: SPOOL_CONFIG; default: ./spool.yaml if present]", valueName: "file"))
     var config: String?
 
-    @Option(name: .long, help: "SQLite sync level for enqueues and completions: full (default), normal, off.")
-    var durability: String?
-
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error. [env: SPOOL_LOG_LEVEL]")
     var logLevel: String?
 
-    @Option(name: .long, help: ArgumentHelp("Talk to a running gateway instead of a database file. [env: SPOOL_URL]", valueName: "http://host:port"))
-    var url: String?
-
-    @Option(name: .long, help: "API token for --url. [env: SPOOL_TOKEN]")
-    var token: String?
-
-    /// The gateway at `--url`/`SPOOL_URL` if given, else the database file.
-    func backend() async throws -> any Backend {
-        let env = ProcessInfo.processInfo.environment
-        if let url = url ?? env["SPOOL_URL"] {
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw CLIError("--url must start with http:// or https://") }
-            return RemoteBackend(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url, token: token ?? env["SPOOL_TOKEN"])
-        }
-        return LocalBackend(spool: try await open())
-    }
-
-    /// The gateway to work over HTTP: `--url`, or `SPOOL_URL` when no database is named
-    /// anywhere (flag, `SPOOL_DATABASE`, config file). Checked for a scheme.
-    func remoteURL(_ file: ConfigFile?) throws -> String? {
-        let env = ProcessInfo.processInfo.environment
-        let databaseNamed = database != nil || env["SPOOL_DATABASE"] != nil || file?.database != nil
-        guard let url = url ?? (databaseNamed ? nil : env["SPOOL_URL"]) else { return nil }
-        guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw CLIError("--url must start with http:// or https://") }
-        return url
+    /// Whether a database is named anywhere: flag, `SPOOL_DATABASE` or the config file.
+    func databaseNamed(_ file: ConfigFile?) -> Bool {
+        database != nil || ProcessInfo.processInfo.environment["SPOOL_DATABASE"] != nil || file?.database != nil
     }
 
     func loadConfigFile() throws -> ConfigFile? {
@@ -68,15 +44,11 @@ struct StoreOptions: ParsableArguments {
         }
     }
 
-    /// Opens the store (running migrations) and builds the engine settings.
-    func open(configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
-        try await open(with: try loadConfigFile(), configure: configure)
-    }
-
-    /// Like ``open(configure:)``, with the config file already read.
-    func open(with file: ConfigFile?, configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
+    /// Opens the store (running migrations) and builds the engine settings, with the config
+    /// file already read. `durability` is the `--durability` flag of commands that write.
+    func open(with file: ConfigFile?, durability: String? = nil, configure: (inout EngineConfiguration) throws -> Void = { _ in }) async throws -> Spool {
         var config = EngineConfiguration()
-        try file?.apply(to: &config)
+        try (file ?? ConfigFile()).apply(to: &config)
         try configure(&config)
         let path = databasePath(file)
         if PostgresJobStore.isPostgresURL(path) {
@@ -102,6 +74,47 @@ struct StoreOptions: ParsableArguments {
         let store = try SQLiteJobStore(path: path, durability: level)
         try await store.migrate()
         return Spool(store: store, configuration: config, logger: Logger(label: "spool"))
+    }
+}
+
+/// `--durability`, for the commands that write to a SQLite file.
+struct DurabilityOption: ParsableArguments {
+    @Option(name: .long, help: "SQLite sync level for enqueues and completions: full (default), normal, off.")
+    var durability: String?
+}
+
+/// `--url` and `--token`: work through a running gateway instead of a database file.
+struct RemoteOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Talk to a running gateway instead of a database file. [env: SPOOL_URL]", valueName: "http://host:port"))
+    var url: String?
+
+    @Option(name: .long, help: "API token for --url. [env: SPOOL_TOKEN]")
+    var token: String?
+
+    var resolvedToken: String? { token ?? ProcessInfo.processInfo.environment["SPOOL_TOKEN"] }
+
+    /// The gateway to work over HTTP: `--url`, or `SPOOL_URL` when no database is named
+    /// anywhere (flag, `SPOOL_DATABASE`, config file). Checked for a scheme.
+    func remoteURL(databaseNamed: Bool) throws -> String? {
+        guard let url = url ?? (databaseNamed ? nil : ProcessInfo.processInfo.environment["SPOOL_URL"]) else { return nil }
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw CLIError("--url must start with http:// or https://") }
+        return url.hasSuffix("/") ? String(url.dropLast()) : url
+    }
+}
+
+/// The options of the job and queue commands: a database file, or a gateway with `--url`.
+struct StoreOptions: ParsableArguments {
+    @OptionGroup var db: DatabaseOptions
+    @OptionGroup var remote: RemoteOptions
+
+    /// The gateway at `--url`/`SPOOL_URL` if given (`--url` wins over a database; `SPOOL_URL`
+    /// only when no database is named), else the database file.
+    func backend(durability: DurabilityOption? = nil) async throws -> any Backend {
+        let file = try db.loadConfigFile()
+        if let url = try remote.remoteURL(databaseNamed: db.databaseNamed(file)) {
+            return RemoteBackend(baseURL: url, token: remote.resolvedToken)
+        }
+        return LocalBackend(spool: try await db.open(with: file, durability: durability?.durability))
     }
 }
 

@@ -151,6 +151,13 @@ struct GatewayTests {
             #expect(list.status == 200)
             let one = try await gw.get("/v1/queues/default")
             #expect(one.status == 200 && one["depth"] == .number(3) && one["paused"] == .bool(false))
+            // Every setting of the queue, and the kinds it takes.
+            #expect(one["timeout_seconds"] == .number(30) && one["max_attempts"] != nil && one["concurrency"] != nil, "\(String(decoding: one.body, as: UTF8.self))")
+            guard case .object(let backoff)? = one["backoff"], case .array(let kinds)? = one["kinds"] else {
+                Issue.record("no backoff or kinds: \(String(decoding: one.body, as: UTF8.self))"); return
+            }
+            #expect(backoff["initial_seconds"] != nil && backoff["multiplier"] != nil && backoff["max_seconds"] != nil && backoff["jitter"] != nil)
+            #expect(kinds.contains("demo.noop") && !kinds.contains("spool.webhook"))
             #expect(try await gw.get("/v1/queues/nope").status == 404)
             let paused = try await gw.request(.POST, "/v1/queues/default/pause")
             #expect(paused.status == 200 && paused["paused"] == .bool(true))

@@ -163,8 +163,9 @@ struct ProcessTests {
         let dir = TempDir()
         defer { dir.remove() }
         let db = dir.file("cli.sqlite")
+        try "queues:\n  mail: {}\n".write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
         func run(_ args: [String]) async throws -> (Int32, String) {
-            let p = try SpoolProcess(args + ["--database", db], logTo: dir.file("cli-\(UUID().uuidString).log"))
+            let p = try SpoolProcess(args + ["--database", db, "--config", dir.file("spool.yaml")], logTo: dir.file("cli-\(UUID().uuidString).log"))
             let status = await p.waitForExit(timeout: .seconds(30))
             return (status ?? -1, p.output)
         }
@@ -249,12 +250,13 @@ extension FirstHourTests {
         let dir = TempDir()
         defer { dir.remove() }
         let db = dir.file("tables.sqlite")
+        let queue = "a-rather-long-queue-name-for-tables"
+        try "queues:\n  \(queue): {}\n".write(toFile: dir.file("spool.yaml"), atomically: true, encoding: .utf8)
         func run(_ args: [String]) async throws -> (Int32, String) {
             let p = try SpoolProcess(args + ["--database", db], logTo: dir.file("cli-\(UUID().uuidString).log"), directory: dir.path)
             let status = await p.waitForExit(timeout: .seconds(30))
             return (status ?? -1, p.output)
         }
-        let queue = "a-rather-long-queue-name-for-tables"
         let (e, enqueued) = try await run(["enqueue", "--queue", queue, "--kind", "demo.noop", "--callback-url", "https://example.com/hook"])
         #expect(e == 0, "\(enqueued)")
         let id = try JSONDecoder().decode(JobDocument.self, from: Data(enqueued.utf8)).id

@@ -66,13 +66,17 @@ struct RemoteWorkerTests {
         }
     }
 
-    @Test("spool serve refuses --url; spool worker --url without kinds to run says why")
+    @Test("spool serve refuses --url and SPOOL_URL; spool worker --url without kinds to run says why")
     func refusals() async throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let serve = try SpoolProcess(["serve", "--url", "http://127.0.0.1:9"], logTo: dir.file("serve.log"), directory: dir.path)
+        // serve does not offer --url at all; SPOOL_URL in its environment is not taken for a database.
+        let flag = try SpoolProcess(["serve", "--url", "http://127.0.0.1:9"], logTo: dir.file("flag.log"), directory: dir.path)
+        #expect(await flag.waitForExit(timeout: .seconds(20)) == 64)
+        #expect(flag.output.contains("Unknown option '--url'"), "\(flag.output)")
+        let serve = try SpoolProcess(["serve"], logTo: dir.file("serve.log"), environment: ["SPOOL_URL": "http://127.0.0.1:9"], directory: dir.path)
         #expect(await serve.waitForExit(timeout: .seconds(20)) != 0)
-        #expect(serve.output.contains("works a database"))
+        #expect(serve.output.contains("works a database"), "\(serve.output)")
         let worker = try SpoolProcess(["worker", "--url", "http://127.0.0.1:9", "--token", "t"], logTo: dir.file("worker.log"), directory: dir.path)
         #expect(await worker.waitForExit(timeout: .seconds(20)) != 0)
         #expect(worker.output.contains("--demo-jobs"))

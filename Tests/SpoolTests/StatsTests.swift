@@ -21,7 +21,7 @@ struct StatsTests {
     func engineAndAPI() async throws {
         let tokens = [APIToken(name: "admin", tenant: "ops", scopes: [.admin], secret: "a"),
                       APIToken(name: "acme", tenant: "acme", scopes: [.enqueue, .read, .worker], secret: "c")]
-        try await TestGateway.with(tokens: tokens, engine: { $0.statsFlushInterval = .milliseconds(200) }, gateway: { $0.queues = ["remote"] }) { gw in
+        try await TestGateway.with(tokens: tokens, engine: { $0.statsFlushInterval = .milliseconds(200); $0.admission.queues = ["remote"] }) { gw in
             // A remote worker's job (the queue no worker in the process serves), leased and
             // completed over the worker protocol.
             let lease = #"{"worker_id":"r1","queues":["remote"],"kinds":["r.k"],"max_jobs":1,"wait_seconds":0}"#

@@ -45,7 +45,7 @@ struct WebSocketTests {
     }
 
     static func withQueue() -> ((inout EngineConfiguration) -> Void, (inout GatewayConfiguration) -> Void) {
-        ({ $0.queues["ws"] = QueueConfiguration(concurrency: 4) }, { $0.queues.insert("ws") })
+        ({ $0.queues["ws"] = QueueConfiguration(concurrency: 4) }, { _ in })
     }
 
     @Test("a client receives the events of the two jobs it subscribed to, and none of a third")
@@ -68,6 +68,7 @@ struct WebSocketTests {
                     try await outbound.write(.text(#"{"type": "subscribe", "jobs": ["\#(a)", "\#(b)"]}"#))
                     try await outbound.write(.text(#"{"type": "ping", "id": 7}"#))
                     try await outbound.write(.text(#"{"type": "dance"}"#))
+                    try await outbound.write(.text(#"{"type": "subscribe", "jobs": ["\#(a)", "not-a-uuid"]}"#))
                     try await outbound.write(.text(#"{"type": "subscribe", "jobs": ["\#(c)"], "after": 1e300}"#))  // past Int64
                     var resumed = false
                     for try await message in inbound.messages(maxSize: 1 << 20) {
@@ -103,7 +104,11 @@ struct WebSocketTests {
                 #expect(job["state"] == "pending" && [a, b].contains { job["id"] == .string($0) })
             }
             #expect(all.contains { $0["type"] == "pong" && $0["id"]?.doubleValue == 7 })
-            #expect(all.filter { $0["type"] == "error" && $0["error"] == "bad_message" }.count == 2)
+            #expect(all.filter { $0["type"] == "error" && $0["error"] == "bad_message" }.count == 3)
+            #expect(all.contains { m in
+                guard m["type"] == "error", case .string(let detail)? = m["detail"] else { return false }
+                return detail.contains("jobs[1]: 'not-a-uuid' is not a job id")
+            })
             #expect(try await eventually { gw.events.subscriberCount == 0 }, "the session's subscription was not released")
         }
     }
@@ -199,21 +204,26 @@ struct WebSocketTests {
         }
     }
 
-    @Test("an upgrade without a valid token is refused")
+    @Test("a connection without a valid token is closed at once with 4401 and a reason (4403 without the read scope); it reads nothing")
     func refusesUnauthenticated() async throws {
-        try await TestGateway.with(tokens: Self.tokens) { gw in
+        let tokens = Self.tokens + [APIToken(name: "w", tenant: "acme", scopes: [.worker], secret: "worker-only")]
+        try await TestGateway.with(tokens: tokens) { gw in
             let port = gw.port
-            for url in ["ws://127.0.0.1:\(port)/v1/ws", "ws://127.0.0.1:\(port)/v1/ws?access_token=wrong"] {
-                let connected = Mutex(false)
-                do {
-                    try await withTimeout(.seconds(10)) {
-                        try await WebSocketClient.connect(url: url, logger: Self.logger) { _, outbound, _ in
-                            connected.withLock { $0 = true }
-                            try await outbound.close(.normalClosure, reason: nil)
-                        }
+            let cases: [(String, UInt16, String)] = [
+                ("ws://127.0.0.1:\(port)/v1/ws", 4401, "unauthorized"),
+                ("ws://127.0.0.1:\(port)/v1/ws?access_token=wrong", 4401, "unauthorized"),
+                ("ws://127.0.0.1:\(port)/v1/ws?access_token=worker-only", 4403, "read"),
+            ]
+            for (url, code, reason) in cases {
+                let received = Mutex(0)
+                let close = try await withTimeout(.seconds(10)) {
+                    try await WebSocketClient.connect(url: url, logger: Self.logger) { inbound, outbound, _ in
+                        try await outbound.write(.text(#"{"type": "subscribe", "queues": ["default"]}"#))
+                        for try await _ in inbound.messages(maxSize: 1 << 16) { received.withLock { $0 += 1 } }
                     }
-                } catch {}
-                #expect(!connected.withLock { $0 }, "\(url) was upgraded")
+                }
+                #expect(close?.closeCode == .unknown(code) && close?.reason?.contains(reason) == true, "\(url): \(String(describing: close))")
+                #expect(received.withLock { $0 } == 0, "\(url) got messages")
             }
             // A plain GET is a problem document, not a silent 404.
             let plain = try await gw.get("/v1/ws", token: Self.secret)

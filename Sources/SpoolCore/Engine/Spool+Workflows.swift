@@ -17,7 +17,7 @@ extension Spool {
             if field == "callback" { batch.callback = callback } else { batch.onFailure = callback }
         }
         try batch.validate()
-        let (jobs, defaults, limits) = try prepare(jobs.map { job in
+        let (jobs, defaults, limits) = try await prepare(jobs.map { job in
             var job = job
             job.tenant = batch.tenant
             return job
@@ -75,7 +75,7 @@ extension Spool {
                                idempotencyKey: idempotencyKey, createdAt: now)
         try event.validate()
         let subscribers = try await subscriptions(tenant: tenant, topic: topic).filter { $0.matches(attributes) }
-        let (jobs, defaults, limits) = try prepare(subscribers.map { job(for: event, subscriber: $0) })
+        let (jobs, defaults, limits) = try await prepare(subscribers.map { job(for: event, subscriber: $0) }, admitting: false)
         let result = try await store.publish(event, jobs: jobs, subscribers: subscribers.map(\.name), defaults: defaults, depthLimits: limits)
         if !result.replayed { JobMetrics.published(topic: topic, jobs: jobs.count) }
         return result

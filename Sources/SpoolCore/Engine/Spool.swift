@@ -19,6 +19,8 @@ public final class Spool: Sendable {
     public let statistics = QueueStatistics()
     private let handlers = Mutex<[String: AnyJobHandler]>([:])
     private let schemas: Mutex<[String: PayloadSchema]>
+    /// Kinds that workers in the registry run, per queue (see ``admit(_:)``).
+    let announced = Mutex(AnnouncedKinds())
 
     public init(store: any JobStore, configuration: EngineConfiguration = EngineConfiguration(), logger: Logger = Logger(label: "spool")) {
         self.store = store
@@ -80,15 +82,16 @@ public final class Spool: Sendable {
 
     /// Enqueues jobs atomically: all or none.
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueResult] {
-        let (jobs, defaults, limits) = try prepare(jobs)
+        let (jobs, defaults, limits) = try await prepare(jobs)
         let results = try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
         JobMetrics.enqueued(results)
         return results
     }
 
-    /// Requests with their queues' settings filled in and checked, and those queues' defaults
-    /// and depth limits (what every store call that enqueues takes).
-    func prepare(_ jobs: [NewJob]) throws -> (jobs: [NewJob], defaults: [String: JobDefaults], limits: [String: Int]) {
+    /// Requests with their queues' settings filled in and checked (and admitted, when the
+    /// configuration enforces ``JobAdmission``), and those queues' defaults and depth limits
+    /// (what every store call that enqueues takes).
+    func prepare(_ jobs: [NewJob], admitting: Bool = true) async throws -> (jobs: [NewJob], defaults: [String: JobDefaults], limits: [String: Int]) {
         var defaults: [String: JobDefaults] = [:]
         var limits: [String: Int] = [:]
         var jobs = jobs
@@ -97,6 +100,7 @@ public final class Spool: Sendable {
             if jobs[i].callbackURL == nil { jobs[i].callbackURL = queue.callbackURL }
             let job = jobs[i]
             try job.validate()
+            if admitting && configuration.admission.enforced { try await admit(job) }
             try checkPayload(job)
             defaults[job.queue] = JobDefaults(queue)
             if let limit = queue.depthLimit { limits[job.queue] = limit }
@@ -122,18 +126,43 @@ public final class Spool: Sendable {
     public func list(_ filter: JobFilter) async throws -> JobPage { try await store.list(filter) }
     public func cancel(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.cancel(id, tenant: tenant) }
     public func retry(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.retry(id, tenant: tenant) }
-    public func pause(queue: String) async throws { try await store.setPaused(true, queue: queue) }
-    public func resume(queue: String) async throws { try await store.setPaused(false, queue: queue) }
+    public func pause(queue: String) async throws { try await store.setPaused(true, queue: try await existingQueue(queue)) }
+    public func resume(queue: String) async throws { try await store.setPaused(false, queue: try await existingQueue(queue)) }
+
+    /// Puts every failed job of the queue (of `tenant`, or of all) back to run: the
+    /// dead-letter redrive. Returns how many.
+    public func retryFailed(queue: String, tenant: String? = nil) async throws -> Int {
+        try await store.retryFailed(queue: try await existingQueue(queue), tenant: tenant)
+    }
+
+    /// Deletes the queue's jobs that wait to run (of `tenant`, or of all). Returns how many.
+    public func purge(queue: String, tenant: String? = nil) async throws -> Int {
+        try await store.purge(queue: try await existingQueue(queue), tenant: tenant)
+    }
+
+    /// `name`, if the deployment knows the queue or it holds jobs; otherwise throws
+    /// ``SpoolError/notFoundNamed(_:)`` (a typo must not pause a queue no one uses).
+    public func existingQueue(_ name: String) async throws -> String {
+        if knowsQueue(name) || name == Webhook.queue { return name }
+        guard try await store.queueStats(tenant: nil).contains(where: { $0.name == name }) else {
+            throw SpoolError.notFoundNamed("queue '\(name.prefix(128))' not found (configure it under 'queues' in the config file)")
+        }
+        return name
+    }
     public func queueStats() async throws -> [QueueStats] { try await store.queueStats(tenant: nil) }
 
     /// Every queue a client should see, by name: those holding jobs (of `tenant`, or of all),
     /// the configured ones and `default`, each with its counts and settings.
     public func queueOverview(tenant: String? = nil) async throws -> [QueueDocument] {
+        try await readAnnouncedKindsOnce()
         var byName = Dictionary(uniqueKeysWithValues: try await store.queueStats(tenant: tenant).map { ($0.name, $0) })
-        for name in Array(configuration.queues.keys) + ["default"] where byName[name] == nil {
+        let admission = configuration.admission
+        for name in Array(configuration.queues.keys) + admission.queues + admission.kinds.keys + ["default"] where byName[name] == nil {
             byName[name] = .empty(name)
         }
-        return byName.values.sorted { $0.name < $1.name }.map { QueueDocument($0, configuration: configuration.queue($0.name)) }
+        return byName.values.sorted { $0.name < $1.name }.map {
+            QueueDocument($0, configuration: configuration.queue($0.name), kinds: $0.name == Webhook.queue ? [Webhook.kind] : acceptedKinds(queue: $0.name))
+        }
     }
 
     /// Waits until the job reaches a terminal state (polling the store), or `timeout` passes.

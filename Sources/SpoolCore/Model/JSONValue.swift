@@ -189,8 +189,25 @@ public struct QueueDocument: Sendable, Codable, Hashable {
     public var oldest_pending_age_seconds: Double?
     /// Jobs of this queue one process runs at once.
     public var concurrency: Int
+    /// The longest one attempt may run (a job's own timeout overrides it).
+    public var timeout_seconds: Double?
+    /// Attempts before a job fails for good (a job's own max_attempts overrides it).
+    public var max_attempts: Int?
+    /// How long a failed attempt waits before the next one.
+    public var backoff: BackoffDocument?
+    /// The kinds the queue takes; absent when it takes any (see ``JobAdmission``).
+    public var kinds: [String]?
 
-    public init(_ stats: QueueStats, configuration: QueueConfiguration) {
+    /// A queue's retry delays: `min(max_seconds, initial_seconds * multiplier^(n-1))`, moved at
+    /// random by up to ±`jitter` of itself.
+    public struct BackoffDocument: Sendable, Codable, Hashable {
+        public var initial_seconds: Double
+        public var multiplier: Double
+        public var max_seconds: Double
+        public var jitter: Double
+    }
+
+    public init(_ stats: QueueStats, configuration: QueueConfiguration, kinds: Set<String>? = nil) {
         name = stats.name
         paused = stats.paused
         depth = stats.depth
@@ -199,6 +216,11 @@ public struct QueueDocument: Sendable, Codable, Hashable {
         counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, stats.counts[$0] ?? 0) })
         oldest_pending_age_seconds = stats.oldestPendingAge?.seconds
         concurrency = configuration.concurrency
+        timeout_seconds = configuration.timeout.seconds
+        max_attempts = configuration.maxAttempts
+        let b = configuration.backoff
+        backoff = BackoffDocument(initial_seconds: b.initial.seconds, multiplier: b.multiplier, max_seconds: b.max.seconds, jitter: b.jitter)
+        self.kinds = kinds?.sorted()
     }
 }
 

@@ -92,6 +92,8 @@ public struct EngineConfiguration: Sendable {
     public var queues: [String: QueueConfiguration] = [:]
     /// Schemas that payloads of a kind must match at enqueue (see ``Spool/setPayloadSchema(_:forKind:)``).
     public var payloadSchemas: [String: PayloadSchema] = [:]
+    /// Which queues and kinds enqueues may name (see ``JobAdmission``).
+    public var admission = JobAdmission()
     /// Topic subscriptions of the config file: they receive every tenant's events.
     public var subscriptions: [TopicSubscription] = []
     /// A name for this process in leases and logs.

@@ -176,6 +176,7 @@ struct Bench: AsyncParsableCommand {
         config.defaultQueue = QueueConfiguration(concurrency: concurrency, timeout: .seconds(60), maxAttempts: 3, depthLimit: nil)
         config.leaseBatchSize = max(100, concurrency)
         config.completedRetention = nil
+        config.admission.queues = ["bench"]
         return config
     }
 

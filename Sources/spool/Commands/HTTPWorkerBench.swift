@@ -116,7 +116,6 @@ struct BenchGateway {
         logger.logLevel = .warning
         var config = GatewayConfiguration()
         config.port = 0
-        config.queues = ["bench"]
         let gateway = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
         let (ports, portFeed) = AsyncStream.makeStream(of: Int.self)
         let app = try gateway.application(logger: logger) { portFeed.yield($0) }

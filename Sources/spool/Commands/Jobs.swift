@@ -5,6 +5,7 @@ import SpoolCore
 struct Enqueue: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Enqueue a job; prints its status document.")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Option(help: "Queue name.") var queue = "default"
     @Option(help: "Job kind (which handler runs it), e.g. demo.sleep.") var kind: String
     @Option(help: "Payload as JSON text.") var payload = "{}"
@@ -35,7 +36,7 @@ struct Enqueue: AsyncParsableCommand {
         job.batchID = try batch.map(parseJobID)
         let state: JobState
         do {
-            let backend = try await store.backend()
+            let backend = try await store.backend(durability: durability)
             let document = try await backend.enqueue(job)
             guard wait else { return try printJSON(document) }
             guard let id = JobID(document.id) else { throw CLIError("the server answered a bad job id") }
@@ -98,19 +99,21 @@ struct List: AsyncParsableCommand {
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a job that has not finished (a running one is asked to stop).")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Argument(help: "Job id.") var id: String
-    func run() async throws { try await changeJob(id, store) { try await $0.cancel($1) } }
+    func run() async throws { try await changeJob(id, store, durability) { try await $0.cancel($1) } }
 }
 
 struct Retry: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Put a failed or cancelled job back in its queue.")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Argument(help: "Job id.") var id: String
-    func run() async throws { try await changeJob(id, store) { try await $0.retry($1) } }
+    func run() async throws { try await changeJob(id, store, durability) { try await $0.retry($1) } }
 }
 
 /// Applies `change` to one job and prints the job as it is afterwards.
-private func changeJob(_ id: String, _ store: StoreOptions, _ change: (any Backend, JobID) async throws -> JobDocument) async throws {
+private func changeJob(_ id: String, _ store: StoreOptions, _ durability: DurabilityOption, _ change: (any Backend, JobID) async throws -> JobDocument) async throws {
     let id = try parseJobID(id)
-    do { try printJSON(try await change(try await store.backend(), id)) } catch { throw explain(error) }
+    do { try printJSON(try await change(try await store.backend(durability: durability), id)) } catch { throw explain(error) }
 }

@@ -47,18 +47,20 @@ struct Workers: AsyncParsableCommand {
 struct Pause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pause a queue: workers take no new jobs from it.")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Argument(help: "Queue name.") var queue: String
-    func run() async throws { try await setPaused(true, queue, store) }
+    func run() async throws { try await setPaused(true, queue, store, durability) }
 }
 
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Resume a paused queue.")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Argument(help: "Queue name.") var queue: String
-    func run() async throws { try await setPaused(false, queue, store) }
+    func run() async throws { try await setPaused(false, queue, store, durability) }
 }
 
-private func setPaused(_ paused: Bool, _ queue: String, _ store: StoreOptions) async throws {
-    do { try await store.backend().setPaused(paused, queue: queue) } catch { throw explain(error) }
+private func setPaused(_ paused: Bool, _ queue: String, _ store: StoreOptions, _ durability: DurabilityOption) async throws {
+    do { try await store.backend(durability: durability).setPaused(paused, queue: queue) } catch { throw explain(error) }
     print(paused ? "paused \(queue)" : "resumed \(queue)")
 }

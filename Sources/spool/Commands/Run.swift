@@ -21,20 +21,21 @@ let metricsRegistry: PrometheusCollectorRegistry = {
 
 /// Builds the engine and runs it until SIGTERM or SIGINT: workers (unless `--no-workers`),
 /// and the HTTP gateway when `gateway` is given.
-func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
+func runSpool(store: DatabaseOptions, durability: DurabilityOption, worker: WorkerOptions, gateway: GatewayOptions?, role: String) async throws {
     store.bootstrapLogging()
     let file = try store.loadConfigFile()
     let declared = try (file ?? ConfigFile()).declaredKinds()  // config errors before anything opens
     let publicURL = try file?.publicURL()
     // These commands work a database. Silently working ./spool.sqlite instead of the gateway
     // the user named would look like a worker that never gets any job.
-    if try store.remoteURL(file) != nil {
-        throw CLIError("\(role) works a database (--database), not a gateway (--url or SPOOL_URL): "
+    if !store.databaseNamed(file), ProcessInfo.processInfo.environment["SPOOL_URL"] != nil {
+        throw CLIError("\(role) works a database (--database), not a gateway (SPOOL_URL is set): "
             + "`spool worker --url` runs workers over HTTP")
     }
-    let spool = try await store.open(with: file) { config in
+    let spool = try await store.open(with: file, durability: durability.durability) { config in
         try worker.apply(to: &config)
         config.workerName = role
+        config.admission.queues.formUnion(worker.queueList ?? [])
     }
     let tokensConfigured = !(file?.gateway?.tokens ?? []).isEmpty || !(ProcessInfo.processInfo.environment["SPOOL_TOKENS"] ?? "").isEmpty
     if worker.runsDemoJobs(tokensConfigured: tokensConfigured) { DemoJobs.register(on: spool) }
@@ -60,7 +61,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     ])
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if gateway?.noWorkers != true {
-        services.append(.init(service: spool.worker(queues: worker.queueList)))
+        let pool = spool.worker(queues: worker.queueList)
+        warnAboutIdleQueues(pool.queues, spool: spool, logger: logger)
+        services.append(.init(service: pool))
     } else {
         // A gateway alone still counts its remote workers' results in the queue statistics.
         services.append(.init(service: StatisticsWriter(spool: spool)))
@@ -70,8 +73,9 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
         // Before any worker starts: a port taken by another process is said plainly.
         try PortCheck.ensureFree(host: config.host, port: config.port)
         logger.info("API tokens loaded", metadata: ["count": "\(config.tokens.count)"])
-        config.queues.formUnion(worker.queueList ?? [])
-        config.kindRunners = declared.runners
+        if spool.ownKinds.isEmpty && declared.runners.isEmpty && spool.configuration.admission.kinds.isEmpty {
+            logger.warning("this gateway knows no job kinds (no handler here, none declared in the config file): it accepts any kind until a worker announces its kinds; declare them under 'kinds' or 'queues.<name>.kinds' to refuse unknown kinds")
+        }
         config.webhooks = webhooks
         let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
         let host = config.host
@@ -96,28 +100,46 @@ func runSpool(store: StoreOptions, worker: WorkerOptions, gateway: GatewayOption
     try await spool.store.close()
 }
 
+/// Says at start-up which queues this process works without a handler for any kind they
+/// take: their jobs would wait for another process, which is rarely what was meant.
+func warnAboutIdleQueues(_ queues: [String], spool: Spool, logger: Logger) {
+    let own = spool.ownKinds
+    for queue in queues where queue != Webhook.queue {
+        if let listed = spool.configuration.admission.kinds[queue], listed.isDisjoint(with: own) {
+            logger.warning("this process works queue '\(queue)' but has a handler for none of its kinds; its jobs wait for another process",
+                           metadata: ["queue": "\(queue)", "kinds": "\(listed.sorted().joined(separator: ","))"])
+        } else if own.isEmpty {
+            logger.warning("this process works queue '\(queue)' but has no job handlers (no demo kinds, no kinds in the config file); its jobs wait for another process",
+                           metadata: ["queue": "\(queue)"])
+        }
+    }
+}
+
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run Spool: the HTTP API, the workers and the metrics in one process.")
-    @OptionGroup var store: StoreOptions
+    @OptionGroup var store: DatabaseOptions
+    @OptionGroup var durability: DurabilityOption
     @OptionGroup var worker: WorkerOptions
     @OptionGroup var gateway: GatewayOptions
     func run() async throws {
-        do { try await runSpool(store: store, worker: worker, gateway: gateway, role: "spool serve") } catch { throw explain(error) }
+        do { try await runSpool(store: store, durability: durability, worker: worker, gateway: gateway, role: "spool serve") } catch { throw explain(error) }
     }
 }
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run workers only, for the queues given: on the database, or with --url on a gateway over HTTP (no database access).")
-    @OptionGroup var store: StoreOptions
+    @OptionGroup var store: DatabaseOptions
+    @OptionGroup var durability: DurabilityOption
+    @OptionGroup var remote: RemoteOptions
     @OptionGroup var worker: WorkerOptions
     func run() async throws {
         do {
-            if let url = try store.remoteURL(try store.loadConfigFile()) {
-                try await runRemoteWorker(url: url, store: store, worker: worker)
+            if let url = try remote.remoteURL(databaseNamed: store.databaseNamed(try store.loadConfigFile())) {
+                try await runRemoteWorker(url: url, token: remote.resolvedToken, store: store, worker: worker)
             } else {
-                try await runSpool(store: store, worker: worker, gateway: nil, role: "spool worker")
+                try await runSpool(store: store, durability: durability, worker: worker, gateway: nil, role: "spool worker")
             }
         } catch { throw explain(error) }
     }
@@ -126,10 +148,9 @@ struct Worker: AsyncParsableCommand {
 /// `spool worker --url`: the command kinds of the config file and the demo kinds, run over
 /// the worker protocol. (HTTP service kinds sign with the tenant's secret, which such a worker
 /// does not hold: they run in processes on the database.)
-func runRemoteWorker(url: String, store: StoreOptions, worker: WorkerOptions) async throws {
+func runRemoteWorker(url: String, token: String?, store: DatabaseOptions, worker: WorkerOptions) async throws {
     store.bootstrapLogging()
     let declared = try (try store.loadConfigFile() ?? ConfigFile()).declaredKinds()
-    let token = store.token ?? ProcessInfo.processInfo.environment["SPOOL_TOKEN"]
     // With a token the gateway is a shared one: the demo kinds only when asked for (as for serve).
     let handlers = declared.commands.map { $0.handler() } + (worker.runsDemoJobs(tokensConfigured: token != nil) ? DemoJobs.handlers : [])
     guard !handlers.isEmpty else {
@@ -153,7 +174,7 @@ func runRemoteWorker(url: String, store: StoreOptions, worker: WorkerOptions) as
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema.")
-    @OptionGroup var store: StoreOptions
+    @OptionGroup var store: DatabaseOptions
     func run() async throws {
         let file = try store.loadConfigFile()
         let spool = try await store.open(with: file)

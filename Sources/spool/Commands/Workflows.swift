@@ -28,6 +28,7 @@ struct Publish: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Publish an event to a topic: one job per matching subscriber, written atomically.")
     @OptionGroup var store: StoreOptions
+    @OptionGroup var durability: DurabilityOption
     @Argument(help: "Topic name.") var topic: String
     @Option(help: "Payload as JSON text (every subscriber's job gets it).") var payload = "{}"
     @Option(help: "Attribute name=value, matched by subscribers' filters (repeatable).") var attribute: [String] = []
@@ -42,7 +43,7 @@ struct Publish: AsyncParsableCommand {
             attributes[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
         }
         do {
-            try printJSON(try await store.backend().publish(topic: topic, payload: value, attributes: attributes,
+            try printJSON(try await store.backend(durability: durability).publish(topic: topic, payload: value, attributes: attributes,
                                                             idempotencyKey: idempotencyKey, tenant: tenant))
         } catch { throw explain(error) }
     }
