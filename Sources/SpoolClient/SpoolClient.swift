@@ -197,13 +197,17 @@ public struct SpoolClient: Sendable {
 
 /// A refusal by the gateway (its problem document), or no answer at all (`status` 0).
 public struct SpoolClientError: Error, CustomStringConvertible, Sendable {
-    /// No answer from `baseURL`: said in words (the HTTP library's own text stays out).
+    /// No answer from `baseURL`, said in words (the HTTP library's text only where no words fit).
     static func unreachable(_ baseURL: String, _ error: any Error) -> SpoolClientError {
         let text = String(describing: error).lowercased()
         let why = text.contains("refused") ? "connection refused: is Spool running there?"
             : text.contains("timeout") || text.contains("timed out") ? "no answer in time"
-            : text.contains("resolve") || text.contains("dns") || text.contains("host") ? "the host name does not resolve"
-            : "no connection"
+            : text.contains("getaddrinfo") || text.contains("nxdomain") || text.contains("not known") || text.contains("resolve")
+                ? "the host name does not resolve"
+            : text.contains("unreachable") ? "no route to the host"
+            : text.contains("tls") || text.contains("ssl") || text.contains("certificate") || text.contains("handshake")
+                ? "the TLS handshake failed: \(String(describing: error).prefix(200))"
+            : "no connection: \(String(describing: error).prefix(200))"
         return SpoolClientError(status: 0, type: "unreachable", detail: "the gateway at \(baseURL) is not reachable (\(why))")
     }
 

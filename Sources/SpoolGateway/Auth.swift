@@ -130,7 +130,7 @@ struct AuthMiddleware: RouterMiddleware {
         }
         // A WebSocket without a valid token goes on without a principal: the library can only
         // answer a refused handshake with a bare 400, so the session refuses it after the
-        // handshake instead, with a close code that says why (WebSocketSession.refusal).
+        // handshake instead, with a close code that says why (WebSocketSession.serve).
         return try await next(request, context)
     }
 

@@ -52,7 +52,7 @@ struct WebSocketSession {
     }
 
     /// Selects the subprotocol when the client offered it. A caller without a valid token
-    /// (or without the `read` scope) is upgraded too, and closed at once by ``refuse(_:_:)``:
+    /// (or without the `read` scope) is upgraded too, and closed at once by ``serve(gateway:context:inbound:outbound:)``:
     /// a close code and reason reach every client, browsers included, where a refused
     /// handshake is a bare 400 that browsers do not even show. (Upgrades from other sites were
     /// refused before this, by ``CrossSiteGuard``.)

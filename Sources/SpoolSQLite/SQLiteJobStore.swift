@@ -57,9 +57,17 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func migrate() async throws {
-        do {
-            try Schema.migrator.migrate(pool)
-        } catch { throw Self.map(error) }
+        // Two processes opening a new file at once (`spool serve` and a CLI command) both try
+        // the first migrations: the loser's migration rolls back ("table jobs already exists"),
+        // and it tries again, past what the winner applied.
+        for attempt in 1... {
+            do {
+                return try Schema.migrator.migrate(pool)
+            } catch let error as DatabaseError where attempt < 10 && (error.resultCode == .SQLITE_ERROR || error.resultCode == .SQLITE_BUSY) {
+                try await Task.sleep(for: .milliseconds(20 * attempt))
+            } catch { throw Self.map(error) }
+        }
+        preconditionFailure("unreachable")
     }
 
     /// Commits queued writes, stops the writer thread and closes the file.

@@ -92,10 +92,16 @@ struct LocalBackend: Backend {
 struct RemoteBackend: Backend {
     let client: SpoolClient
 
-    init(baseURL: String, token: String?) { client = SpoolClient(url: baseURL, token: token, httpClient: Self.httpClient) }
+    /// For the event streams, which reconnect on their own through a gateway's restart.
+    let streams: SpoolClient
 
-    /// A gateway that refuses the connection is said at once: the shared client would retry
-    /// the connection until the request's timeout (30 s).
+    init(baseURL: String, token: String?) {
+        client = SpoolClient(url: baseURL, token: token, httpClient: Self.httpClient)
+        streams = SpoolClient(url: baseURL, token: token)
+    }
+
+    /// For one-shot requests: a gateway that refuses the connection is said at once (the shared
+    /// client would retry the connection until the request's timeout, 30 s).
     static let httpClient: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
@@ -126,7 +132,7 @@ struct RemoteBackend: Backend {
     func retryFailed(queue: String) async throws -> Int { try await mapped { try await client.retryFailed(queue: queue) } }
     func purge(queue: String) async throws -> Int { try await mapped { try await client.purge(queue: queue) } }
     func feed(queue: String?, kind: String?, after: Int64?) -> AsyncThrowingStream<FeedEvent, any Error> {
-        let events = client.feed(queue: queue, kind: kind, after: after)
+        let events = streams.feed(queue: queue, kind: kind, after: after)
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {

@@ -107,14 +107,13 @@ struct StoreOptions: ParsableArguments {
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var remote: RemoteOptions
 
-    /// The gateway at `--url`/`SPOOL_URL` if given (`--url` wins over a database; `SPOOL_URL`
-    /// only when no database is named), else the database file.
+    /// The gateway at `--url`, or at `SPOOL_URL` unless `--database` is given on the command
+    /// line; else the database file (the config file is read only then).
     func backend(durability: DurabilityOption? = nil) async throws -> any Backend {
-        let file = try db.loadConfigFile()
-        if let url = try remote.remoteURL(databaseNamed: db.databaseNamed(file)) {
+        if let url = try remote.remoteURL(databaseNamed: db.database != nil) {
             return RemoteBackend(baseURL: url, token: remote.resolvedToken)
         }
-        return LocalBackend(spool: try await db.open(with: file, durability: durability?.durability))
+        return LocalBackend(spool: try await db.open(with: try db.loadConfigFile(), durability: durability?.durability))
     }
 }
 

@@ -67,7 +67,7 @@ extension RemoteBackend {
             let task = Task {
                 var current: JobUpdate?
                 do {
-                    for try await event in client.events(of: id) {
+                    for try await event in streams.events(of: id) {
                         let update: JobUpdate?
                         if event.type == "snapshot" {
                             update = (try? JSON.decode(JobDocument.self, from: Data(event.data.utf8))).map(JobUpdate.init)

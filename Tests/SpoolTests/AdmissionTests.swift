@@ -7,13 +7,14 @@ import Testing
 /// the gateway apply.
 @Suite("Job admission")
 struct AdmissionTests {
-    @Test("a deployment that knows no kind takes any; once a worker in the registry announces its kinds, others are refused at once (no restart); a queue's list wins; unknown queues and reserved names are refused and nothing is written", arguments: StoreKind.allCases)
+    @Test("a deployment that knows no kind takes any; once a worker in the registry announces its kinds, others are refused (within a second, no restart); a queue's list wins; unknown queues and reserved names are refused and nothing is written", arguments: StoreKind.allCases)
     func rules(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             var config = fastConfiguration()
             config.admission.enforced = true
             config.admission.kinds["strict"] = ["strict.only"]
             config.queues["mail"] = QueueConfiguration()
+            config.queues["other"] = QueueConfiguration()
             let spool = Spool(store: store, configuration: config)
             func refusal(_ job: NewJob) async throws -> String? {
                 do { _ = try await spool.enqueue(job) } catch let error as SpoolError { return error.description }
@@ -30,6 +31,13 @@ struct AdmissionTests {
             let typo = try await refusal(NewJob(queue: "mail", kind: "mail.sned"))
             #expect(typo?.contains("unknown kind 'mail.sned'") == true && typo?.contains("mail.send") == true, "\(typo ?? "accepted")")
             #expect(try await refusal(NewJob(queue: "mail", kind: "mail.send")) == nil)
+            // Per queue: a configured queue no worker announced kinds for still takes any kind.
+            #expect(try await refusal(NewJob(queue: "other", kind: "whatever")) == nil)
+            // A queue no config names but a worker works is known.
+            try await store.recordWorker(WorkerInfo(id: "w2", name: "spool worker", queues: ["images"], kinds: ["image.resize"],
+                                                    concurrency: 1, startedAt: now, lastSeenAt: now, expiresAt: now.addingTimeInterval(60)))
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try await refusal(NewJob(queue: "images", kind: "image.resize")) == nil)
 
             #expect(try await refusal(NewJob(queue: "strict", kind: "mail.send"))?.contains("for queue 'strict'") == true)
             #expect(try await refusal(NewJob(queue: "strict", kind: "strict.only")) == nil)

@@ -25,7 +25,7 @@ struct CLITests {
         func cli(_ args: [String]) async throws -> (Int32, String) { try await Self.run(args + ["--database", db], in: dir) }
 
         // A worker process announces its kinds (the demo kinds) in the registry.
-        let worker = try SpoolProcess(["worker", "--database", db], logTo: dir.file("worker.log"), directory: dir.path)
+        let worker = try SpoolProcess(["worker", "--database", db, "--queues", "default,images"], logTo: dir.file("worker.log"), directory: dir.path)
         #expect(try await eventually(timeout: .seconds(30)) {
             let (_, out) = try await cli(["workers", "--json"])
             return out.contains("demo.noop")
@@ -35,6 +35,9 @@ struct CLITests {
         #expect(typo == 1 && typoOut.contains("unknown kind 'my.thing'") && typoOut.contains("demo.noop"), "\(typoOut)")
         let (known, knownOut) = try await cli(["enqueue", "--kind", "demo.noop"])
         #expect(known == 0 && knownOut.contains("\"state\""), "\(knownOut)")
+        // A queue no config names, but a worker works: known.
+        let (worked, workedOut) = try await cli(["enqueue", "--kind", "demo.noop", "--queue", "images"])
+        #expect(worked == 0, "\(workedOut)")
         let (queue, queueOut) = try await cli(["enqueue", "--kind", "demo.noop", "--queue", "nope"])
         #expect(queue == 1 && queueOut.contains("unknown queue 'nope'"), "\(queueOut)")
         // A queue with its own list takes only those kinds, whatever runs elsewhere.
@@ -69,9 +72,9 @@ struct CLITests {
         func cli(_ args: [String]) async throws -> (Int32, String) { try await Self.run(args + ["--database", db], in: dir) }
         func id(_ out: String) throws -> JobID { try #require(JobID(try JSONDecoder().decode(JobDocument.self, from: Data(out.utf8)).id)) }
 
-        // The feed, started first: it prints what happens from now on, one JSON object per line.
-        let feed = try SpoolProcess(["events", "--database", db, "--queue", "parked", "--limit", "2"], logTo: dir.file("feed.log"), directory: dir.path)
-        try await Task.sleep(for: .milliseconds(500))
+        // The feed, one JSON object per line, from the start of the (empty) log: it waits for
+        // what is enqueued next.
+        let feed = try SpoolProcess(["events", "--database", db, "--queue", "parked", "--after", "0", "--limit", "2"], logTo: dir.file("feed.log"), directory: dir.path)
         let (_, a) = try await cli(["enqueue", "--queue", "parked", "--kind", "demo.noop"])
         let (_, b) = try await cli(["enqueue", "--queue", "parked", "--kind", "demo.noop"])
         let first = try id(a), second = try id(b)

@@ -217,8 +217,7 @@ struct WebSocketTests {
             for (url, code, reason) in cases {
                 let received = Mutex(0)
                 let close = try await withTimeout(.seconds(10)) {
-                    try await WebSocketClient.connect(url: url, logger: Self.logger) { inbound, outbound, _ in
-                        try await outbound.write(.text(#"{"type": "subscribe", "queues": ["default"]}"#))
+                    try await WebSocketClient.connect(url: url, logger: Self.logger) { inbound, _, _ in
                         for try await _ in inbound.messages(maxSize: 1 << 16) { received.withLock { $0 += 1 } }
                     }
                 }

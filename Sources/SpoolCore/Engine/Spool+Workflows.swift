@@ -95,7 +95,10 @@ extension Spool {
             if events.isEmpty { break }
             let requests = events.filter { subscriber.matches($0.attributes) }.map { job(for: $0, subscriber: subscriber) }
             for chunk in stride(from: 0, to: requests.count, by: 500) {
-                let results = try await enqueue(Array(requests[chunk..<min(chunk + 500, requests.count)]))
+                // Like a publish, not admitted again: the subscriber was checked when it subscribed.
+                let (jobs, defaults, limits) = try await prepare(Array(requests[chunk..<min(chunk + 500, requests.count)]), admitting: false)
+                let results = try await store.enqueue(jobs, defaults: defaults, depthLimits: limits)
+                JobMetrics.enqueued(results)
                 made += results.filter { !$0.replayed }.count
             }
             for event in events { seen.insert(event.id) }

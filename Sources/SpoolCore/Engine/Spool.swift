@@ -53,6 +53,7 @@ public final class Spool: Sendable {
 
     public func handler(for kind: String) -> AnyJobHandler? { handlers.withLock { $0[kind] } }
     public var registeredKinds: [String] { handlers.withLock { $0.keys.sorted() } }
+    func handlerCount(excluding kind: String) -> Int { handlers.withLock { $0.count - ($0[kind] == nil ? 0 : 1) } }
 
     // MARK: Payload schemas
 
@@ -143,6 +144,7 @@ public final class Spool: Sendable {
     /// `name`, if the deployment knows the queue or it holds jobs; otherwise throws
     /// ``SpoolError/notFoundNamed(_:)`` (a typo must not pause a queue no one uses).
     public func existingQueue(_ name: String) async throws -> String {
+        await readAnnouncedKindsOnce()
         if knowsQueue(name) || name == Webhook.queue { return name }
         guard try await store.queueStats(tenant: nil).contains(where: { $0.name == name }) else {
             throw SpoolError.notFoundNamed("queue '\(name.prefix(128))' not found (configure it under 'queues' in the config file)")
@@ -154,7 +156,7 @@ public final class Spool: Sendable {
     /// Every queue a client should see, by name: those holding jobs (of `tenant`, or of all),
     /// the configured ones and `default`, each with its counts and settings.
     public func queueOverview(tenant: String? = nil) async throws -> [QueueDocument] {
-        try await readAnnouncedKindsOnce()
+        await readAnnouncedKindsOnce()
         var byName = Dictionary(uniqueKeysWithValues: try await store.queueStats(tenant: tenant).map { ($0.name, $0) })
         let admission = configuration.admission
         for name in Array(configuration.queues.keys) + admission.queues + admission.kinds.keys + ["default"] where byName[name] == nil {

@@ -31,33 +31,45 @@ public struct JobAdmission: Sendable {
 
     public init() {}
 
-    /// Whether `name` is a queue this deployment knows.
-    public func knowsQueue(_ name: String, configured: some Collection<String>) -> Bool {
-        name == "default" || configured.contains(name) || kinds[name] != nil || queues.contains(name)
+    /// Whether `name` is a queue this deployment knows: `default`, configured, listed here,
+    /// or worked by a worker in the registry (`announced`).
+    public func knowsQueue(_ name: String, configured: some Collection<String>, announced: [String: Set<String>]) -> Bool {
+        name == "default" || configured.contains(name) || kinds[name] != nil || queues.contains(name) || announced[name] != nil
     }
 
     /// The kinds `queue` takes, or `nil` for any. `handlers` are this process's kinds;
     /// `announced` those workers in the registry run, per queue.
     public func acceptedKinds(queue: String, handlers: Set<String>, announced: [String: Set<String>]) -> Set<String>? {
         if let listed = kinds[queue] { return listed }
-        let known = handlers.union(declaredKinds.keys).union(announced[queue] ?? [])
-        let knowsAny = !handlers.isEmpty || !declaredKinds.isEmpty || announced.values.contains { !$0.isEmpty }
-        return knowsAny ? known : nil
+        let forQueue = announced[queue] ?? []
+        guard !handlers.isEmpty || !declaredKinds.isEmpty || !forQueue.isEmpty else { return nil }
+        return handlers.union(declaredKinds.keys).union(forQueue)
     }
 
-    /// Why `job` is refused, or `nil` when it is taken.
-    public func refusal(_ job: NewJob, configuredQueues: some Collection<String>, handlers: Set<String>,
-                        announced: [String: Set<String>]) -> SpoolError? {
+    /// Whether `queue` takes `kind`, without building a set (the enqueue path): `hasHandler`
+    /// says whether this process runs the kind, `hasHandlers` whether it runs any; `announced`
+    /// are the kinds workers in the registry run for this queue. `nil`: taken without knowing
+    /// (nothing is known about the queue's kinds).
+    public func takes(_ kind: String, queue: String, hasHandler: Bool, hasHandlers: Bool, announced: Set<String>?) -> Bool? {
+        if let listed = kinds[queue] { return listed.contains(kind) }
+        guard hasHandlers || !declaredKinds.isEmpty || announced?.isEmpty == false else { return nil }
+        return hasHandler || declaredKinds[kind] != nil || announced?.contains(kind) == true
+    }
+
+    /// Why `job` is refused, or `nil` when it is taken (see ``takes(_:queue:hasHandler:hasHandlers:announced:)``).
+    /// `known` (for the message) are the kinds the queue takes when it does not take this one.
+    public func refusal(_ job: NewJob, queueKnown: Bool, takesKind: Bool?, known: () -> Set<String>? = { nil }) -> SpoolError? {
         if job.queue == Webhook.queue || job.kind == Webhook.kind {
             return .invalid(field: job.queue == Webhook.queue ? "queue" : "kind",
                             reason: "'\(Webhook.queue)' and '\(Webhook.kind)' are reserved for webhook deliveries")
         }
-        guard knowsQueue(job.queue, configured: configuredQueues) else {
+        guard queueKnown else {
             return .invalid(field: "queue", reason: "unknown queue '\(job.queue.prefix(128))'; configure it under 'queues' in the config file")
         }
-        if let accepted = acceptedKinds(queue: job.queue, handlers: handlers, announced: announced), !accepted.contains(job.kind) {
+        if takesKind == false {
+            let list = (known() ?? []).sorted()
             return .invalid(field: "kind", reason: "unknown kind '\(job.kind.prefix(128))' for queue '\(job.queue)': no handler, declared kind or worker runs it"
-                            + (accepted.isEmpty ? "" : " (known: \(accepted.sorted().prefix(20).joined(separator: ", ")))"))
+                            + (list.isEmpty ? "" : " (known: \(list.prefix(20).joined(separator: ", ")))"))
         }
         if let url = job.callbackURL, let why = callbackCheck?(url) {
             return .invalid(field: "callback_url", reason: "refused: \(why); callbacks may only reach public addresses unless the operator allows it (webhooks.allow_loopback / allow_private_networks)")

@@ -6,7 +6,7 @@ import SpoolCore
 // DELETE /v1/jobs/{id}, POST /v1/queues/{name}/retry-failed and /purge, and GET /v1/events.
 
 struct Delete: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Delete a job that is not running (its record and events go; followers get a 'deleted' event).")
+    static let configuration = CommandConfiguration(abstract: "Delete a finished job: completed, failed or cancelled (its record and events go; followers get a 'deleted' event).")
     @OptionGroup var store: StoreOptions
     @OptionGroup var durability: DurabilityOption
     @Argument(help: "Job id.") var id: String
