@@ -202,9 +202,10 @@ public struct SpoolClientError: Error, CustomStringConvertible, Sendable {
         let text = String(describing: error).lowercased()
         let why = text.contains("refused") ? "connection refused: is Spool running there?"
             : text.contains("timeout") || text.contains("timed out") ? "no answer in time"
-            : text.contains("getaddrinfo") || text.contains("nxdomain") || text.contains("not known") || text.contains("resolve")
+            : text.contains("getaddrinfo") || text.contains("nxdomain") || text.contains("not known") || text.contains("resolv")
+                || text.contains("dns error")
                 ? "the host name does not resolve"
-            : text.contains("unreachable") ? "no route to the host"
+            : text.contains("unreachable") || text.contains("no route") ? "no route to the host"
             : text.contains("tls") || text.contains("ssl") || text.contains("certificate") || text.contains("handshake")
                 ? "the TLS handshake failed: \(String(describing: error).prefix(200))"
             : "no connection: \(String(describing: error).prefix(200))"

@@ -58,13 +58,17 @@ public final class SQLiteJobStore: JobStore {
 
     public func migrate() async throws {
         // Two processes opening a new file at once (`spool serve` and a CLI command) both try
-        // the first migrations: the loser's migration rolls back ("table jobs already exists"),
-        // and it tries again, past what the winner applied.
+        // the first migrations: the loser's migration rolls back ("table jobs already exists")
+        // and runs again past what the winner applied. Only that is retried: an error while no
+        // other process made progress is thrown at once.
+        var applied = try await pool.read { try Schema.migrator.appliedIdentifiers($0) }
         for attempt in 1... {
             do {
                 return try Schema.migrator.migrate(pool)
-            } catch let error as DatabaseError where attempt < 10 && (error.resultCode == .SQLITE_ERROR || error.resultCode == .SQLITE_BUSY) {
-                try await Task.sleep(for: .milliseconds(20 * attempt))
+            } catch let error as DatabaseError where attempt < 20 && error.resultCode == .SQLITE_ERROR {
+                let now = try await pool.read { try Schema.migrator.appliedIdentifiers($0) }
+                guard now.count > applied.count else { throw Self.map(error) }
+                applied = now
             } catch { throw Self.map(error) }
         }
         preconditionFailure("unreachable")

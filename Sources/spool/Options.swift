@@ -21,6 +21,13 @@ struct DatabaseOptions: ParsableArguments {
         database != nil || ProcessInfo.processInfo.environment["SPOOL_DATABASE"] != nil || file?.database != nil
     }
 
+    /// Whether the command line names a database: `--database`, or `--config` with a file
+    /// that names one. These win over `SPOOL_URL`, which wins over `SPOOL_DATABASE`, the
+    /// database of `./spool.yaml` and the default file.
+    func databaseOnCommandLine(_ file: ConfigFile?) -> Bool {
+        database != nil || (config != nil && file?.database != nil)
+    }
+
     func loadConfigFile() throws -> ConfigFile? {
         let env = ProcessInfo.processInfo.environment
         if let path = config ?? env["SPOOL_CONFIG"] {
@@ -107,13 +114,14 @@ struct StoreOptions: ParsableArguments {
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var remote: RemoteOptions
 
-    /// The gateway at `--url`, or at `SPOOL_URL` unless `--database` is given on the command
-    /// line; else the database file (the config file is read only then).
+    /// The gateway at `--url`, or at `SPOOL_URL` unless the command line names a database
+    /// (``DatabaseOptions/databaseOnCommandLine(_:)``); else the database file.
     func backend(durability: DurabilityOption? = nil) async throws -> any Backend {
-        if let url = try remote.remoteURL(databaseNamed: db.database != nil) {
+        let file = remote.url == nil ? try db.loadConfigFile() : nil
+        if let url = try remote.remoteURL(databaseNamed: db.databaseOnCommandLine(file)) {
             return RemoteBackend(baseURL: url, token: remote.resolvedToken)
         }
-        return LocalBackend(spool: try await db.open(with: try db.loadConfigFile(), durability: durability?.durability))
+        return LocalBackend(spool: try await db.open(with: file, durability: durability?.durability))
     }
 }
 

@@ -57,6 +57,24 @@ struct AdmissionTests {
         }
     }
 
+    @Test("the first enqueues of a new process, all at once, wait for the first read of the registry: none is refused for a kind only a worker elsewhere runs")
+    func firstBurst() async throws {
+        try await withStore(.sqlite) { store in
+            let now = Date()
+            try await store.recordWorker(WorkerInfo(id: "elsewhere", name: "spool worker", queues: ["default"], kinds: ["remote.kind"],
+                                                    concurrency: 1, startedAt: now, lastSeenAt: now, expiresAt: now.addingTimeInterval(60)))
+            var config = fastConfiguration()
+            config.admission.enforced = true
+            let spool = Spool(store: store, configuration: config)
+            spool.register(kind: "own.kind", payload: [String: Int].self) { _, _ in }  // the queue's kinds are known: strict
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<20 { group.addTask { _ = try await spool.enqueue(NewJob(kind: "remote.kind")) } }
+                try await group.waitForAll()
+            }
+            await #expect(throws: SpoolError.self) { try await spool.enqueue(NewJob(kind: "nobody.runs.this")) }
+        }
+    }
+
     @Test("a Spool made in Swift without enforced admission takes any queue and kind (its workers may run elsewhere); admit() still answers")
     func notEnforced() async throws {
         try await withStore(.sqlite) { store in

@@ -138,6 +138,12 @@ struct CLITests {
         let (l, state) = try await Self.run(["list", "--state", "bogus", "--database", dir.file("u.sqlite")], in: dir)
         #expect(l == 64 && state.contains("Usage: spool list"), "\(state)")
 
+        // Which one a command uses: the command line, then SPOOL_URL, then SPOOL_DATABASE.
+        let both = ["SPOOL_URL": "http://127.0.0.1:9", "SPOOL_DATABASE": dir.file("env.sqlite")]
+        let (f, onFile) = try await Self.run(["list", "--database", dir.file("u.sqlite")], in: dir, environment: both)
+        #expect(f == 0, "\(onFile)")
+        let (r, remote) = try await Self.run(["list"], in: dir, environment: both)
+        #expect(r == 1 && remote.contains("http://127.0.0.1:9"), "\(remote)")
         let (u, unreachable) = try await Self.run(["list", "--url", "http://127.0.0.1:9"], in: dir)
         #expect(u == 1 && unreachable.contains("the gateway at http://127.0.0.1:9 is not reachable"), "\(unreachable)")
         #expect(!unreachable.contains("NIO") && !unreachable.contains("errno"), "\(unreachable)")

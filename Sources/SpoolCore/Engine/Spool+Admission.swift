@@ -1,38 +1,55 @@
 import Foundation
 
-/// What the worker registry says about the queues workers work and the kinds they run, as
-/// last read, plus what workers leasing through a gateway here said since.
+/// What workers say about the queues they work and the kinds they run: the worker registry
+/// as last read, and what remote workers leasing through a gateway here said lately (kept
+/// apart, for a minute: their registry entry may not be written yet when the registry is read).
 struct AnnouncedKinds: Sendable {
-    var byQueue: [String: Set<String>] = [:]
-    var readAt: ContinuousClock.Instant?
-    private var count = 0
-    private static let limit = 10_000
+    /// Pairs of queue and kind, at most `limit` of them (a worker cannot fill the memory).
+    struct Table: Sendable {
+        var byQueue: [String: Set<String>] = [:]
+        private(set) var count = 0
+        static let limit = 10_000
 
-    /// At most 10,000 pairs of queue and kind between two reads of the registry (a worker
-    /// cannot fill the memory; each read starts afresh).
-    mutating func add(_ kinds: [String], queues: [String]) {
-        for queue in queues where count < Self.limit {
-            if byQueue[queue] == nil { byQueue[queue] = []; count += 1 }
-            // (Spool's own webhook deliverer says nothing about what a deployment runs.)
-            for kind in kinds where count < Self.limit && kind != Webhook.kind && !byQueue[queue, default: []].contains(kind) {
-                byQueue[queue, default: []].insert(kind)
-                count += 1
+        mutating func add(_ kinds: [String], queues: [String]) {
+            for queue in queues where count < Self.limit {
+                if byQueue[queue] == nil { byQueue[queue] = []; count += 1 }
+                // (Spool's own webhook deliverer says nothing about what a deployment runs.)
+                for kind in kinds where count < Self.limit && kind != Webhook.kind && byQueue[queue]?.contains(kind) == false {
+                    byQueue[queue]?.insert(kind)
+                    count += 1
+                }
             }
         }
     }
 
-    /// Claims the next read of the registry if the last one is older than `age` (one caller
-    /// reads; the others go on with what is known).
-    mutating func claimRead(olderThan age: Duration) -> Bool {
-        if let readAt, ContinuousClock.now - readAt < age { return false }
-        readAt = .now
-        return true
+    var registry = Table()
+    var leased = Table()
+    var leasedSince: ContinuousClock.Instant = .now
+    var readAt: ContinuousClock.Instant?
+    /// The read of the registry under way, which every caller that needs news waits for.
+    var reading: Task<Void, Never>?
+
+    /// The kinds workers run for `queue`, or `nil` when no worker works it.
+    func kinds(of queue: String) -> Set<String>? {
+        switch (registry.byQueue[queue], leased.byQueue[queue]) {
+        case (nil, nil): nil
+        case (let a?, nil): a
+        case (nil, let b?): b
+        case (let a?, let b?): a.union(b)
+        }
+    }
+
+    var byQueue: [String: Set<String>] { registry.byQueue.merging(leased.byQueue) { $0.union($1) } }
+
+    mutating func announce(_ kinds: [String], queues: [String]) {
+        // Announcements older than a minute go (a worker polling renews its own at once).
+        if ContinuousClock.now - leasedSince > .seconds(60) { leased = Table(); leasedSince = .now }
+        leased.add(kinds, queues: queues)
     }
 
     mutating func replace(with workers: [WorkerInfo]) {
-        byQueue = [:]
-        count = 0
-        for worker in workers { add(worker.kinds, queues: worker.queues) }
+        registry = Table()
+        for worker in workers { registry.add(worker.kinds, queues: worker.queues) }
     }
 }
 
@@ -47,8 +64,8 @@ extension Spool {
     /// second), so a worker started a moment ago is believed at once. A registry that cannot be
     /// read leaves what is known as it is.
     public func admit(_ job: NewJob) async throws {
-        if announced.withLock({ $0.readAt == nil }) { await readAnnouncedKinds(olderThan: .zero) }
-        guard let refusal = admissionRefusal(job) else {
+        await readAnnouncedKindsOnce()
+        guard admissionRefusal(job) != nil else {
             // Taken without knowing the queue's kinds: a worker may have announced some since.
             guard takesKind(job) == nil else { return }
             await readAnnouncedKinds(olderThan: .seconds(1))
@@ -56,7 +73,8 @@ extension Spool {
             return
         }
         await readAnnouncedKinds(olderThan: .seconds(1))
-        if admissionRefusal(job) != nil { throw refusal }
+        // (The refusal as things stand now: its list of known kinds is the fresh one.)
+        if let refusal = admissionRefusal(job) { throw refusal }
     }
 
     /// The kinds `queue` takes, or `nil` for any (see ``JobAdmission/acceptedKinds(queue:handlers:announced:)``).
@@ -67,7 +85,7 @@ extension Spool {
     /// Whether `name` is a queue this deployment knows (`default`, configured, admitted, or
     /// worked by a worker in the registry).
     public func knowsQueue(_ name: String) -> Bool {
-        let worked = announced.withLock { $0.byQueue[name] != nil }
+        let worked = announced.withLock { $0.kinds(of: name) != nil }
         return worked || configuration.admission.knowsQueue(name, configured: configuration.queues.keys, announced: [:])
     }
 
@@ -76,7 +94,7 @@ extension Spool {
 
     /// Records kinds a worker runs (a gateway calls this when a remote worker leases).
     public func announce(kinds: [String], queues: [String]) {
-        announced.withLock { $0.add(kinds, queues: queues) }
+        announced.withLock { $0.announce(kinds, queues: queues) }
     }
 
     /// This process's handlers, without Spool's own webhook deliverer.
@@ -84,7 +102,7 @@ extension Spool {
 
     private func takesKind(_ job: NewJob) -> Bool? {
         let hasHandlers = handlerCount(excluding: Webhook.kind) > 0
-        let forQueue = announced.withLock { $0.byQueue[job.queue] }
+        let forQueue = announced.withLock { $0.kinds(of: job.queue) }
         return configuration.admission.takes(job.kind, queue: job.queue, hasHandler: job.kind != Webhook.kind && handler(for: job.kind) != nil,
                                              hasHandlers: hasHandlers, announced: forQueue)
     }
@@ -98,15 +116,31 @@ extension Spool {
         if announced.withLock({ $0.readAt == nil }) { await readAnnouncedKinds(olderThan: .zero) }
     }
 
-    /// Reads the registry again if the last read is older than `age` and no other caller is
-    /// reading it now.
+    /// Reads the registry again if the last read is older than a second.
+    func refreshAnnouncedKinds() async { await readAnnouncedKinds(olderThan: .seconds(1)) }
+
+    /// Reads the registry again if the last read is older than `age`; a read under way is
+    /// waited for rather than repeated (one read at a time, at most one a second).
     private func readAnnouncedKinds(olderThan age: Duration) async {
-        guard announced.withLock({ $0.claimRead(olderThan: age) }) else { return }
-        do {
-            let workers = try await store.workers(tenant: nil)
-            announced.withLock { $0.replace(with: workers) }
-        } catch {
-            logger.warning("could not read the worker registry for job admission; going on with what is known", metadata: ["error": "\(error)"])
+        let read: Task<Void, Never>? = announced.withLock { state in
+            if let reading = state.reading { return reading }
+            if let readAt = state.readAt, ContinuousClock.now - readAt < age { return nil }
+            let task = Task {
+                let workers: [WorkerInfo]
+                do { workers = try await store.workers(tenant: nil) } catch {
+                    logger.warning("could not read the worker registry for job admission; going on with what is known", metadata: ["error": "\(error)"])
+                    announced.withLock { $0.readAt = .now; $0.reading = nil }
+                    return
+                }
+                announced.withLock { state in
+                    state.replace(with: workers)
+                    state.readAt = .now
+                    state.reading = nil
+                }
+            }
+            state.reading = task
+            return task
         }
+        await read?.value
     }
 }

@@ -144,8 +144,9 @@ public final class Spool: Sendable {
     /// `name`, if the deployment knows the queue or it holds jobs; otherwise throws
     /// ``SpoolError/notFoundNamed(_:)`` (a typo must not pause a queue no one uses).
     public func existingQueue(_ name: String) async throws -> String {
-        await readAnnouncedKindsOnce()
         if knowsQueue(name) || name == Webhook.queue { return name }
+        await refreshAnnouncedKinds()  // a worker of the queue may have started since
+        if knowsQueue(name) { return name }
         guard try await store.queueStats(tenant: nil).contains(where: { $0.name == name }) else {
             throw SpoolError.notFoundNamed("queue '\(name.prefix(128))' not found (configure it under 'queues' in the config file)")
         }
@@ -156,10 +157,11 @@ public final class Spool: Sendable {
     /// Every queue a client should see, by name: those holding jobs (of `tenant`, or of all),
     /// the configured ones and `default`, each with its counts and settings.
     public func queueOverview(tenant: String? = nil) async throws -> [QueueDocument] {
-        await readAnnouncedKindsOnce()
+        await refreshAnnouncedKinds()
         var byName = Dictionary(uniqueKeysWithValues: try await store.queueStats(tenant: tenant).map { ($0.name, $0) })
         let admission = configuration.admission
-        for name in Array(configuration.queues.keys) + admission.queues + admission.kinds.keys + ["default"] where byName[name] == nil {
+        let worked = announcedKinds.keys.filter { $0 != Webhook.queue }
+        for name in Array(configuration.queues.keys) + admission.queues + admission.kinds.keys + worked + ["default"] where byName[name] == nil {
             byName[name] = .empty(name)
         }
         return byName.values.sorted { $0.name < $1.name }.map {

@@ -74,7 +74,7 @@ func runSpool(store: DatabaseOptions, durability: DurabilityOption, worker: Work
         try PortCheck.ensureFree(host: config.host, port: config.port)
         logger.info("API tokens loaded", metadata: ["count": "\(config.tokens.count)"])
         if spool.ownKinds.isEmpty && declared.runners.isEmpty && spool.configuration.admission.kinds.isEmpty {
-            logger.warning("this gateway knows no job kinds (no handler here, none declared in the config file): it accepts any kind until a worker announces its kinds; declare them under 'kinds' or 'queues.<name>.kinds' to refuse unknown kinds")
+            logger.warning("this gateway knows no job kinds (no handler here, none declared in the config file): a queue accepts any kind until a worker of that queue announces its kinds; declare them under 'kinds' or 'queues.<name>.kinds' to refuse unknown kinds")
         }
         config.webhooks = webhooks
         let api = Gateway(spool: spool, configuration: config, metrics: metricsRegistry)
@@ -136,7 +136,7 @@ struct Worker: AsyncParsableCommand {
     @OptionGroup var worker: WorkerOptions
     func run() async throws {
         do {
-            if let url = try remote.remoteURL(databaseNamed: store.databaseNamed(try store.loadConfigFile())) {
+            if let url = try remote.remoteURL(databaseNamed: store.databaseOnCommandLine(try store.loadConfigFile())) {
                 try await runRemoteWorker(url: url, token: remote.resolvedToken, store: store, worker: worker)
             } else {
                 try await runSpool(store: store, durability: durability, worker: worker, gateway: nil, role: "spool worker")
