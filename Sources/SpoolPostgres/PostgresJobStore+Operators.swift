@@ -39,8 +39,9 @@ extension PostgresJobStore {
         }
     }
 
-    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
+    public func retry(_ id: JobID, tenant: String?, attempts: Int?) async throws -> Job {
         let logger = self.logger
+        let grant = attempts.map(Int32.init)
         return try await transaction { connection, changes in
             let job = try await self.lockedJob(connection, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
@@ -49,13 +50,15 @@ extension PostgresJobStore {
                 : try DependencyRules.afterRetry(id, parents: try await self.parentStates(of: id, connection), policy: job.onParentFailure)
             var children = false
             for try await has in try await connection.query("""
-                UPDATE spool_jobs SET state = \(next.rawValue), attempt = 0, run_at = now(), finished_at = NULL, result = NULL,
+                UPDATE spool_jobs SET state = \(next.rawValue), attempt = CASE WHEN \(grant)::int IS NULL THEN 0 ELSE attempt END,
+                                      max_attempts = COALESCE(attempt + \(grant)::int, max_attempts),
+                                      run_at = now(), finished_at = NULL, result = NULL,
                                       progress_percent = NULL, progress_message = NULL, worker_id = NULL,
                                       cancel_reason = NULL, cancelled_by = NULL, parents_left = \(Int64(left))
                 WHERE id = \(id.uuid) RETURNING has_children
                 """, logger: logger).decode(Bool.self) { children = has }
             var key = ChangeSet.JobKey(job)
-            key.attempt = 0
+            if attempts == nil { key.attempt = 0 }
             changes.transition(key, from: job.state, to: next)
             if next == .pending { changes.signal(.workAvailable(queue: job.queue)) }
             try await self.reopened(id, hasChildren: children, batchID: job.batchID, connection, changes)
@@ -73,12 +76,15 @@ extension PostgresJobStore {
         }
     }
 
-    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+    public func retryFailed(queue: String, tenant: String?, attempts: Int?) async throws -> Int {
         try NewJob.validateQueue(queue)
         let logger = self.logger
+        let grant = attempts.map(Int32.init)
         return try await transaction { connection, changes in
             let rows = try await connection.keys("""
-                UPDATE spool_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL
+                UPDATE spool_jobs SET state = 'pending', attempt = CASE WHEN \(grant)::int IS NULL THEN 0 ELSE attempt END,
+                                      max_attempts = COALESCE(attempt + \(grant)::int, max_attempts),
+                                      run_at = now(), finished_at = NULL, worker_id = NULL
                 WHERE queue = \(queue) AND state = 'failed' AND (\(tenant)::text IS NULL OR tenant = \(tenant)) AND depends_on IS NULL
                 RETURNING id, tenant, kind, attempt, queue, has_children, batch_id
                 """, logger: logger)
@@ -103,12 +109,14 @@ extension PostgresJobStore {
                 guard let (next, left) = try? DependencyRules.afterRetry(job.id, parents: parents, policy: job.onParentFailure) else { continue }
                 var children = false
                 for try await has in try await connection.query("""
-                    UPDATE spool_jobs SET state = \(next.rawValue), attempt = 0, run_at = now(), finished_at = NULL, worker_id = NULL,
+                    UPDATE spool_jobs SET state = \(next.rawValue), attempt = CASE WHEN \(grant)::int IS NULL THEN 0 ELSE attempt END,
+                                          max_attempts = COALESCE(attempt + \(grant)::int, max_attempts),
+                                          run_at = now(), finished_at = NULL, worker_id = NULL,
                                           parents_left = \(Int64(left))
                     WHERE id = \(job.id.uuid) RETURNING has_children
                     """, logger: logger).decode(Bool.self) { children = has }
                 var key = ChangeSet.JobKey(job)
-                key.attempt = 0
+                if attempts == nil { key.attempt = 0 }
                 changes.transition(key, from: .failed, to: next)
                 try await self.reopened(job.id, hasChildren: children, batchID: job.batchID, connection, changes)
                 redriven += 1

@@ -21,7 +21,7 @@ extension SQLiteJobStore {
         }
     }
 
-    public func retry(_ id: JobID, tenant: String?) async throws -> Job {
+    public func retry(_ id: JobID, tenant: String?, attempts: Int?) async throws -> Job {
         try await writer.write() { db, batch in
             let job = try Self.fetchJob(db, id, tenant: tenant)
             guard job.state.canRetry else { throw SpoolError.invalidTransition(id: id, from: job.state, operation: "retry") }
@@ -29,14 +29,15 @@ extension SQLiteJobStore {
             let (next, left) = job.dependsOn.isEmpty ? (JobState.pending, 0)
                 : try DependencyRules.afterRetry(id, parents: try Self.parentStates(of: id, db), policy: job.onParentFailure)
             let hasChildren = try Bool.fetchOne(db, sql: """
-                UPDATE jobs SET state = ?, attempt = 0, run_at = ?, finished_at = NULL, result = NULL,
+                UPDATE jobs SET state = ?, attempt = CASE WHEN ? IS NULL THEN 0 ELSE attempt END,
+                                max_attempts = COALESCE(attempt + ?, max_attempts), run_at = ?, finished_at = NULL, result = NULL,
                                 progress_percent = NULL, progress_message = NULL, worker_id = NULL,
                                 cancel_reason = NULL, cancelled_by = NULL, parents_left = ?
                 WHERE id = ?
                 RETURNING has_children
-                """, arguments: [next.rawValue, Rows.micros(Date()), left, id.description]) ?? false
+                """, arguments: [next.rawValue, attempts, attempts, Rows.micros(Date()), left, id.description]) ?? false
             var key = ChangeSet.JobKey(job)
-            key.attempt = 0
+            if attempts == nil { key.attempt = 0 }
             batch.transition(key, from: job.state, to: next)
             if next == .pending { batch.signal(.workAvailable(queue: job.queue)) }
             try Self.reopened(id, hasChildren: hasChildren, batchID: job.batchID, db, batch)
@@ -53,17 +54,18 @@ extension SQLiteJobStore {
         }
     }
 
-    public func retryFailed(queue: String, tenant: String?) async throws -> Int {
+    public func retryFailed(queue: String, tenant: String?, attempts: Int?) async throws -> Int {
         try NewJob.validateQueue(queue)
         return try await writer.write() { db, batch in
             let rows = try Row.fetchAll(
                 db,
                 sql: """
-                    UPDATE jobs SET state = 'pending', attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL
+                    UPDATE jobs SET state = 'pending', attempt = CASE WHEN ? IS NULL THEN 0 ELSE attempt END,
+                                    max_attempts = COALESCE(attempt + ?, max_attempts), run_at = ?, finished_at = NULL, worker_id = NULL
                     WHERE queue = ? AND state = 'failed' AND (? IS NULL OR tenant = ?) AND depends_on IS NULL
                     RETURNING id, tenant, kind, attempt, has_children, batch_id
                     """,
-                arguments: [Rows.micros(Date()), queue, tenant, tenant])
+                arguments: [attempts, attempts, Rows.micros(Date()), queue, tenant, tenant])
             for row in rows {
                 let key = try Rows.key(row, queue: queue)
                 batch.transition(key, from: .failed, to: .pending)
@@ -81,11 +83,12 @@ extension SQLiteJobStore {
                 let parents = try Self.parentStates(of: id, db)
                 guard let (next, left) = try? DependencyRules.afterRetry(id, parents: parents, policy: job.onParentFailure) else { continue }
                 let hasChildren = try Bool.fetchOne(db, sql: """
-                    UPDATE jobs SET state = ?, attempt = 0, run_at = ?, finished_at = NULL, worker_id = NULL, parents_left = ?
+                    UPDATE jobs SET state = ?, attempt = CASE WHEN ? IS NULL THEN 0 ELSE attempt END,
+                                    max_attempts = COALESCE(attempt + ?, max_attempts), run_at = ?, finished_at = NULL, worker_id = NULL, parents_left = ?
                     WHERE id = ? RETURNING has_children
-                    """, arguments: [next.rawValue, Rows.micros(Date()), left, id.description]) ?? false
+                    """, arguments: [next.rawValue, attempts, attempts, Rows.micros(Date()), left, id.description]) ?? false
                 var key = ChangeSet.JobKey(job)
-                key.attempt = 0
+                if attempts == nil { key.attempt = 0 }
                 batch.transition(key, from: .failed, to: next)
                 try Self.reopened(id, hasChildren: hasChildren, batchID: job.batchID, db, batch)
                 redriven += 1

@@ -424,7 +424,7 @@ final class GatedCompletions: JobStore {
     }
     func release(_ id: JobID, lease: LeaseToken) async throws { try await base.release(id, lease: lease) }
     func cancel(_ id: JobID, tenant: String?) async throws -> Job { try await base.cancel(id, tenant: tenant) }
-    func retry(_ id: JobID, tenant: String?) async throws -> Job { try await base.retry(id, tenant: tenant) }
+    func retry(_ id: JobID, tenant: String?, attempts: Int?) async throws -> Job { try await base.retry(id, tenant: tenant, attempts: attempts) }
     func delete(_ id: JobID, tenant: String?) async throws { try await base.delete(id, tenant: tenant) }
     func job(_ id: JobID, tenant: String?) async throws -> Job? { try await base.job(id, tenant: tenant) }
     func list(_ filter: JobFilter) async throws -> JobPage { try await base.list(filter) }
@@ -434,7 +434,7 @@ final class GatedCompletions: JobStore {
     }
     func setPaused(_ paused: Bool, queue: String) async throws { try await base.setPaused(paused, queue: queue) }
     func queueStats(tenant: String?) async throws -> [QueueStats] { try await base.queueStats(tenant: tenant) }
-    func retryFailed(queue: String, tenant: String?) async throws -> Int { try await base.retryFailed(queue: queue, tenant: tenant) }
+    func retryFailed(queue: String, tenant: String?, attempts: Int?) async throws -> Int { try await base.retryFailed(queue: queue, tenant: tenant, attempts: attempts) }
     func purge(queue: String, tenant: String?) async throws -> Int { try await base.purge(queue: queue, tenant: tenant) }
     func eventPage(after: Int64, filter: EventFilter, limit: Int) async throws -> EventPage {
         try await base.eventPage(after: after, filter: filter, limit: limit)

@@ -317,6 +317,24 @@ struct StoreContractTests {
             await expectSpoolError({ if case .invalidTransition(_, .completed, "retry") = $0 { true } else { false } }) {
                 _ = try await store.retry(id, tenant: nil)
             }
+
+            // With an allowance, attempts are numbered on (the engine's retry): a reader of the
+            // errors can tell the runs apart.
+            let second = try await store.add(maxAttempts: 2).job.id
+            for n in 1...2 {
+                let lease = try #require(try await store.leaseAll().first { $0.id == second })
+                try await store.fail(second, lease: lease.lease, error: AttemptError(attempt: n, message: "run 1", at: Date()), retryAt: n < 2 ? Date() : nil)
+            }
+            let numbered = try await store.retry(second, tenant: nil, attempts: 3)
+            #expect(numbered.state == .pending && numbered.attempt == 2 && numbered.maxAttempts == 5, "\(numbered.attempt)/\(numbered.maxAttempts)")
+            #expect(try await store.leaseAll().first { $0.id == second }?.job.attempt == 3)
+            // A queue's redrive does the same.
+            let third = try await store.add(maxAttempts: 1).job.id
+            let lease = try #require(try await store.leaseAll().first { $0.id == third })
+            try await store.fail(third, lease: lease.lease, error: AttemptError(attempt: 1, message: "x", at: Date()), retryAt: nil)
+            #expect(try await store.retryFailed(queue: "q", tenant: nil, attempts: 4) == 1)
+            let redriven = try await store.mustGet(third)
+            #expect(redriven.state == .pending && redriven.attempt == 1 && redriven.maxAttempts == 5)
         }
     }
 

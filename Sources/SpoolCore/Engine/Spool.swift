@@ -126,14 +126,19 @@ public final class Spool: Sendable {
     public func job(_ id: JobID, tenant: String? = nil) async throws -> Job? { try await store.job(id, tenant: tenant) }
     public func list(_ filter: JobFilter) async throws -> JobPage { try await store.list(filter) }
     public func cancel(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.cancel(id, tenant: tenant) }
-    public func retry(_ id: JobID, tenant: String? = nil) async throws -> Job { try await store.retry(id, tenant: tenant) }
+    /// Puts a failed or cancelled job back to run with a fresh set of attempts (its queue's
+    /// `maxAttempts`), numbered on from its last attempt: errors read 1, 2, 3, then 4, 5, 6.
+    public func retry(_ id: JobID, tenant: String? = nil) async throws -> Job {
+        guard let job = try await store.job(id, tenant: tenant) else { throw SpoolError.notFound(id) }
+        return try await store.retry(id, tenant: tenant, attempts: configuration.queue(job.queue).maxAttempts)
+    }
     public func pause(queue: String) async throws { try await store.setPaused(true, queue: try await existingQueue(queue)) }
     public func resume(queue: String) async throws { try await store.setPaused(false, queue: try await existingQueue(queue)) }
 
     /// Puts every failed job of the queue (of `tenant`, or of all) back to run: the
-    /// dead-letter redrive. Returns how many.
+    /// dead-letter redrive, each with a fresh set of attempts as ``retry(_:tenant:)``. Returns how many.
     public func retryFailed(queue: String, tenant: String? = nil) async throws -> Int {
-        try await store.retryFailed(queue: try await existingQueue(queue), tenant: tenant)
+        try await store.retryFailed(queue: try await existingQueue(queue), tenant: tenant, attempts: configuration.queue(queue).maxAttempts)
     }
 
     /// Deletes the queue's jobs that wait to run (of `tenant`, or of all). Returns how many.

@@ -57,8 +57,10 @@ public protocol JobStore: Sendable {
     /// Cancels a job that has not finished. A running job loses its lease at once.
     func cancel(_ id: JobID, tenant: String?) async throws -> Job
 
-    /// Puts a `failed` or `cancelled` job back in its queue with a fresh set of attempts.
-    func retry(_ id: JobID, tenant: String?) async throws -> Job
+    /// Puts a `failed` or `cancelled` job back in its queue with a fresh set of attempts:
+    /// `attempts` more, its attempts numbered on from the last (4 after 1, 2, 3); `nil` starts
+    /// the numbering again at 1 with the job's own `max_attempts`.
+    func retry(_ id: JobID, tenant: String?, attempts: Int?) async throws -> Job
 
     /// Deletes a finished job.
     func delete(_ id: JobID, tenant: String?) async throws
@@ -82,8 +84,9 @@ public protocol JobStore: Sendable {
     /// jobs, or of all when `tenant` is `nil`).
     func queueStats(tenant: String?) async throws -> [QueueStats]
 
-    /// Moves every `failed` job of a queue back to `pending` (redrive the dead letters).
-    func retryFailed(queue: String, tenant: String?) async throws -> Int
+    /// Moves every `failed` job of a queue back to `pending` (redrive the dead letters), each
+    /// with `attempts` more as in ``retry(_:tenant:attempts:)``.
+    func retryFailed(queue: String, tenant: String?, attempts: Int?) async throws -> Int
 
     /// Deletes every `pending` and `scheduled` job of a queue.
     func purge(queue: String, tenant: String?) async throws -> Int
@@ -205,6 +208,10 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// Retries with the numbering started again (see ``retry(_:tenant:attempts:)``).
+    public func retry(_ id: JobID, tenant: String?) async throws -> Job { try await retry(id, tenant: tenant, attempts: nil) }
+    public func retryFailed(queue: String, tenant: String?) async throws -> Int { try await retryFailed(queue: queue, tenant: tenant, attempts: nil) }
+
     /// Leases jobs of any kind and tenant (see ``lease(_:)``).
     public func lease(queue: String, limit: Int, workerID: String, leaseDuration: Duration) async throws -> LeaseBatch {
         try await lease(LeaseRequest(queue: queue, limit: limit, workerID: workerID, leaseDuration: leaseDuration))
