@@ -86,7 +86,12 @@ final class TestGateway: Sendable {
         let app = try api.application(logger: logger) { port in portContinuation.yield(port) }
         var services: [any Service] = [app]
         if workers { services.append(spool.worker()) }
-        let group = ServiceGroup(services: services, logger: logger)
+        // Bounded: a shutdown that hangs (seen once in CI, after a test's body had passed) is
+        // cut short by cancellation instead of stalling the whole run.
+        var groupConfiguration = ServiceGroupConfiguration(services: services, logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(20)
+        groupConfiguration.maximumCancellationDuration = .seconds(10)
+        let group = ServiceGroup(configuration: groupConfiguration)
         let running = Task { try await group.run() }
         var iterator = portStream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw GatewayError("the server did not start") }
