@@ -65,16 +65,12 @@ extension Spool {
     /// read leaves what is known as it is.
     public func admit(_ job: NewJob) async throws {
         await readAnnouncedKindsOnce()
-        guard admissionRefusal(job) != nil else {
-            // Taken without knowing the queue's kinds: a worker may have announced some since.
-            guard takesKind(job) == nil else { return }
-            await readAnnouncedKinds(olderThan: .seconds(1))
-            if let refusal = admissionRefusal(job) { throw refusal }
-            return
-        }
+        let takes = takesKind(job)
+        if takes != nil, admissionRefusal(job, takesKind: takes) == nil { return }
+        // Refused, or taken without knowing the queue's kinds: a worker may have announced some
+        // since. (The refusal thrown is the one made after the re-read: its known kinds are fresh.)
         await readAnnouncedKinds(olderThan: .seconds(1))
-        // (The refusal as things stand now: its list of known kinds is the fresh one.)
-        if let refusal = admissionRefusal(job) { throw refusal }
+        if let refusal = admissionRefusal(job, takesKind: takesKind(job)) { throw refusal }
     }
 
     /// The kinds `queue` takes, or `nil` for any (see ``JobAdmission/acceptedKinds(queue:handlers:announced:)``).
@@ -86,7 +82,7 @@ extension Spool {
     /// worked by a worker in the registry).
     public func knowsQueue(_ name: String) -> Bool {
         let worked = announced.withLock { $0.kinds(of: name) != nil }
-        return worked || configuration.admission.knowsQueue(name, configured: configuration.queues.keys, announced: [:])
+        return worked || configuration.admission.knowsQueue(name, configured: configuration.queues.keys)
     }
 
     /// Kinds workers in the registry (or leasing through a gateway here) run, per queue.
@@ -107,8 +103,8 @@ extension Spool {
                                              hasHandlers: hasHandlers, announced: forQueue)
     }
 
-    private func admissionRefusal(_ job: NewJob) -> SpoolError? {
-        configuration.admission.refusal(job, queueKnown: knowsQueue(job.queue), takesKind: takesKind(job)) { acceptedKinds(queue: job.queue) }
+    private func admissionRefusal(_ job: NewJob, takesKind: Bool?) -> SpoolError? {
+        configuration.admission.refusal(job, queueKnown: knowsQueue(job.queue), takesKind: takesKind) { acceptedKinds(queue: job.queue) }
     }
 
     /// Reads the registry's kinds if this process has not yet.

@@ -31,10 +31,10 @@ public struct JobAdmission: Sendable {
 
     public init() {}
 
-    /// Whether `name` is a queue this deployment knows: `default`, configured, listed here,
-    /// or worked by a worker in the registry (`announced`).
-    public func knowsQueue(_ name: String, configured: some Collection<String>, announced: [String: Set<String>]) -> Bool {
-        name == "default" || configured.contains(name) || kinds[name] != nil || queues.contains(name) || announced[name] != nil
+    /// Whether `name` is a queue the configuration knows: `default`, configured, or listed
+    /// here. (``Spool/knowsQueue(_:)`` adds the queues workers in the registry work.)
+    public func knowsQueue(_ name: String, configured: some Collection<String>) -> Bool {
+        name == "default" || configured.contains(name) || kinds[name] != nil || queues.contains(name)
     }
 
     /// The kinds `queue` takes, or `nil` for any. `handlers` are this process's kinds;
